@@ -1,0 +1,175 @@
+//! The admission decision for a new pod (spec §3, quota §10.3).
+
+use crate::api::{Admission, ContainerRef, Error, Mutation, Pod};
+use crate::ledger::Ledger;
+use crate::schedule;
+use crate::vendor::{Slot, VENDORS};
+
+pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
+
+fn allow(mutations: Vec<Mutation>, managed: bool, message: &str) -> Admission {
+    Admission {
+        allowed: true,
+        message: message.to_string(),
+        mutations,
+        managed,
+    }
+}
+
+fn deny(message: String) -> Admission {
+    Admission {
+        allowed: false,
+        message,
+        mutations: Vec::new(),
+        managed: true,
+    }
+}
+
+/// Admits a pod being created: HAMi's webhook rules, in its order.
+pub fn admit(ledger: &Ledger, pod: &Pod) -> Result<Admission, Error> {
+    let cfg = &ledger.config;
+    if pod.containers.is_empty() {
+        return Ok(deny("pod has no containers".to_string()));
+    }
+    if let Some(name) = pod.scheduler_name.as_deref().filter(|n| !n.is_empty()) {
+        let takeover = name == DEFAULT_SCHEDULER && cfg.force_overwrite_default_scheduler;
+        let ours = !cfg.scheduler_name.is_empty() && name == cfg.scheduler_name;
+        if !takeover && !ours {
+            return Ok(allow(
+                Vec::new(),
+                false,
+                "pod already has different scheduler assigned",
+            ));
+        }
+    }
+    let object = pod.object();
+    let mut mutations = Vec::new();
+    let mut managed = false;
+    let mut nvidia_used = false;
+    for (init, list) in [(true, &pod.init_containers), (false, &pod.containers)] {
+        for (index, c) in list.iter().enumerate() {
+            let slot = Slot {
+                object: &object,
+                init,
+                index,
+            };
+            let cref = ContainerRef {
+                init,
+                index: index as u32,
+            };
+            for v in VENDORS {
+                let (has, m) = v
+                    .admit_container(c, slot, cref, cfg)
+                    .map_err(Error::InvalidInput)?;
+                managed |= has;
+                nvidia_used |= has && v.key() == crate::vendor::nvidia::VENDOR;
+                mutations.extend(m);
+            }
+        }
+    }
+    if managed {
+        if let Some(c) = pod.all_containers().find(|c| c.privileged) {
+            return Ok(deny(format!("container {} is privileged", c.name)));
+        }
+        if nvidia_used
+            && pod.runtime_class_name.is_none()
+            && !cfg.nvidia.runtime_class_name.is_empty()
+        {
+            mutations.push(Mutation::SetRuntimeClassName(
+                cfg.nvidia.runtime_class_name.clone(),
+            ));
+        }
+        if !cfg.scheduler_name.is_empty() {
+            if pod.node_name.is_some() {
+                return Ok(deny("pod has node assigned".to_string()));
+            }
+            if pod.scheduler_name.as_deref() != Some(cfg.scheduler_name.as_str()) {
+                mutations.push(Mutation::SetSchedulerName(cfg.scheduler_name.clone()));
+            }
+        }
+        let mutated = apply(pod, &mutations);
+        if !quota_fits(ledger, &mutated)? {
+            return Ok(deny("exceeding resource quota".to_string()));
+        }
+    }
+    Ok(allow(mutations, managed, ""))
+}
+
+/// Applies the limit mutations to a copy of the pod (what the scheduler will see).
+pub fn apply(pod: &Pod, mutations: &[Mutation]) -> Pod {
+    let mut out = pod.clone();
+    for m in mutations {
+        match m {
+            Mutation::SetLimit(l) => {
+                let list = if l.container.init {
+                    &mut out.init_containers
+                } else {
+                    &mut out.containers
+                };
+                if let Some(c) = list.get_mut(l.container.index as usize) {
+                    c.limits.retain(|(k, _)| k != &l.name);
+                    c.limits.push((l.name.clone(), l.value.clone()));
+                }
+            }
+            Mutation::SetSchedulerName(n) => out.scheduler_name = Some(n.clone()),
+            Mutation::SetRuntimeClassName(n) => out.runtime_class_name = Some(n.clone()),
+            Mutation::AddEnv(e) => {
+                let list = if e.container.init {
+                    &mut out.init_containers
+                } else {
+                    &mut out.containers
+                };
+                if let Some(c) = list.get_mut(e.container.index as usize) {
+                    c.env_names.push(e.name.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Spec §10.3: per vendor, app containers sum `memreq × nums` and `cores × nums`, init
+/// containers take the peak, the request is the larger; percentage-only memory counts 0.
+fn quota_fits(ledger: &Ledger, pod: &Pod) -> Result<bool, Error> {
+    let reqs = schedule::requests(ledger, pod)?;
+    let init_count = pod.init_containers.len();
+    for v in VENDORS {
+        let Some(res) = v.quota_resources(&ledger.config) else {
+            continue;
+        };
+        let (mut app_mem, mut app_cores, mut init_mem, mut init_cores) = (0i64, 0i64, 0i64, 0i64);
+        for (position, list) in reqs.iter().enumerate() {
+            for r in list.iter().filter(|r| r.vendor == v.key()) {
+                let (m, c) = (r.memreq * r.nums, r.coresreq * r.nums);
+                if position < init_count {
+                    init_mem = init_mem.max(m);
+                    init_cores = init_cores.max(c);
+                } else {
+                    app_mem += m;
+                    app_cores += c;
+                }
+            }
+        }
+        let (mem, cores) = (app_mem.max(init_mem), app_cores.max(init_cores));
+        if mem == 0 && cores == 0 {
+            continue;
+        }
+        let q = &ledger.quotas;
+        let factor = if res.memory_factor > 1 {
+            res.memory_factor
+        } else {
+            1
+        };
+        if let Some(limit) = q.limit(&pod.namespace, &res.memory)
+            && q.used(&pod.namespace, &res.memory) + mem > limit * factor
+        {
+            return Ok(false);
+        }
+        if let Some(limit) = q.limit(&pod.namespace, &res.cores)
+            && q.used(&pod.namespace, &res.cores) + cores > limit
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,349 @@
+//! Plain Rust mirrors of the WIT types in `wit/scheduler.wit`, item for item.
+//!
+//! Every engine speaks these types: the native library directly, the component through the
+//! conversions in `component.rs` (guest side) and `hamr::runtime` (host side). Field names and
+//! meanings are those of the WIT; see its comments.
+
+use serde::{Deserialize, Serialize};
+
+/// Name/value pairs (labels, annotations, resource lists with quantity strings).
+pub type Pairs = Vec<(String, String)>;
+
+/// Looks a key up in a pair list (the first match wins).
+pub fn lookup<'a>(pairs: &'a Pairs, key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub name: String,
+    pub limits: Pairs,
+    pub requests: Pairs,
+    pub privileged: bool,
+    pub env_names: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    pub name: String,
+    pub terminated_exit_code: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodPhase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Unknown,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pod {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub labels: Pairs,
+    pub annotations: Pairs,
+    pub scheduler_name: Option<String>,
+    pub node_name: Option<String>,
+    pub runtime_class_name: Option<String>,
+    pub phase: PodPhase,
+    pub deleting: bool,
+    pub init_containers: Vec<Container>,
+    pub containers: Vec<Container>,
+    pub init_container_statuses: Vec<ContainerStatus>,
+}
+
+impl Pod {
+    /// `pod/<namespace>/<name>`, the object name used in errors.
+    pub fn object(&self) -> String {
+        format!("pod/{}/{}", self.namespace, self.name)
+    }
+
+    /// Init containers then regular containers, the order of every per-container list.
+    pub fn all_containers(&self) -> impl Iterator<Item = &Container> {
+        self.init_containers.iter().chain(self.containers.iter())
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        lookup(&self.annotations, key)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub labels: Pairs,
+    pub annotations: Pairs,
+    pub allocatable: Pairs,
+    pub capacity: Pairs,
+}
+
+impl Node {
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        lookup(&self.annotations, key)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    pub namespace: String,
+    pub name: String,
+    pub hard: Pairs,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Delta {
+    NodeUpsert(Node),
+    NodeRemove(String),
+    PodUpsert(Pod),
+    PodRemove(String),
+    QuotaUpsert(Quota),
+    QuotaRemove((String, String)),
+}
+
+/// A precise description of a malformed input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalid {
+    pub object: String,
+    pub field: String,
+    pub value: String,
+    pub message: String,
+}
+
+impl Invalid {
+    /// Builds an `Invalid`, truncating the value to 200 bytes on a character boundary.
+    pub fn new(
+        object: impl Into<String>,
+        field: impl Into<String>,
+        value: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        let mut end = value.len().min(200);
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        Invalid {
+            object: object.into(),
+            field: field.into(),
+            value: value[..end].to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} {:?}: {}",
+            self.object, self.field, self.value, self.message
+        )
+    }
+}
+
+/// Why the guest could not evaluate a call. A verdict is never an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Error {
+    /// An input object or field is malformed; nothing was changed.
+    #[error("invalid input: {0}")]
+    InvalidInput(Invalid),
+    /// The configuration is malformed; the previous one stays.
+    #[error("invalid config: {0}")]
+    InvalidConfig(Invalid),
+    /// A named pod or node is not in the ledger.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaError {
+    pub index: u32,
+    pub error: Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Code {
+    Success,
+    Unschedulable,
+    UnschedulableAndUnresolvable,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub count: u32,
+    pub total: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeVerdict {
+    pub node: String,
+    pub code: Code,
+    pub reason: String,
+    pub counts: Vec<ReasonCount>,
+    pub score: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceGrant {
+    pub container: u32,
+    pub vendor: String,
+    pub uuid: String,
+    pub index: u32,
+    pub model: String,
+    pub memory_mib: u64,
+    pub cores: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub node: String,
+    pub annotations: Pairs,
+    pub labels: Pairs,
+    pub grants: Vec<DeviceGrant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterOutcome {
+    pub managed: bool,
+    pub verdicts: Vec<NodeVerdict>,
+    pub decision: Option<Decision>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeScore {
+    pub node: String,
+    pub score: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRef {
+    pub init: bool,
+    pub index: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerLimit {
+    pub container: ContainerRef,
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerEnv {
+    pub container: ContainerRef,
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    SetSchedulerName(String),
+    SetRuntimeClassName(String),
+    SetLimit(ContainerLimit),
+    AddEnv(ContainerEnv),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admission {
+    pub allowed: bool,
+    pub message: String,
+    pub mutations: Vec<Mutation>,
+    pub managed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardCheck {
+    pub container: u32,
+    pub vendor: String,
+    pub uuid: String,
+    pub index: u32,
+    pub reason: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeExplanation {
+    pub node: String,
+    pub verdict: NodeVerdict,
+    pub cards: Vec<CardCheck>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardUsage {
+    pub vendor: String,
+    pub uuid: String,
+    pub index: u32,
+    pub model: String,
+    pub healthy: bool,
+    pub cordoned: bool,
+    pub numa: u32,
+    pub used_slots: u32,
+    pub total_slots: u32,
+    pub used_memory_mib: u64,
+    pub total_memory_mib: u64,
+    pub used_cores: u32,
+    pub total_cores: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUsage {
+    pub node: String,
+    pub live: bool,
+    pub cards: Vec<CardUsage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reservation {
+    Reserved(Decision),
+    Rejected(NodeVerdict),
+}
+
+/// The whole contract as one trait: the native library implements it directly, the host's
+/// component runtime implements it by calling the component. The conformance runner and the
+/// CLI are written against this trait only, so every engine runs the same code around it.
+pub trait Scheduler {
+    /// What an engine can fail with besides the guest's own `Error` (a trap, for the component).
+    type Fault: std::fmt::Display;
+
+    fn configure(&mut self, config: &str) -> Result<Result<(), Error>, Self::Fault>;
+    fn apply(&mut self, deltas: &[Delta]) -> Result<Vec<DeltaError>, Self::Fault>;
+    fn clear(&mut self) -> Result<(), Self::Fault>;
+    fn filter(
+        &mut self,
+        pod: &Pod,
+        candidates: &[String],
+        now: i64,
+    ) -> Result<Result<FilterOutcome, Error>, Self::Fault>;
+    fn score(
+        &mut self,
+        pod: &Pod,
+        nodes: &[String],
+        now: i64,
+    ) -> Result<Result<Vec<NodeScore>, Error>, Self::Fault>;
+    fn reserve(
+        &mut self,
+        pod: &Pod,
+        node: &str,
+        now: i64,
+    ) -> Result<Result<Reservation, Error>, Self::Fault>;
+    fn unreserve(&mut self, pod_uid: &str) -> Result<(), Self::Fault>;
+    fn admit(&mut self, pod: &Pod) -> Result<Result<Admission, Error>, Self::Fault>;
+    fn managed_resources(&mut self) -> Result<Vec<String>, Self::Fault>;
+    fn explain(
+        &mut self,
+        pod: &Pod,
+        nodes: &[String],
+        now: i64,
+    ) -> Result<Result<Vec<NodeExplanation>, Error>, Self::Fault>;
+    fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<NodeUsage>, Self::Fault>;
+}

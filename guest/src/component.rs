@@ -1,0 +1,1 @@
+//! The WebAssembly component face (written next).

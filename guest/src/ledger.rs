@@ -1,0 +1,395 @@
+//! The device ledger: every node's cards with their current use, every placed or assumed pod's
+//! devices, and namespace quota use. Fed by deltas; read by the scheduler.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::api::{Delta, DeltaError, Error, Invalid, Node, Pod, PodPhase, Quota, lookup};
+use crate::config::Config;
+use crate::device::{self, Card, PodDevices, Usage};
+use crate::quantity;
+use crate::vendor::{VENDORS, Vendor};
+
+pub const VGPU_NODE: &str = "hami.io/vgpu-node";
+
+/// A node and its cards.
+#[derive(Clone, Debug)]
+pub struct NodeEntry {
+    pub node: Node,
+    /// Cards of every vendor, registration order within a vendor, with current use.
+    pub cards: Vec<Card>,
+    /// Vendors with a registration on this node.
+    pub vendors: BTreeSet<&'static str>,
+}
+
+/// A pod that holds cards: placed (its annotations say so) or assumed by a filter.
+#[derive(Clone, Debug)]
+pub struct PodEntry {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    /// Per vendor, devices by container position.
+    pub devices: Vec<(&'static str, PodDevices)>,
+    /// Per vendor, the collapsed use per card.
+    pub usage: Vec<(&'static str, Vec<Usage>)>,
+    /// True while only a filter has placed it (its decision annotations are not seen yet).
+    pub assumed: bool,
+}
+
+/// Namespace quota: limits per quota object, and use.
+#[derive(Clone, Debug, Default)]
+pub struct Quotas {
+    /// (namespace, resource) -> quota name -> limit. The smallest limit applies.
+    pub limits: BTreeMap<(String, String), BTreeMap<String, i64>>,
+    /// (namespace, resource) -> use by placed and assumed pods.
+    pub used: HashMap<(String, String), i64>,
+}
+
+impl Quotas {
+    pub fn limit(&self, namespace: &str, resource: &str) -> Option<i64> {
+        self.limits
+            .get(&(namespace.to_string(), resource.to_string()))
+            .and_then(|by_name| by_name.values().min().copied())
+    }
+
+    pub fn used(&self, namespace: &str, resource: &str) -> i64 {
+        self.used
+            .get(&(namespace.to_string(), resource.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// The whole state.
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    pub config: Config,
+    pub nodes: BTreeMap<String, NodeEntry>,
+    pub pods: HashMap<String, PodEntry>,
+    /// Node name -> uids of pods holding cards there (the node may not be known yet).
+    pub pods_by_node: HashMap<String, BTreeSet<String>>,
+    pub quotas: Quotas,
+    /// Quota objects as given, so a new configuration can re-read them.
+    quota_objects: BTreeMap<(String, String), Quota>,
+}
+
+impl Ledger {
+    pub fn new(config: Config) -> Ledger {
+        Ledger {
+            config,
+            ..Ledger::default()
+        }
+    }
+
+    /// Replaces the configuration and re-derives what depends on it.
+    pub fn configure(&mut self, config: Config) {
+        self.config = config;
+        let quotas: Vec<Quota> = self.quota_objects.values().cloned().collect();
+        self.quotas = Quotas::default();
+        self.quota_objects.clear();
+        for q in quotas {
+            // A quota that was valid stays valid: its values do not depend on the config.
+            let _ = self.upsert_quota(q);
+        }
+        let uids: Vec<String> = self.pods.keys().cloned().collect();
+        for uid in uids {
+            if let Some(entry) = self.pods.get(&uid).cloned() {
+                self.charge_quota(&entry, 1);
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        *self = Ledger::new(self.config.clone());
+    }
+
+    pub fn apply(&mut self, deltas: &[Delta]) -> Vec<DeltaError> {
+        let mut errors = Vec::new();
+        for (index, delta) in deltas.iter().enumerate() {
+            let result = match delta {
+                Delta::NodeUpsert(n) => self.upsert_node(n.clone()),
+                Delta::NodeRemove(name) => {
+                    self.nodes.remove(name);
+                    Ok(())
+                }
+                Delta::PodUpsert(p) => self.upsert_pod(p),
+                Delta::PodRemove(uid) => {
+                    self.remove_pod(uid);
+                    Ok(())
+                }
+                Delta::QuotaUpsert(q) => self.upsert_quota(q.clone()),
+                Delta::QuotaRemove((ns, name)) => {
+                    self.remove_quota(ns, name);
+                    Ok(())
+                }
+            };
+            if let Err(error) = result {
+                errors.push(DeltaError {
+                    index: index as u32,
+                    error,
+                });
+            }
+        }
+        errors
+    }
+
+    /// Parses every vendor's registration. A malformed registration is reported and the
+    /// previously known cards stay (HAMi keeps its cache); the rest of the node is updated.
+    pub fn upsert_node(&mut self, node: Node) -> Result<(), Error> {
+        let previous = self.nodes.remove(&node.name);
+        let mut cards = Vec::new();
+        let mut vendors = BTreeSet::new();
+        let mut first_error = None;
+        for v in VENDORS {
+            match v.parse_node(&node) {
+                Ok(Some(infos)) => {
+                    vendors.insert(v.key());
+                    cards.extend(infos.into_iter().map(|i| Card::new(v.key(), i)));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if let Some(prev) = &previous
+                        && prev.vendors.contains(v.key())
+                    {
+                        vendors.insert(v.key());
+                        cards.extend(prev.cards.iter().filter(|c| c.vendor == v.key()).cloned());
+                    }
+                    first_error.get_or_insert(Error::InvalidInput(e));
+                }
+            }
+        }
+        let cordon: BTreeSet<&str> = node
+            .annotation(crate::vendor::nvidia::fit::DEVICE_CORDON)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for c in &mut cards {
+            c.cordoned = cordon.contains(c.info.id.as_str());
+        }
+        let name = node.name.clone();
+        self.nodes.insert(
+            name.clone(),
+            NodeEntry {
+                node,
+                cards,
+                vendors,
+            },
+        );
+        self.rebuild_node(&name);
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Recomputes the use of a node's cards from the pods placed there (spec §8.3).
+    pub fn rebuild_node(&mut self, name: &str) {
+        let Some(entry) = self.nodes.get_mut(name) else {
+            return;
+        };
+        for c in &mut entry.cards {
+            c.used = 0;
+            c.used_mem = 0;
+            c.used_cores = 0;
+            c.forced_unhealthy = false;
+            c.mig_in_use.clear();
+        }
+        let Some(uids) = self.pods_by_node.get(name) else {
+            return;
+        };
+        for uid in uids {
+            let Some(pod) = self.pods.get(uid) else {
+                continue;
+            };
+            for (vendor, usage) in &pod.usage {
+                for u in usage {
+                    if let Some(c) = entry
+                        .cards
+                        .iter_mut()
+                        .find(|c| c.vendor == *vendor && c.info.id == u.uuid)
+                    {
+                        c.used += u.slots.max(1);
+                        c.used_mem += u.mem;
+                        c.used_cores += u.cores;
+                    }
+                }
+            }
+            // MIG slices, fail-closed: a slice on a card not in MIG mode, or a device on a
+            // MIG card without a slice, makes the card unusable until it is consistent again.
+            for (vendor, devices) in &pod.devices {
+                for d in devices.iter().flatten() {
+                    let Some(c) = entry
+                        .cards
+                        .iter_mut()
+                        .find(|c| c.vendor == *vendor && c.info.id == d.uuid)
+                    else {
+                        continue;
+                    };
+                    match (&d.mig, c.info.mode == "mig") {
+                        (Some(m), true) => c.mig_in_use.push(m.clone()),
+                        (Some(_), false) | (None, true) => c.forced_unhealthy = true,
+                        (None, false) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes a pod's placement and books it (spec §8.1). Pods without a placement are not
+    /// tracked; finished pods release their cards.
+    pub fn upsert_pod(&mut self, pod: &Pod) -> Result<(), Error> {
+        if matches!(pod.phase, PodPhase::Succeeded | PodPhase::Failed) {
+            self.remove_pod(&pod.uid);
+            return Ok(());
+        }
+        let mut devices = Vec::new();
+        for v in VENDORS {
+            if let Some(d) = v.decode_pod(pod).map_err(Error::InvalidInput)? {
+                devices.push((v.key(), d));
+            }
+        }
+        let node = pod.annotation(VGPU_NODE).map(str::to_string);
+        let (Some(node), false) = (node, devices.is_empty()) else {
+            // Not placed (yet). An assumed placement stays until its annotations arrive or it
+            // is released; anything else this pod held is gone.
+            if self.pods.get(&pod.uid).is_some_and(|e| !e.assumed) {
+                self.remove_pod(&pod.uid);
+            }
+            return Ok(());
+        };
+        let init_count = pod.init_containers.len();
+        let app_only = init_count > 0 && init_done(pod);
+        let usage = devices
+            .iter()
+            .map(|(v, d)| (*v, device::collapse(d, init_count, app_only)))
+            .collect();
+        self.insert_pod(
+            pod.uid.clone(),
+            PodEntry {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                node,
+                devices,
+                usage,
+                assumed: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Books a pod's cards, replacing what it held before.
+    pub fn insert_pod(&mut self, uid: String, entry: PodEntry) {
+        self.remove_pod(&uid);
+        self.charge_quota(&entry, 1);
+        let node = entry.node.clone();
+        self.pods_by_node
+            .entry(node.clone())
+            .or_default()
+            .insert(uid.clone());
+        self.pods.insert(uid, entry);
+        self.rebuild_node(&node);
+    }
+
+    /// Releases whatever the pod holds.
+    pub fn remove_pod(&mut self, uid: &str) -> Option<PodEntry> {
+        let entry = self.pods.remove(uid)?;
+        self.charge_quota(&entry, -1);
+        if let Some(set) = self.pods_by_node.get_mut(&entry.node) {
+            set.remove(uid);
+            if set.is_empty() {
+                self.pods_by_node.remove(&entry.node);
+            }
+        }
+        self.rebuild_node(&entry.node);
+        Some(entry)
+    }
+
+    fn charge_quota(&mut self, entry: &PodEntry, sign: i64) {
+        for (vendor, usage) in &entry.usage {
+            let Some(res) =
+                crate::vendor::by_key(vendor).and_then(|v| v.quota_resources(&self.config))
+            else {
+                continue;
+            };
+            let mem: i64 = usage.iter().map(|u| u.mem).sum();
+            let cores: i64 = usage.iter().map(|u| u.cores).sum();
+            for (resource, amount) in [(res.memory, mem), (res.cores, cores)] {
+                if resource.is_empty() {
+                    continue;
+                }
+                let slot = self
+                    .quotas
+                    .used
+                    .entry((entry.namespace.clone(), resource))
+                    .or_insert(0);
+                *slot = (*slot + sign * amount).max(0);
+            }
+        }
+    }
+
+    /// Reads the `limits.<resource>` entries of every vendor's memory and core resources.
+    pub fn upsert_quota(&mut self, quota: Quota) -> Result<(), Error> {
+        let tracked: Vec<(String, i64)> = VENDORS
+            .iter()
+            .filter_map(|v| v.quota_resources(&self.config))
+            .flat_map(|r| [(r.memory, r.memory_factor), (r.cores, 1)])
+            .filter(|(name, _)| !name.is_empty())
+            .collect();
+        let object = format!("quota/{}/{}", quota.namespace, quota.name);
+        let mut limits = Vec::new();
+        for (resource, _) in &tracked {
+            let key = format!("limits.{resource}");
+            if let Some(value) = lookup(&quota.hard, &key) {
+                let n = quantity::parse_integer(value)
+                    .ok()
+                    .and_then(|n| i64::try_from(n).ok())
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| {
+                        Error::InvalidInput(Invalid::new(
+                            &object,
+                            format!("spec.hard[{key}]"),
+                            value,
+                            "must be a non-negative whole number",
+                        ))
+                    })?;
+                limits.push((resource.clone(), n));
+            }
+        }
+        self.remove_quota(&quota.namespace, &quota.name);
+        for (resource, n) in limits {
+            self.quotas
+                .limits
+                .entry((quota.namespace.clone(), resource))
+                .or_default()
+                .insert(quota.name.clone(), n);
+        }
+        self.quota_objects
+            .insert((quota.namespace.clone(), quota.name.clone()), quota);
+        Ok(())
+    }
+
+    pub fn remove_quota(&mut self, namespace: &str, name: &str) {
+        self.quota_objects
+            .remove(&(namespace.to_string(), name.to_string()));
+        for ((ns, _), by_name) in self.quotas.limits.iter_mut() {
+            if ns == namespace {
+                by_name.remove(name);
+            }
+        }
+        self.quotas.limits.retain(|_, by_name| !by_name.is_empty());
+    }
+
+    /// Whether `vendor`'s registration on `node` is live at `now`.
+    pub fn vendor_live(&self, entry: &NodeEntry, vendor: &dyn Vendor, now: i64) -> bool {
+        entry.vendors.contains(vendor.key()) && vendor.node_live(&entry.node, &self.config, now)
+    }
+}
+
+/// All init containers have terminated with exit code 0.
+fn init_done(pod: &Pod) -> bool {
+    pod.init_containers.iter().all(|c| {
+        pod.init_container_statuses
+            .iter()
+            .any(|s| s.name == c.name && s.terminated_exit_code == Some(0))
+    })
+}

@@ -1,0 +1,169 @@
+//! `hamr-guest`: hamr's scheduling logic for every accelerator, as a plain library.
+//!
+//! The same code is compiled three ways: natively (tested here, and linked by the host as the
+//! `native` engine), as the WebAssembly component of `wit/scheduler.wit` (`wasm32-wasip2`, see
+//! `component.rs`), and later as the kube-scheduler-wasm-extension core module.
+//!
+//! Start reading at [`Engine`], the one type that implements the contract ([`api::Scheduler`]);
+//! then [`ledger`] (the state fed by deltas), [`schedule`] (filter, score, reserve), and
+//! [`vendor::nvidia`] (HAMi's NVIDIA protocol). The guest does no I/O and reads no clock.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod api;
+pub mod config;
+pub mod device;
+pub mod ledger;
+pub mod policy;
+pub mod quantity;
+pub mod reason;
+pub mod schedule;
+pub mod vendor;
+
+#[cfg(target_arch = "wasm32")]
+mod component;
+
+use std::convert::Infallible;
+
+use api::{
+    Admission, Delta, DeltaError, Error, FilterOutcome, NodeExplanation, NodeScore, NodeUsage, Pod,
+    Reservation,
+};
+use config::Config;
+use ledger::Ledger;
+
+/// The scheduler: a ledger plus the decisions made over it. Natively it never faults.
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    ledger: Ledger,
+}
+
+impl Engine {
+    pub fn new() -> Engine {
+        Engine::default()
+    }
+
+    /// Read access to the state, for tests and reports.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn configure(&mut self, config: &str) -> Result<(), Error> {
+        let c = Config::from_json(config).map_err(Error::InvalidConfig)?;
+        self.ledger.configure(c);
+        Ok(())
+    }
+
+    pub fn apply(&mut self, deltas: &[Delta]) -> Vec<DeltaError> {
+        self.ledger.apply(deltas)
+    }
+
+    pub fn clear(&mut self) {
+        self.ledger.clear();
+    }
+
+    pub fn filter(
+        &mut self,
+        pod: &Pod,
+        candidates: &[String],
+        now: i64,
+    ) -> Result<FilterOutcome, Error> {
+        schedule::filter(&mut self.ledger, pod, candidates, now)
+    }
+
+    pub fn score(&self, pod: &Pod, nodes: &[String], now: i64) -> Result<Vec<NodeScore>, Error> {
+        schedule::score(&self.ledger, pod, nodes, now)
+    }
+
+    pub fn reserve(&mut self, pod: &Pod, node: &str, now: i64) -> Result<Reservation, Error> {
+        schedule::reserve(&mut self.ledger, pod, node, now)
+    }
+
+    pub fn unreserve(&mut self, uid: &str) {
+        schedule::unreserve(&mut self.ledger, uid);
+    }
+
+    pub fn admit(&self, pod: &Pod) -> Result<Admission, Error> {
+        admission::admit(&self.ledger, pod)
+    }
+
+    pub fn managed_resources(&self) -> Vec<String> {
+        vendor::VENDORS
+            .iter()
+            .flat_map(|v| v.managed_resources(&self.ledger.config))
+            .collect()
+    }
+
+    pub fn explain(
+        &self,
+        pod: &Pod,
+        nodes: &[String],
+        now: i64,
+    ) -> Result<Vec<NodeExplanation>, Error> {
+        schedule::explain(&self.ledger, pod, nodes, now)
+    }
+
+    pub fn usage(&self, nodes: &[String], now: i64) -> Vec<NodeUsage> {
+        schedule::usage(&self.ledger, nodes, now)
+    }
+}
+
+impl api::Scheduler for Engine {
+    type Fault = Infallible;
+
+    fn configure(&mut self, config: &str) -> Result<Result<(), Error>, Infallible> {
+        Ok(Engine::configure(self, config))
+    }
+    fn apply(&mut self, deltas: &[Delta]) -> Result<Vec<DeltaError>, Infallible> {
+        Ok(Engine::apply(self, deltas))
+    }
+    fn clear(&mut self) -> Result<(), Infallible> {
+        Engine::clear(self);
+        Ok(())
+    }
+    fn filter(
+        &mut self,
+        pod: &Pod,
+        candidates: &[String],
+        now: i64,
+    ) -> Result<Result<FilterOutcome, Error>, Infallible> {
+        Ok(Engine::filter(self, pod, candidates, now))
+    }
+    fn score(
+        &mut self,
+        pod: &Pod,
+        nodes: &[String],
+        now: i64,
+    ) -> Result<Result<Vec<NodeScore>, Error>, Infallible> {
+        Ok(Engine::score(self, pod, nodes, now))
+    }
+    fn reserve(
+        &mut self,
+        pod: &Pod,
+        node: &str,
+        now: i64,
+    ) -> Result<Result<Reservation, Error>, Infallible> {
+        Ok(Engine::reserve(self, pod, node, now))
+    }
+    fn unreserve(&mut self, pod_uid: &str) -> Result<(), Infallible> {
+        Engine::unreserve(self, pod_uid);
+        Ok(())
+    }
+    fn admit(&mut self, pod: &Pod) -> Result<Result<Admission, Error>, Infallible> {
+        Ok(Engine::admit(self, pod))
+    }
+    fn managed_resources(&mut self) -> Result<Vec<String>, Infallible> {
+        Ok(Engine::managed_resources(self))
+    }
+    fn explain(
+        &mut self,
+        pod: &Pod,
+        nodes: &[String],
+        now: i64,
+    ) -> Result<Result<Vec<NodeExplanation>, Error>, Infallible> {
+        Ok(Engine::explain(self, pod, nodes, now))
+    }
+    fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<NodeUsage>, Infallible> {
+        Ok(Engine::usage(self, nodes, now))
+    }
+}

@@ -1,0 +1,569 @@
+//! Filter, score, reserve and explain over the ledger (spec §6.1–6.3, §6.8–6.9, §10.2).
+
+use std::cell::RefCell;
+
+use crate::api::{
+    CardCheck, CardUsage, Code, Decision, DeviceGrant, Error, FilterOutcome, NodeExplanation,
+    NodeScore, NodeUsage, NodeVerdict, Pod, Reservation,
+};
+use crate::device::{self, Card, ContainerDevice, PodDevices};
+use crate::ledger::{Ledger, NodeEntry, PodEntry, VGPU_NODE};
+use crate::policy::{self, GpuPolicy, NodePolicy, Weights};
+use crate::reason;
+use crate::vendor::{self, Fit, FitContext, Request, Slot, VENDORS};
+
+pub const VGPU_TIME: &str = "hami.io/vgpu-time";
+
+/// A pod's requests: per container position (init containers first), per vendor.
+pub type PodRequests = Vec<Vec<Request>>;
+
+/// Derives every container's requests; an error names the container and field.
+pub fn requests(ledger: &Ledger, pod: &Pod) -> Result<PodRequests, Error> {
+    let object = pod.object();
+    let mut out = Vec::new();
+    for (init, list) in [(true, &pod.init_containers), (false, &pod.containers)] {
+        for (index, c) in list.iter().enumerate() {
+            let slot = Slot {
+                object: &object,
+                init,
+                index,
+            };
+            let mut reqs = Vec::new();
+            for v in VENDORS {
+                if let Some(r) = v
+                    .request(c, slot, &ledger.config)
+                    .map_err(Error::InvalidInput)?
+                {
+                    reqs.push(r);
+                }
+            }
+            out.push(reqs);
+        }
+    }
+    Ok(out)
+}
+
+/// The pod's settings read once per call.
+struct PodPlan<'a> {
+    pod: &'a Pod,
+    requests: PodRequests,
+    weights: Weights,
+    gpu_policy: GpuPolicy,
+    node_policy: NodePolicy,
+}
+
+impl<'a> PodPlan<'a> {
+    fn new(ledger: &Ledger, pod: &'a Pod) -> Result<Option<PodPlan<'a>>, Error> {
+        let requests = requests(ledger, pod)?;
+        if requests.iter().all(Vec::is_empty) {
+            return Ok(None);
+        }
+        Ok(Some(PodPlan {
+            pod,
+            requests,
+            weights: Weights::from_pod(pod).map_err(Error::InvalidInput)?,
+            gpu_policy: GpuPolicy::for_pod(pod, &ledger.config.gpu_scheduler_policy),
+            node_policy: NodePolicy::for_pod(pod, &ledger.config.node_scheduler_policy),
+        }))
+    }
+}
+
+/// A node that fits: its score and the devices per container position.
+struct NodeFit {
+    raw_score: f64,
+    devices: Vec<Vec<ContainerDevice>>,
+}
+
+/// A node that does not fit.
+struct NodeFail {
+    code: Code,
+    reason: String,
+    counts: Vec<crate::api::ReasonCount>,
+}
+
+impl NodeFail {
+    fn bare(reason: &str) -> NodeFail {
+        NodeFail {
+            code: Code::UnschedulableAndUnresolvable,
+            reason: reason.to_string(),
+            counts: Vec::new(),
+        }
+    }
+
+    fn verdict(self, node: &str) -> NodeVerdict {
+        NodeVerdict {
+            node: node.to_string(),
+            code: self.code,
+            reason: self.reason,
+            counts: self.counts,
+            score: 0,
+        }
+    }
+}
+
+/// Evaluates the pod on one node (spec §6.2): init containers each on a fresh copy, the node
+/// score on existing use, then app containers cumulatively on one copy.
+fn evaluate(
+    ledger: &Ledger,
+    plan: &PodPlan<'_>,
+    entry: &NodeEntry,
+    now: i64,
+    explain: Option<&RefCell<Vec<CardCheck>>>,
+) -> Result<NodeFit, NodeFail> {
+    for reqs in &plan.requests {
+        for r in reqs {
+            let live = vendor::by_key(r.vendor).is_some_and(|v| ledger.vendor_live(entry, v, now));
+            if !live {
+                return Err(NodeFail::bare(reason::NODE_UNREGISTERED));
+            }
+        }
+    }
+    let init_count = plan.pod.init_containers.len();
+    let mut devices: Vec<Vec<ContainerDevice>> = vec![Vec::new(); plan.requests.len()];
+    let mut so_far: Vec<(usize, ContainerDevice)> = Vec::new();
+    for (position, reqs) in plan.requests.iter().enumerate().take(init_count) {
+        if reqs.is_empty() {
+            continue;
+        }
+        let mut cards = entry.cards.clone();
+        let chosen = fit_container(
+            ledger, plan, entry, &mut cards, position, reqs, &so_far, explain,
+        )?;
+        so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
+        devices[position] = chosen;
+    }
+    let raw_score = policy::node_score(entry.cards.iter());
+    let mut cards = entry.cards.clone();
+    for (position, reqs) in plan.requests.iter().enumerate().skip(init_count) {
+        if reqs.is_empty() {
+            continue;
+        }
+        let chosen = fit_container(
+            ledger, plan, entry, &mut cards, position, reqs, &so_far, explain,
+        )?;
+        so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
+        devices[position] = chosen;
+    }
+    Ok(NodeFit { raw_score, devices })
+}
+
+/// Fits one container's requests (spec §6.3) and books the chosen devices on `cards`.
+#[allow(clippy::too_many_arguments)] // one call site per pass; a struct would only rename them
+fn fit_container(
+    ledger: &Ledger,
+    plan: &PodPlan<'_>,
+    entry: &NodeEntry,
+    cards: &mut [Card],
+    position: usize,
+    reqs: &[Request],
+    so_far: &[(usize, ContainerDevice)],
+    explain: Option<&RefCell<Vec<CardCheck>>>,
+) -> Result<Vec<ContainerDevice>, NodeFail> {
+    let init_count = plan.pod.init_containers.len();
+    let scores: Vec<f32> = cards
+        .iter()
+        .map(|c| {
+            let r = reqs
+                .iter()
+                .find(|r| policy::contains_ignore_case(&c.info.model, r.vendor));
+            policy::device_score(c, r, plan.weights)
+        })
+        .collect();
+    let mut chosen = Vec::new();
+    for r in reqs {
+        let Some(v) = vendor::by_key(r.vendor) else {
+            return Err(NodeFail::bare("Device type not found"));
+        };
+        let mut order: Vec<usize> = (0..cards.len()).filter(|&i| v.owns(&cards[i])).collect();
+        order.sort_by(|&a, &b| {
+            plan.gpu_policy
+                .compare((&cards[a], scores[a]), (&cards[b], scores[b]))
+        });
+        let candidates: Vec<&Card> = order.iter().map(|&i| &cards[i]).collect();
+        if r.nums > candidates.len() as i64 && !v.multi_slice(plan.pod, r, &candidates) {
+            return Err(NodeFail::bare(reason::NODE_INSUFFICIENT_DEVICE));
+        }
+        let quota = |tmp: &[ContainerDevice], candidate: &ContainerDevice| {
+            quota_fits(
+                ledger, plan.pod, init_count, so_far, position, &chosen, tmp, candidate,
+            )
+        };
+        let ctx = FitContext {
+            pod: plan.pod,
+            node: &entry.node,
+            policy: &plan.gpu_policy,
+            quota: &quota,
+            explain,
+            position: position as u32,
+        };
+        match v.fit(&candidates, r, &ctx) {
+            Fit::Fits(devs) => {
+                for d in devs {
+                    if let Some(c) = cards
+                        .iter_mut()
+                        .find(|c| c.vendor == v.key() && c.info.id == d.uuid)
+                    {
+                        v.add_usage(c, &d);
+                    }
+                    chosen.push(d);
+                }
+            }
+            Fit::NoFit(counter) => {
+                let total = candidates.len() as u32;
+                return Err(NodeFail {
+                    code: Code::Unschedulable,
+                    reason: counter.text(total),
+                    counts: counter.counts(total),
+                });
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// Spec §10.2: would the pod, with the devices of its earlier containers, those chosen so far
+/// for this container and the candidate, stay within its namespace quota? The pod's use is
+/// collapsed with init-container peak semantics by container position (HAMi's quirk Q4 fixed).
+#[allow(clippy::too_many_arguments)] // the closure in fit_container forwards exactly these
+fn quota_fits(
+    ledger: &Ledger,
+    pod: &Pod,
+    init_count: usize,
+    so_far: &[(usize, ContainerDevice)],
+    position: usize,
+    chosen: &[ContainerDevice],
+    tmp: &[ContainerDevice],
+    candidate: &ContainerDevice,
+) -> bool {
+    let Some(v) = vendor::by_key(&candidate.vendor) else {
+        return true;
+    };
+    let Some(res) = v.quota_resources(&ledger.config) else {
+        return true;
+    };
+    let mem_limit = ledger.quotas.limit(&pod.namespace, &res.memory);
+    let core_limit = ledger.quotas.limit(&pod.namespace, &res.cores);
+    if mem_limit.is_none() && core_limit.is_none() {
+        return true;
+    }
+    let mut positions: PodDevices = vec![Vec::new(); position + 1];
+    for (p, d) in so_far.iter().filter(|(_, d)| d.vendor == candidate.vendor) {
+        if *p < positions.len() {
+            positions[*p].push(d.clone());
+        }
+    }
+    positions[position].extend(
+        chosen
+            .iter()
+            .chain(tmp)
+            .filter(|d| d.vendor == candidate.vendor)
+            .cloned(),
+    );
+    positions[position].push(candidate.clone());
+    let usage = device::collapse(&positions, init_count, false);
+    let mem: i64 = usage.iter().map(|u| u.mem).sum();
+    let cores: i64 = usage.iter().map(|u| u.cores).sum();
+    let factor = if res.memory_factor > 1 {
+        res.memory_factor
+    } else {
+        1
+    };
+    let mem_ok = mem_limit
+        .is_none_or(|l| ledger.quotas.used(&pod.namespace, &res.memory) + mem <= l * factor);
+    let core_ok =
+        core_limit.is_none_or(|l| ledger.quotas.used(&pod.namespace, &res.cores) + cores <= l);
+    mem_ok && core_ok
+}
+
+/// Evaluates every candidate; unknown names are `node unregistered`.
+fn evaluate_all(
+    ledger: &Ledger,
+    plan: &PodPlan<'_>,
+    candidates: &[String],
+    now: i64,
+) -> Vec<(String, Result<NodeFit, NodeFail>)> {
+    candidates
+        .iter()
+        .map(|name| {
+            let result = match ledger.nodes.get(name) {
+                Some(entry) => evaluate(ledger, plan, entry, now, None),
+                None => Err(NodeFail::bare(reason::NODE_UNREGISTERED)),
+            };
+            (name.clone(), result)
+        })
+        .collect()
+}
+
+/// `filter`: verdicts for every candidate, the chosen node, and the allocation assumed.
+pub fn filter(
+    ledger: &mut Ledger,
+    pod: &Pod,
+    candidates: &[String],
+    now: i64,
+) -> Result<FilterOutcome, Error> {
+    let Some(plan) = PodPlan::new(ledger, pod)? else {
+        return Ok(FilterOutcome {
+            managed: false,
+            verdicts: candidates.iter().map(|n| success(n, 0)).collect(),
+            decision: None,
+        });
+    };
+    // A re-filter (e.g. after a failed bind) first gives back what the pod held.
+    ledger.remove_pod(&pod.uid);
+    let results = evaluate_all(ledger, &plan, candidates, now);
+    let best = results
+        .iter()
+        .filter_map(|(n, r)| r.as_ref().ok().map(|f| (n.as_str(), f.raw_score)))
+        .min_by(|a, b| plan.node_policy.better(*a, *b))
+        .map(|(n, _)| n.to_string());
+    let mut decision = None;
+    let mut verdicts = Vec::with_capacity(results.len());
+    for (name, result) in results {
+        match result {
+            Ok(fit) => {
+                verdicts.push(success(&name, plan.node_policy.normalise(fit.raw_score)));
+                if best.as_deref() == Some(name.as_str()) {
+                    decision = Some(assume(ledger, &plan, &name, fit.devices, now));
+                }
+            }
+            Err(fail) => verdicts.push(fail.verdict(&name)),
+        }
+    }
+    Ok(FilterOutcome {
+        managed: true,
+        verdicts,
+        decision,
+    })
+}
+
+fn success(node: &str, score: u32) -> NodeVerdict {
+    NodeVerdict {
+        node: node.to_string(),
+        code: Code::Success,
+        reason: String::new(),
+        counts: Vec::new(),
+        score,
+    }
+}
+
+/// Builds the decision annotations (spec §6.9) and books the pod as assumed.
+fn assume(
+    ledger: &mut Ledger,
+    plan: &PodPlan<'_>,
+    node: &str,
+    devices: Vec<Vec<ContainerDevice>>,
+    now: i64,
+) -> Decision {
+    let pod = plan.pod;
+    let mut annotations = vec![
+        (VGPU_NODE.to_string(), node.to_string()),
+        (VGPU_TIME.to_string(), now.to_string()),
+    ];
+    let mut per_vendor = Vec::new();
+    let mut grants = Vec::new();
+    let models: std::collections::HashMap<&str, &str> = ledger
+        .nodes
+        .get(node)
+        .map(|e| {
+            e.cards
+                .iter()
+                .map(|c| (c.info.id.as_str(), c.info.model.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for v in VENDORS {
+        if !plan.requests.iter().flatten().any(|r| r.vendor == v.key()) {
+            continue;
+        }
+        let pd: PodDevices = devices
+            .iter()
+            .map(|c| c.iter().filter(|d| d.vendor == v.key()).cloned().collect())
+            .collect();
+        for (position, c) in pd.iter().enumerate() {
+            for d in c {
+                grants.push(DeviceGrant {
+                    container: position as u32,
+                    vendor: v.key().to_string(),
+                    uuid: d.uuid.clone(),
+                    index: d.index,
+                    model: models
+                        .get(d.uuid.as_str())
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                    memory_mib: d.mem.max(0) as u64,
+                    cores: d.cores.clamp(0, i64::from(u32::MAX)) as u32,
+                });
+            }
+        }
+        annotations.extend(v.annotations(&pd));
+        per_vendor.push((v.key(), pd));
+    }
+    let init_count = pod.init_containers.len();
+    let usage = per_vendor
+        .iter()
+        .map(|(v, d)| (*v, device::collapse(d, init_count, false)))
+        .collect();
+    ledger.insert_pod(
+        pod.uid.clone(),
+        PodEntry {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            node: node.to_string(),
+            devices: per_vendor,
+            usage,
+            assumed: true,
+        },
+    );
+    Decision {
+        node: node.to_string(),
+        annotations,
+        labels: vec![(VGPU_NODE.to_string(), node.to_string())],
+        grants,
+    }
+}
+
+/// `score`: 0..=100 per node under the pod's node policy; 0 where it does not fit.
+pub fn score(
+    ledger: &Ledger,
+    pod: &Pod,
+    nodes: &[String],
+    now: i64,
+) -> Result<Vec<NodeScore>, Error> {
+    let Some(plan) = PodPlan::new(ledger, pod)? else {
+        return Ok(nodes
+            .iter()
+            .map(|n| NodeScore {
+                node: n.clone(),
+                score: 0,
+            })
+            .collect());
+    };
+    Ok(evaluate_all(ledger, &plan, nodes, now)
+        .into_iter()
+        .map(|(node, r)| NodeScore {
+            node,
+            score: r.map_or(0, |f| plan.node_policy.normalise(f.raw_score)),
+        })
+        .collect())
+}
+
+/// `reserve`: fit on one node and assume.
+pub fn reserve(ledger: &mut Ledger, pod: &Pod, node: &str, now: i64) -> Result<Reservation, Error> {
+    if !ledger.nodes.contains_key(node) {
+        return Err(Error::NotFound(format!("node/{node}")));
+    }
+    let Some(plan) = PodPlan::new(ledger, pod)? else {
+        return Ok(Reservation::Reserved(Decision {
+            node: node.to_string(),
+            annotations: Vec::new(),
+            labels: Vec::new(),
+            grants: Vec::new(),
+        }));
+    };
+    let previous = ledger.remove_pod(&pod.uid);
+    let entry = ledger
+        .nodes
+        .get(node)
+        .expect("checked above: the node is in the ledger");
+    match evaluate(ledger, &plan, entry, now, None) {
+        Ok(fit) => Ok(Reservation::Reserved(assume(
+            ledger,
+            &plan,
+            node,
+            fit.devices,
+            now,
+        ))),
+        Err(fail) => {
+            // A rejected reservation leaves the pod's earlier allocation as it was.
+            if let Some(prev) = previous {
+                ledger.insert_pod(pod.uid.clone(), prev);
+            }
+            Ok(Reservation::Rejected(fail.verdict(node)))
+        }
+    }
+}
+
+/// `unreserve`: release an assumed allocation; placed pods stay counted.
+pub fn unreserve(ledger: &mut Ledger, uid: &str) {
+    if ledger.pods.get(uid).is_some_and(|e| e.assumed) {
+        ledger.remove_pod(uid);
+    }
+}
+
+/// `explain`: card by card, why the pod fits each node or not.
+pub fn explain(
+    ledger: &Ledger,
+    pod: &Pod,
+    nodes: &[String],
+    now: i64,
+) -> Result<Vec<NodeExplanation>, Error> {
+    let names: Vec<String> = if nodes.is_empty() {
+        ledger.nodes.keys().cloned().collect()
+    } else {
+        nodes.to_vec()
+    };
+    let Some(plan) = PodPlan::new(ledger, pod)? else {
+        return Ok(names
+            .iter()
+            .map(|n| NodeExplanation {
+                node: n.clone(),
+                verdict: success(n, 0),
+                cards: Vec::new(),
+            })
+            .collect());
+    };
+    Ok(names
+        .iter()
+        .map(|name| {
+            let cell = RefCell::new(Vec::new());
+            let verdict = match ledger.nodes.get(name) {
+                Some(entry) => match evaluate(ledger, &plan, entry, now, Some(&cell)) {
+                    Ok(fit) => success(name, plan.node_policy.normalise(fit.raw_score)),
+                    Err(fail) => fail.verdict(name),
+                },
+                None => NodeFail::bare(reason::NODE_UNREGISTERED).verdict(name),
+            };
+            NodeExplanation {
+                node: name.clone(),
+                verdict,
+                cards: cell.into_inner(),
+            }
+        })
+        .collect())
+}
+
+/// `usage`: each node's cards and their use.
+pub fn usage(ledger: &Ledger, nodes: &[String], now: i64) -> Vec<NodeUsage> {
+    let names: Vec<&String> = if nodes.is_empty() {
+        ledger.nodes.keys().collect()
+    } else {
+        nodes.iter().collect()
+    };
+    names
+        .into_iter()
+        .filter_map(|name| ledger.nodes.get(name).map(|e| (name, e)))
+        .map(|(name, e)| NodeUsage {
+            node: name.clone(),
+            live: VENDORS.iter().any(|v| ledger.vendor_live(e, *v, now)),
+            cards: e
+                .cards
+                .iter()
+                .map(|c| CardUsage {
+                    vendor: c.vendor.to_string(),
+                    uuid: c.info.id.clone(),
+                    index: c.info.index,
+                    model: c.info.model.clone(),
+                    healthy: c.healthy() && !c.cordoned,
+                    cordoned: c.cordoned,
+                    numa: c.info.numa.max(0) as u32,
+                    used_slots: c.used.max(0) as u32,
+                    total_slots: c.info.count.max(0) as u32,
+                    used_memory_mib: c.used_mem.max(0) as u64,
+                    total_memory_mib: c.info.devmem.max(0) as u64,
+                    used_cores: c.used_cores.max(0) as u32,
+                    total_cores: c.info.devcore.max(0) as u32,
+                })
+                .collect(),
+        })
+        .collect()
+}

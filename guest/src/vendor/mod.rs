@@ -1,0 +1,149 @@
+//! Device vendors. Each vendor is one module behind the small pure [`Vendor`] trait: parse a
+//! node's cards, derive a container's request, admit a container, fit a request on a node's
+//! cards, and encode the decision annotations. A new vendor is one module and one line in
+//! [`VENDORS`].
+
+pub mod nvidia;
+
+use crate::api::{CardCheck, Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
+use crate::config::Config;
+use crate::device::{Card, ContainerDevice, DeviceInfo, PodDevices};
+use crate::policy::GpuPolicy;
+use crate::reason::Counter;
+
+/// Every vendor the guest knows, in vendor-key order.
+pub static VENDORS: &[&dyn Vendor] = &[&nvidia::Nvidia];
+
+/// Looks a vendor up by key.
+pub fn by_key(key: &str) -> Option<&'static dyn Vendor> {
+    VENDORS.iter().copied().find(|v| v.key() == key)
+}
+
+/// A container's request for one vendor: HAMi's `ContainerDeviceRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The vendor key (`NVIDIA`).
+    pub vendor: &'static str,
+    /// Number of cards.
+    pub nums: i64,
+    /// Memory per card, MiB (0 = use the percentage).
+    pub memreq: i64,
+    /// Percent of each card's memory; 101 = unset.
+    pub mem_pct: i64,
+    /// Cores per card, percent.
+    pub coresreq: i64,
+}
+
+/// Names a container in errors: `pod/ns/name` and `initContainers[0]` / `containers[1]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot<'a> {
+    pub object: &'a str,
+    pub init: bool,
+    pub index: usize,
+}
+
+impl Slot<'_> {
+    pub fn field(&self, rest: &str) -> String {
+        let list = if self.init {
+            "initContainers"
+        } else {
+            "containers"
+        };
+        format!("{list}[{}].{rest}", self.index)
+    }
+}
+
+/// What a vendor's fit may ask about the pod being placed.
+pub struct FitContext<'a> {
+    pub pod: &'a Pod,
+    pub node: &'a Node,
+    pub policy: &'a GpuPolicy,
+    /// Would the pod still fit its namespace quota with `tmp` plus the candidate?
+    pub quota: &'a dyn Fn(&[ContainerDevice], &ContainerDevice) -> bool,
+    /// Collects card-by-card checks for `explain`.
+    pub explain: Option<&'a std::cell::RefCell<Vec<CardCheck>>>,
+    /// Container position, for `explain`.
+    pub position: u32,
+}
+
+/// The resources of a vendor that the extended ResourceQuota tracks (spec §10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaResources {
+    pub memory: String,
+    pub cores: String,
+    pub memory_factor: i64,
+}
+
+/// The result of fitting one request on one node's cards.
+pub enum Fit {
+    /// The chosen cards, in the order they were accepted.
+    Fits(Vec<ContainerDevice>),
+    /// Per-card reasons; the denominator is the number of candidate cards.
+    NoFit(Counter),
+}
+
+/// One accelerator vendor.
+pub trait Vendor: Sync {
+    /// The vendor key written in annotations and requests, e.g. `NVIDIA`.
+    fn key(&self) -> &'static str;
+
+    /// Resource names the scheduler extender must manage for this vendor.
+    fn managed_resources(&self, config: &Config) -> Vec<String>;
+
+    /// Parses the node's cards; `Ok(None)` when the node has none of this vendor.
+    fn parse_node(&self, node: &Node) -> Result<Option<Vec<DeviceInfo>>, Invalid>;
+
+    /// Whether the node's registration is live at `now` (handshake rules).
+    fn node_live(&self, node: &Node, config: &Config, now: i64) -> bool;
+
+    /// Derives one container's request, `None` when it asks for nothing of this vendor.
+    fn request(
+        &self,
+        container: &Container,
+        slot: Slot<'_>,
+        config: &Config,
+    ) -> Result<Option<Request>, Invalid>;
+
+    /// Admission for one container: whether it uses this vendor, and the mutations.
+    fn admit_container(
+        &self,
+        container: &Container,
+        slot: Slot<'_>,
+        cref: ContainerRef,
+        config: &Config,
+    ) -> Result<(bool, Vec<Mutation>), Invalid>;
+
+    /// Whether this card belongs to the request's vendor (candidate selection).
+    fn owns(&self, card: &Card) -> bool;
+
+    /// Whether one card may host several of this container's slices (MIG), in which case the
+    /// node-level "more cards asked than the node has" check is skipped.
+    fn multi_slice(&self, _pod: &Pod, _request: &Request, _cards: &[&Card]) -> bool {
+        false
+    }
+
+    /// The (memory, cores) resource names a namespace quota limits as `limits.<name>`, and
+    /// the memory factor applied to the memory limit.
+    fn quota_resources(&self, _config: &Config) -> Option<QuotaResources> {
+        None
+    }
+
+    /// Fits one request on the node's candidate cards, given in policy order (tried from the end).
+    fn fit(&self, cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit;
+
+    /// Books a chosen device on the node copy (spec §5 `AddResourceUsage`).
+    fn add_usage(&self, card: &mut Card, device: &ContainerDevice) {
+        card.used += 1;
+        card.used_mem += device.mem;
+        card.used_cores += device.cores;
+        if let Some(m) = &device.mig {
+            card.mig_in_use.push(m.clone());
+        }
+    }
+
+    /// The decision annotations for this vendor's devices (one entry per container position).
+    fn annotations(&self, devices: &PodDevices) -> Pairs;
+
+    /// Decodes a placed pod's devices of this vendor from its annotations, `None` if absent.
+    fn decode_pod(&self, pod: &Pod) -> Result<Option<PodDevices>, Invalid>;
+}
