@@ -1,43 +1,456 @@
-//! The wasmtime runtime around the guest component (being written; this placeholder only
-//! fixes the API other modules call).
+//! The wasmtime runtime around the guest component.
+//!
+//! `Engine`, `Linker` and `InstancePre` are built once; the instance lives in a long-lived
+//! `Store` with a memory limit (`StoreLimits`) and a time limit per call (epoch interruption,
+//! ticked by a background thread). A trap or a timeout is logged and counted, the instance is
+//! dropped and rebuilt from the host's cache of everything it was fed, and the caller gets a
+//! [`Fault`]: never a crash.
+
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use anyhow::Context as _;
 use hamr_guest::api::{self, Scheduler};
+use hamr_guest::convert::Cv;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// A fault of the component engine: the guest trapped or ran out of time or memory.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "hamr",
+    });
+}
+
+use bindings::exports::hamr::scheduler::scheduler as ws;
+use bindings::hamr::scheduler::types as w;
+
+hamr_guest::cv_contract!(crate::runtime::w, crate::runtime::ws);
+
+/// The component built from `guest/` at build time (see `build.rs`).
+pub static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.wasm"));
+
+/// Epoch tick of the time limit.
+const TICK: Duration = Duration::from_millis(10);
+
+/// A fault of the component engine: the guest trapped, or ran out of time or memory. The
+/// instance has already been rebuilt when the caller sees this.
 #[derive(Debug, thiserror::Error)]
-#[error("guest fault: {0}")]
-pub struct Fault(pub String);
+#[error("guest fault in {call}: {message}")]
+pub struct Fault {
+    pub call: &'static str,
+    pub message: String,
+}
+
+/// Limits of one instance.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Linear memory the guest may grow to.
+    pub memory_bytes: usize,
+    /// Wall-clock time one call may take.
+    pub call_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 1 << 30,
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Per-store state: WASI (an empty context: no environment, files or network) and limits.
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Everything the guest was fed, to rebuild a fresh instance after a fault.
+#[derive(Default)]
+struct Cache {
+    config: Option<String>,
+    nodes: BTreeMap<String, api::Node>,
+    pods: BTreeMap<String, api::Pod>,
+    quotas: BTreeMap<(String, String), api::Quota>,
+    /// Pods assumed by `filter`/`reserve` and not yet seen carrying their decision: the pod
+    /// with the decision annotations applied (replayed as a placed pod after a rebuild), and
+    /// those annotations. The host compares them as opaque pairs; it never parses them.
+    assumed: BTreeMap<String, (api::Pod, api::Pairs)>,
+}
+
+impl Cache {
+    fn record(&mut self, deltas: &[api::Delta]) {
+        for d in deltas {
+            match d {
+                api::Delta::NodeUpsert(n) => {
+                    self.nodes.insert(n.name.clone(), n.clone());
+                }
+                api::Delta::NodeRemove(name) => {
+                    self.nodes.remove(name);
+                }
+                api::Delta::PodUpsert(p) => {
+                    // The watch now shows the decision: the assumption is confirmed.
+                    if self.assumed.get(&p.uid).is_some_and(|(_, decision)| {
+                        decision.iter().all(|kv| p.annotations.contains(kv))
+                    }) {
+                        self.assumed.remove(&p.uid);
+                    }
+                    self.pods.insert(p.uid.clone(), p.clone());
+                }
+                api::Delta::PodRemove(uid) => {
+                    self.pods.remove(uid);
+                    self.assumed.remove(uid);
+                }
+                api::Delta::QuotaUpsert(q) => {
+                    self.quotas
+                        .insert((q.namespace.clone(), q.name.clone()), q.clone());
+                }
+                api::Delta::QuotaRemove(key) => {
+                    self.quotas.remove(key);
+                }
+            }
+        }
+    }
+
+    fn assume(&mut self, pod: &api::Pod, decision: &api::Decision) {
+        let mut placed = pod.clone();
+        for (k, v) in &decision.annotations {
+            placed.annotations.retain(|(key, _)| key != k);
+            placed.annotations.push((k.clone(), v.clone()));
+        }
+        self.assumed
+            .insert(pod.uid.clone(), (placed, decision.annotations.clone()));
+    }
+
+    /// The deltas that recreate the ledger: quotas, nodes, pods, then assumed placements (which
+    /// override the cached objects that do not show their decision yet).
+    fn replay(&self) -> Vec<api::Delta> {
+        let quotas = self.quotas.values().cloned().map(api::Delta::QuotaUpsert);
+        let nodes = self.nodes.values().cloned().map(api::Delta::NodeUpsert);
+        let pods = self.pods.values().cloned().map(api::Delta::PodUpsert);
+        let assumed = self
+            .assumed
+            .values()
+            .map(|(p, _)| api::Delta::PodUpsert(p.clone()));
+        quotas.chain(nodes).chain(pods).chain(assumed).collect()
+    }
+}
+
+/// Counters a caller may export as metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Calls that trapped (including timeouts and memory exhaustion).
+    pub traps: u64,
+    /// Fresh instances built after a fault.
+    pub rebuilds: u64,
+}
 
 /// The guest component, instantiated in wasmtime.
 pub struct ComponentScheduler {
-    _private: (),
+    engine: Engine,
+    pre: bindings::HamrPre<State>,
+    store: Store<State>,
+    guest: bindings::Hamr,
+    limits: Limits,
+    cache: Cache,
+    stats: Stats,
+    ticker: Arc<AtomicBool>,
+}
+
+impl Drop for ComponentScheduler {
+    fn drop(&mut self) {
+        self.ticker.store(false, Ordering::Relaxed);
+    }
 }
 
 impl ComponentScheduler {
     /// Loads the component from `path`, or the one embedded in the binary when `None`.
-    pub fn load(_path: Option<&Path>) -> anyhow::Result<ComponentScheduler> {
-        anyhow::bail!("the component runtime is not built yet")
+    pub fn load(path: Option<&Path>) -> anyhow::Result<ComponentScheduler> {
+        Self::with_limits(path, Limits::default())
+    }
+
+    /// Loads with explicit limits.
+    pub fn with_limits(path: Option<&Path>, limits: Limits) -> anyhow::Result<ComponentScheduler> {
+        let bytes = match path {
+            Some(p) => {
+                std::fs::read(p).with_context(|| format!("reading component {}", p.display()))?
+            }
+            None => EMBEDDED.to_vec(),
+        };
+        Self::from_bytes(&bytes, limits)
+    }
+
+    /// Compiles and instantiates a component from its bytes.
+    pub fn from_bytes(bytes: &[u8], limits: Limits) -> anyhow::Result<ComponentScheduler> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.concurrency_support(false);
+        let engine = Engine::new(&config).wt("creating the wasmtime engine")?;
+        let component = Component::new(&engine, bytes).wt("compiling the guest component")?;
+        let mut linker: Linker<State> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).wt("linking WASI")?;
+        let pre = bindings::HamrPre::new(
+            linker
+                .instantiate_pre(&component)
+                .wt("resolving the component's imports")?,
+        )
+        .wt("checking the component's exports against wit/scheduler.wit")?;
+        let ticker = Arc::new(AtomicBool::new(true));
+        {
+            let engine = engine.clone();
+            let running = Arc::clone(&ticker);
+            std::thread::Builder::new()
+                .name("hamr-epoch".into())
+                .spawn(move || {
+                    while running.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .context("starting the epoch ticker")?;
+        }
+        let (store, guest) = instantiate(&engine, &pre, limits)?;
+        Ok(ComponentScheduler {
+            engine,
+            pre,
+            store,
+            guest,
+            limits,
+            cache: Cache::default(),
+            stats: Stats::default(),
+            ticker,
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Runs one guest call under the time limit; on a fault, rebuilds and reports it.
+    fn call<T>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce(&bindings::Hamr, &mut Store<State>) -> wasmtime::Result<T>,
+    ) -> Result<T, Fault> {
+        let ticks = (self.limits.call_timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+        self.store.set_epoch_deadline(ticks);
+        match f(&self.guest, &mut self.store) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.stats.traps += 1;
+                let message = format!("{e:#}");
+                tracing::error!(call = name, error = %message, "guest trapped; rebuilding the instance");
+                if let Err(rebuild) = self.rebuild() {
+                    tracing::error!(error = %format!("{rebuild:#}"), "rebuilding the guest instance failed");
+                }
+                Err(Fault {
+                    call: name,
+                    message,
+                })
+            }
+        }
+    }
+
+    /// A fresh instance fed from the cache.
+    fn rebuild(&mut self) -> anyhow::Result<()> {
+        let (mut store, guest) = instantiate(&self.engine, &self.pre, self.limits)?;
+        let ticks = (self.limits.call_timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks * 10);
+        if let Some(config) = &self.cache.config {
+            guest
+                .hamr_scheduler_ledger()
+                .call_configure(&mut store, config)
+                .wt("replaying the configuration")?
+                .map_err(|e| anyhow::anyhow!("replaying the configuration: {:?}", e))?;
+        }
+        let replay: Vec<w::Delta> = self.cache.replay().cv();
+        guest
+            .hamr_scheduler_ledger()
+            .call_apply(&mut store, &replay)
+            .wt("replaying the cache")?;
+        self.store = store;
+        self.guest = guest;
+        self.stats.rebuilds += 1;
+        Ok(())
     }
 }
 
-macro_rules! unbuilt {
-    () => {
-        Err(Fault("the component runtime is not built yet".into()))
+/// wasmtime's own error type is not a `std::error::Error`; carry its text into anyhow.
+trait Wt<T> {
+    fn wt(self, what: &str) -> anyhow::Result<T>;
+}
+
+impl<T> Wt<T> for wasmtime::Result<T> {
+    fn wt(self, what: &str) -> anyhow::Result<T> {
+        self.map_err(|e| anyhow::anyhow!("{what}: {e:#}"))
+    }
+}
+
+fn instantiate(
+    engine: &Engine,
+    pre: &bindings::HamrPre<State>,
+    limits: Limits,
+) -> anyhow::Result<(Store<State>, bindings::Hamr)> {
+    let state = State {
+        wasi: WasiCtx::builder().build(),
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .instances(16)
+            .build(),
     };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(u64::MAX / 2);
+    let guest = pre
+        .instantiate(&mut store)
+        .wt("instantiating the guest component")?;
+    Ok((store, guest))
 }
 
 impl Scheduler for ComponentScheduler {
     type Fault = Fault;
-    fn configure(&mut self, _: &str) -> Result<Result<(), api::Error>, Fault> { unbuilt!() }
-    fn apply(&mut self, _: &[api::Delta]) -> Result<Vec<api::DeltaError>, Fault> { unbuilt!() }
-    fn clear(&mut self) -> Result<(), Fault> { unbuilt!() }
-    fn filter(&mut self, _: &api::Pod, _: &[String], _: i64) -> Result<Result<api::FilterOutcome, api::Error>, Fault> { unbuilt!() }
-    fn score(&mut self, _: &api::Pod, _: &[String], _: i64) -> Result<Result<Vec<api::NodeScore>, api::Error>, Fault> { unbuilt!() }
-    fn reserve(&mut self, _: &api::Pod, _: &str, _: i64) -> Result<Result<api::Reservation, api::Error>, Fault> { unbuilt!() }
-    fn unreserve(&mut self, _: &str) -> Result<(), Fault> { unbuilt!() }
-    fn admit(&mut self, _: &api::Pod) -> Result<Result<api::Admission, api::Error>, Fault> { unbuilt!() }
-    fn managed_resources(&mut self) -> Result<Vec<String>, Fault> { unbuilt!() }
-    fn explain(&mut self, _: &api::Pod, _: &[String], _: i64) -> Result<Result<Vec<api::NodeExplanation>, api::Error>, Fault> { unbuilt!() }
-    fn usage(&mut self, _: &[String], _: i64) -> Result<Vec<api::NodeUsage>, Fault> { unbuilt!() }
+
+    fn configure(&mut self, config: &str) -> Result<Result<(), api::Error>, Fault> {
+        let r = self.call("configure", |g, s| {
+            g.hamr_scheduler_ledger().call_configure(s, config)
+        })?;
+        if r.is_ok() {
+            self.cache.config = Some(config.to_string());
+        }
+        Ok(r.map_err(Cv::cv))
+    }
+
+    fn apply(&mut self, deltas: &[api::Delta]) -> Result<Vec<api::DeltaError>, Fault> {
+        let wire: Vec<w::Delta> = deltas.to_vec().cv();
+        let r = self.call("apply", |g, s| {
+            g.hamr_scheduler_ledger().call_apply(s, &wire)
+        })?;
+        self.cache.record(deltas);
+        Ok(r.cv())
+    }
+
+    fn clear(&mut self) -> Result<(), Fault> {
+        self.call("clear", |g, s| g.hamr_scheduler_ledger().call_clear(s))?;
+        let config = self.cache.config.take();
+        self.cache = Cache {
+            config,
+            ..Cache::default()
+        };
+        Ok(())
+    }
+
+    fn filter(
+        &mut self,
+        pod: &api::Pod,
+        candidates: &[String],
+        now: i64,
+    ) -> Result<Result<api::FilterOutcome, api::Error>, Fault> {
+        let wire: w::Pod = pod.clone().cv();
+        let r = self.call("filter", |g, s| {
+            g.hamr_scheduler_scheduler()
+                .call_filter(s, &wire, candidates, now)
+        })?;
+        let r: Result<api::FilterOutcome, api::Error> = r.map(Cv::cv).map_err(Cv::cv);
+        if let Ok(outcome) = &r {
+            self.cache.assumed.remove(&pod.uid);
+            if let Some(d) = &outcome.decision {
+                self.cache.assume(pod, d);
+            }
+        }
+        Ok(r)
+    }
+
+    fn score(
+        &mut self,
+        pod: &api::Pod,
+        nodes: &[String],
+        now: i64,
+    ) -> Result<Result<Vec<api::NodeScore>, api::Error>, Fault> {
+        let wire: w::Pod = pod.clone().cv();
+        let r = self.call("score", |g, s| {
+            g.hamr_scheduler_scheduler()
+                .call_score(s, &wire, nodes, now)
+        })?;
+        Ok(r.map(Cv::cv).map_err(Cv::cv))
+    }
+
+    fn reserve(
+        &mut self,
+        pod: &api::Pod,
+        node: &str,
+        now: i64,
+    ) -> Result<Result<api::Reservation, api::Error>, Fault> {
+        let wire: w::Pod = pod.clone().cv();
+        let r = self.call("reserve", |g, s| {
+            g.hamr_scheduler_scheduler()
+                .call_reserve(s, &wire, node, now)
+        })?;
+        let r: Result<api::Reservation, api::Error> = r.map(Cv::cv).map_err(Cv::cv);
+        if let Ok(api::Reservation::Reserved(d)) = &r
+            && !d.grants.is_empty()
+        {
+            self.cache.assume(pod, d);
+        }
+        Ok(r)
+    }
+
+    fn unreserve(&mut self, pod_uid: &str) -> Result<(), Fault> {
+        self.call("unreserve", |g, s| {
+            g.hamr_scheduler_scheduler().call_unreserve(s, pod_uid)
+        })?;
+        self.cache.assumed.remove(pod_uid);
+        Ok(())
+    }
+
+    fn admit(&mut self, pod: &api::Pod) -> Result<Result<api::Admission, api::Error>, Fault> {
+        let wire: w::Pod = pod.clone().cv();
+        let r = self.call("admit", |g, s| {
+            g.hamr_scheduler_scheduler().call_admit(s, &wire)
+        })?;
+        Ok(r.map(Cv::cv).map_err(Cv::cv))
+    }
+
+    fn managed_resources(&mut self) -> Result<Vec<String>, Fault> {
+        self.call("managed-resources", |g, s| {
+            g.hamr_scheduler_scheduler().call_managed_resources(s)
+        })
+    }
+
+    fn explain(
+        &mut self,
+        pod: &api::Pod,
+        nodes: &[String],
+        now: i64,
+    ) -> Result<Result<Vec<api::NodeExplanation>, api::Error>, Fault> {
+        let wire: w::Pod = pod.clone().cv();
+        let r = self.call("explain", |g, s| {
+            g.hamr_scheduler_scheduler()
+                .call_explain(s, &wire, nodes, now)
+        })?;
+        Ok(r.map(Cv::cv).map_err(Cv::cv))
+    }
+
+    fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<api::NodeUsage>, Fault> {
+        let r = self.call("usage", |g, s| {
+            g.hamr_scheduler_scheduler().call_usage(s, nodes, now)
+        })?;
+        Ok(r.cv())
+    }
 }

@@ -134,6 +134,7 @@ fn validate_others(r: &Resources<'_>, cfg: &NvidiaConfig) -> Result<(), Invalid>
 }
 
 /// The outcome of admitting one container.
+#[derive(Debug)]
 pub struct Admitted {
     /// The container asks for an NVIDIA card (after mutation).
     pub has_resource: bool,

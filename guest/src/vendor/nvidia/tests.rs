@@ -1,1 +1,402 @@
+//! Fit-level tables from spec §13.3 and §13.4, on hand-built cards in "fit order" (the last
+//! card is tried first), independent of any ordering policy.
 
+use std::cell::RefCell;
+
+use super::*;
+use crate::api::{Node, Pod};
+use crate::device::{Card, DeviceInfo};
+use crate::policy::GpuPolicy;
+use crate::vendor::{Fit, FitContext, Request};
+
+fn dev(
+    id: &str,
+    used: i64,
+    count: i64,
+    used_mem: i64,
+    mem: i64,
+    used_cores: i64,
+    cores: i64,
+) -> Card {
+    let mut c = Card::new(
+        VENDOR,
+        DeviceInfo {
+            id: id.into(),
+            count,
+            devmem: mem,
+            devcore: cores,
+            model: "NVIDIA".into(),
+            mode: "hami-core".into(),
+            health: true,
+            ..DeviceInfo::default()
+        },
+    );
+    c.used = used;
+    c.used_mem = used_mem;
+    c.used_cores = used_cores;
+    c
+}
+
+fn req(nums: i64, memreq: i64, mem_pct: i64, coresreq: i64) -> Request {
+    Request {
+        vendor: VENDOR,
+        nums,
+        memreq,
+        mem_pct,
+        coresreq,
+    }
+}
+
+fn run(
+    cards: &[Card],
+    r: &Request,
+    annotations: &[(&str, &str)],
+    node_annotations: &[(&str, &str)],
+) -> Result<Vec<(String, i64, i64)>, String> {
+    let pairs = |l: &[(&str, &str)]| {
+        l.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let pod = Pod {
+        namespace: "default".into(),
+        name: "p".into(),
+        annotations: pairs(annotations),
+        ..Pod::default()
+    };
+    let node = Node {
+        name: "n".into(),
+        annotations: pairs(node_annotations),
+        ..Node::default()
+    };
+    let policy = GpuPolicy::for_pod(&pod, "spread");
+    let quota = |_: &[crate::device::ContainerDevice], _: &crate::device::ContainerDevice| true;
+    let explain = RefCell::new(Vec::new());
+    let ctx = FitContext {
+        pod: &pod,
+        node: &node,
+        policy: &policy,
+        quota: &quota,
+        explain: Some(&explain),
+        position: 0,
+    };
+    let refs: Vec<&Card> = cards.iter().collect();
+    match fit::fit(&refs, r, &ctx) {
+        Fit::Fits(d) => Ok(d.into_iter().map(|d| (d.uuid, d.mem, d.cores)).collect()),
+        Fit::NoFit(c) => Err(c.text(cards.len() as u32)),
+    }
+}
+
+fn ok(list: &[(&str, i64, i64)]) -> Result<Vec<(String, i64, i64)>, String> {
+    Ok(list
+        .iter()
+        .map(|(u, m, c)| (u.to_string(), *m, *c))
+        .collect())
+}
+
+#[test]
+fn fit_table_f1_to_f23() {
+    let idle = |id: &str| dev(id, 0, 100, 0, 128, 0, 100);
+    let cases: Vec<(
+        &str,
+        Vec<Card>,
+        Request,
+        Vec<(&str, &str)>,
+        Vec<(&str, &str)>,
+        Result<Vec<(String, i64, i64)>, String>,
+    )> = vec![
+        (
+            "F1 the last card is tried first",
+            vec![idle("dev-0"), idle("dev-1")],
+            req(1, 64, 101, 50),
+            vec![],
+            vec![],
+            ok(&[("dev-1", 64, 50)]),
+        ),
+        (
+            "F2",
+            vec![idle("dev-0")],
+            req(1, 512, 101, 50),
+            vec![],
+            vec![],
+            Err("1/1 CardInsufficientMemory".into()),
+        ),
+        (
+            "F3",
+            vec![dev("dev-0", 0, 100, 0, 1024, 100, 100)],
+            req(1, 512, 101, 50),
+            vec![],
+            vec![],
+            Err("1/1 CardInsufficientCore".into()),
+        ),
+        (
+            "F5",
+            vec![idle("dev-1")],
+            req(2, 64, 101, 0),
+            vec![(USE_GPU_UUID, "dev-0")],
+            vec![],
+            Err("1/1 CardUuidMismatch".into()),
+        ),
+        (
+            "F6",
+            vec![idle("dev-0")],
+            req(1, 64, 101, 0),
+            vec![(NOUSE_GPU_UUID, "dev-0")],
+            vec![],
+            Err("1/1 CardUuidMismatch".into()),
+        ),
+        (
+            "F7",
+            vec![dev("dev-0", 100, 100, 0, 128, 0, 100)],
+            req(1, 64, 101, 0),
+            vec![],
+            vec![],
+            Err("1/1 CardTimeSlicingExhausted".into()),
+        ),
+        (
+            "F8 cores above 100 are clamped",
+            vec![dev("dev-0", 0, 100, 0, 1280, 0, 100)],
+            req(1, 512, 101, 120),
+            vec![],
+            vec![],
+            ok(&[("dev-0", 512, 100)]),
+        ),
+        (
+            "F9",
+            vec![dev("dev-0", 20, 100, 0, 1280, 0, 100)],
+            req(1, 512, 101, 100),
+            vec![],
+            vec![],
+            Err("1/1 ExclusiveDeviceAllocateConflict".into()),
+        ),
+        (
+            "F10",
+            vec![dev("dev-0", 20, 100, 0, 1280, 100, 100)],
+            req(1, 512, 101, 0),
+            vec![],
+            vec![],
+            Err("1/1 CardComputeUnitsExhausted".into()),
+        ),
+        (
+            "F11",
+            vec![dev("dev-0", 20, 100, 0, 1280, 10, 100)],
+            req(2, 512, 101, 20),
+            vec![],
+            vec![],
+            Err("1/1 AllocatedCardsInsufficientRequest".into()),
+        ),
+        (
+            "F12",
+            vec![
+                dev("dev-0", 0, 100, 0, 1280, 0, 100),
+                dev("dev-1", 0, 100, 0, 1280, 0, 100),
+            ],
+            req(3, 0, 101, 0),
+            vec![],
+            vec![],
+            Err("2/2 AllocatedCardsInsufficientRequest".into()),
+        ),
+        (
+            "F13 percentage of the card",
+            vec![dev("dev-0", 20, 100, 0, 1280, 10, 100)],
+            req(1, 0, 10, 20),
+            vec![],
+            vec![],
+            ok(&[("dev-0", 128, 20)]),
+        ),
+        (
+            "F15 cordon with spaces",
+            vec![idle("dev-0"), idle("dev-1")],
+            req(1, 64, 101, 50),
+            vec![],
+            vec![(DEVICE_CORDON_KEY, "dev-1, ")],
+            ok(&[("dev-0", 64, 50)]),
+        ),
+        (
+            "F15 both cordoned",
+            vec![idle("dev-0"), idle("dev-1")],
+            req(1, 64, 101, 50),
+            vec![],
+            vec![(DEVICE_CORDON_KEY, "dev-0,dev-1")],
+            Err("2/2 CardCordoned".into()),
+        ),
+        (
+            "F16 whole card books all memory",
+            vec![dev("dev-0", 0, 10, 0, 11264, 0, 100)],
+            req(1, 0, 100, 0),
+            vec![],
+            vec![],
+            ok(&[("dev-0", 11264, 0)]),
+        ),
+        (
+            "F16 four MiB short",
+            vec![dev("dev-0", 0, 10, 11260, 11264, 0, 100)],
+            req(1, 0, 100, 0),
+            vec![],
+            vec![],
+            Err("1/1 CardInsufficientMemory".into()),
+        ),
+        (
+            "F18 mutex skips used cards",
+            vec![
+                dev("used", 1, 10, 0, 128, 0, 100),
+                dev("idle", 0, 10, 0, 128, 0, 100),
+            ],
+            req(1, 10, 101, 0),
+            vec![("hami.io/gpu-scheduler-policy", "mutex")],
+            vec![],
+            ok(&[("idle", 10, 0)]),
+        ),
+        (
+            "F20 clamped cores still exceed",
+            vec![dev("test-0", 1, 4, 2048, 8192, 1, 4)],
+            req(1, 100, 101, 200),
+            vec![],
+            vec![],
+            Err("1/1 CardInsufficientCore".into()),
+        ),
+        (
+            "F21",
+            vec![dev("test-0", 1, 4, 8000, 8000, 1, 4)],
+            req(1, 0, 100, 100),
+            vec![],
+            vec![],
+            Err("1/1 CardInsufficientMemory".into()),
+        ),
+        (
+            "F22",
+            vec![dev("test-0", 1, 4, 2048, 8192, 0, 100)],
+            req(1, 100, 101, 100),
+            vec![],
+            vec![],
+            Err("1/1 ExclusiveDeviceAllocateConflict".into()),
+        ),
+        (
+            "F23",
+            vec![dev("test-0", 1, 4, 2048, 8192, 1, 1)],
+            req(1, 1024, 101, 0),
+            vec![],
+            vec![],
+            Err("1/1 CardComputeUnitsExhausted".into()),
+        ),
+    ];
+    for (name, cards, r, ann, node_ann, want) in cases {
+        assert_eq!(run(&cards, &r, &ann, &node_ann), want, "{name}");
+    }
+}
+
+const DEVICE_CORDON_KEY: &str = fit::DEVICE_CORDON;
+
+#[test]
+fn f14_f17_f19_health_and_numa() {
+    let mut sick = dev("dev-0", 0, 10, 0, 1280, 0, 100);
+    let mut info = (*sick.info).clone();
+    info.health = false;
+    sick.info = std::sync::Arc::new(info);
+    assert_eq!(
+        run(&[sick], &req(1, 0, 10, 0), &[], &[]),
+        Err("1/1 CardNotHealth".into()),
+        "F14"
+    );
+
+    let numa = |id: &str, n: i64| {
+        let mut c = dev(id, 0, 10, 0, 8192, 0, 100);
+        let mut info = (*c.info).clone();
+        info.numa = n;
+        c.info = std::sync::Arc::new(info);
+        c
+    };
+    let bind = [("nvidia.com/numa-bind", "true")];
+    // F17 in fit order dev-0(numa1), dev-1(numa1), dev-2(numa0): dev-2 is collected first and
+    // discarded when the NUMA node changes.
+    let cards = [numa("dev-0", 1), numa("dev-1", 1), numa("dev-2", 0)];
+    assert_eq!(
+        run(&cards, &req(2, 100, 101, 10), &bind, &[]),
+        ok(&[("dev-1", 100, 10), ("dev-0", 100, 10)]),
+        "F17"
+    );
+    // F19: two cards on two NUMA nodes cannot serve a NUMA-bound pair.
+    let mut t0 = dev("test-0", 1, 4, 2048, 8192, 1, 4);
+    let mut t1 = dev("test-1", 1, 4, 2048, 8192, 1, 4);
+    for (c, n) in [(&mut t0, 0), (&mut t1, 1)] {
+        let mut info = (*c.info).clone();
+        info.numa = n;
+        c.info = std::sync::Arc::new(info);
+    }
+    assert_eq!(
+        run(
+            &[t0, t1],
+            &req(2, 1024, 101, 1),
+            &[
+                ("nvidia.com/use-gputype", "NVIDIA"),
+                ("nvidia.com/numa-bind", "true")
+            ],
+            &[]
+        ),
+        Err("1/2 AllocatedCardsInsufficientRequest, 1/2 NumaNotFit".into()),
+        "F19"
+    );
+}
+
+#[test]
+fn topology_table_t1_to_t6() {
+    let scored = |id: &str, pairs: &[(&str, i64)]| {
+        let mut c = dev(id, 0, 10, 0, 8192, 0, 100);
+        let mut info = (*c.info).clone();
+        info.pair_scores = pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        c.info = std::sync::Arc::new(info);
+        c
+    };
+    let topo = [("hami.io/gpu-scheduler-policy", "topology-aware")];
+    let ids = |r: Result<Vec<(String, i64, i64)>, String>| -> Vec<String> {
+        let mut v: Vec<String> = r.expect("fits").into_iter().map(|d| d.0).collect();
+        v.sort();
+        v
+    };
+    let plain = [scored("dev-0", &[]), scored("dev-1", &[])];
+    assert_eq!(
+        ids(run(&plain, &req(2, 10, 101, 0), &topo, &[])),
+        vec!["dev-0", "dev-1"],
+        "T1"
+    );
+    let t2 = [
+        scored("dev-0", &[("dev-1", 100), ("dev-2", 200)]),
+        scored("dev-1", &[("dev-0", 100), ("dev-2", 150)]),
+        scored("dev-2", &[("dev-0", 200), ("dev-1", 150)]),
+    ];
+    assert_eq!(
+        ids(run(&t2, &req(1, 10, 101, 0), &topo, &[])),
+        vec!["dev-1"],
+        "T2 least damage"
+    );
+    assert_eq!(
+        ids(run(&t2, &req(2, 10, 101, 0), &topo, &[])),
+        vec!["dev-0", "dev-2"],
+        "T3 best pair"
+    );
+    let zero = [
+        scored("dev-0", &[]),
+        scored("dev-1", &[]),
+        scored("dev-2", &[]),
+    ];
+    assert_eq!(
+        ids(run(&zero, &req(2, 10, 101, 0), &topo, &[])).len(),
+        2,
+        "T4"
+    );
+    let t5 = [
+        scored("dev-0", &[("dev-1", -5), ("dev-2", -3)]),
+        scored("dev-1", &[("dev-0", -5), ("dev-2", -1)]),
+        scored("dev-2", &[("dev-0", -3), ("dev-1", -1)]),
+    ];
+    assert_eq!(
+        ids(run(&t5, &req(1, 10, 101, 0), &topo, &[])),
+        vec!["dev-0"],
+        "T5"
+    );
+    assert_eq!(
+        ids(run(&t5, &req(2, 10, 101, 0), &topo, &[])),
+        vec!["dev-1", "dev-2"],
+        "T6"
+    );
+}
