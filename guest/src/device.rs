@@ -110,6 +110,14 @@ pub struct ContainerDevice {
 /// Per container position (init containers first), the devices of one vendor.
 pub type PodDevices = Vec<Vec<ContainerDevice>>;
 
+/// A placed pod's devices of one vendor, as its annotations describe them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placed {
+    pub devices: PodDevices,
+    /// MIG slices reserved for the pod that match no decoded device, by GPU UUID.
+    pub stray_slices: Vec<(String, MigInUse)>,
+}
+
 /// Why a device list annotation could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {

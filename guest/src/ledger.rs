@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::api::{Delta, DeltaError, Error, Invalid, Node, Pod, PodPhase, Quota, lookup};
 use crate::config::Config;
-use crate::device::{self, Card, PodDevices, Usage};
+use crate::device::{self, Card, MigInUse, PodDevices, Usage};
 use crate::quantity;
 use crate::vendor::{VENDORS, Vendor};
 
@@ -31,6 +31,8 @@ pub struct PodEntry {
     pub devices: Vec<(&'static str, PodDevices)>,
     /// Per vendor, the collapsed use per card.
     pub usage: Vec<(&'static str, Vec<Usage>)>,
+    /// Per vendor, reserved MIG slices that match no device of the pod, by GPU UUID.
+    pub stray_slices: Vec<(&'static str, String, MigInUse)>,
     /// True while only a filter has placed it (its decision annotations are not seen yet).
     pub assumed: bool,
 }
@@ -232,6 +234,23 @@ impl Ledger {
                     }
                 }
             }
+            // Left-over slices: booked on their card when it is in MIG mode; a card not in
+            // MIG mode, or a GPU the node does not have, makes the MIG cards unusable.
+            for (vendor, uuid, slice) in &pod.stray_slices {
+                match entry
+                    .cards
+                    .iter_mut()
+                    .find(|c| c.vendor == *vendor && c.info.id == *uuid)
+                {
+                    Some(c) if c.info.mode == "mig" => c.mig_in_use.push(slice.clone()),
+                    Some(c) => c.forced_unhealthy = true,
+                    None => entry
+                        .cards
+                        .iter_mut()
+                        .filter(|c| c.vendor == *vendor && c.info.mode == "mig")
+                        .for_each(|c| c.forced_unhealthy = true),
+                }
+            }
         }
     }
 
@@ -243,9 +262,16 @@ impl Ledger {
             return Ok(());
         }
         let mut devices = Vec::new();
+        let mut stray_slices = Vec::new();
         for v in VENDORS {
-            if let Some(d) = v.decode_pod(pod).map_err(Error::InvalidInput)? {
-                devices.push((v.key(), d));
+            if let Some(placed) = v.decode_pod(pod).map_err(Error::InvalidInput)? {
+                devices.push((v.key(), placed.devices));
+                stray_slices.extend(
+                    placed
+                        .stray_slices
+                        .into_iter()
+                        .map(|(uuid, s)| (v.key(), uuid, s)),
+                );
             }
         }
         let node = pod.annotation(VGPU_NODE).map(str::to_string);
@@ -271,6 +297,7 @@ impl Ledger {
                 node,
                 devices,
                 usage,
+                stray_slices,
                 assumed: false,
             },
         );

@@ -411,6 +411,7 @@ fn assume(
             node: node.to_string(),
             devices: per_vendor,
             usage,
+            stray_slices: Vec::new(),
             assumed: true,
         },
     );

@@ -1,4 +1,19 @@
 //! `hamr`: the host. It knows Kubernetes; the guest knows devices.
+//!
+//! Start reading at [`place`], the one loop every command shares (configure, feed the cluster
+//! as deltas, then admit, filter and place pods in order), written against
+//! [`hamr_guest::api::Scheduler`] so that every engine ([`engine`]: the native library or the
+//! component in [`runtime`]) runs the same code. [`input`] reads Kubernetes objects from files
+//! and [`k8s`] converts them to the contract's records. The commands: [`simulate`],
+//! [`explain`] and [`conformance`].
 #![forbid(unsafe_code)]
 
+pub mod conformance;
+pub mod engine;
+pub mod explain;
+pub mod input;
+pub mod k8s;
+pub mod place;
 pub mod runtime;
+pub mod simulate;
+pub mod table;

@@ -1,1 +1,331 @@
-fn main() {}
+//! The `hamr` command line: `simulate`, `explain` and `conformance`.
+//!
+//! Exit codes: 0 when all went well, 1 when a conformance scenario failed or an engine
+//! faulted, 2 for malformed input or usage. Every error is one line on stderr, `error: ...`,
+//! naming the file or object and the field.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hamr::conformance;
+use hamr::engine::EngineKind;
+use hamr::input::{self, Kind, Objects};
+use hamr::place::{Cluster, PlaceError};
+use hamr::simulate::SimulateError;
+
+#[derive(Parser)]
+#[command(
+    name = "hamr",
+    version,
+    about = "GPU-sharing scheduling for Kubernetes: simulate, explain and check decisions offline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Place pods on a cluster snapshot; print each decision and the cards' use.
+    Simulate(SimulateArgs),
+    /// Why a pod fits or does not fit each node, card by card.
+    Explain(ExplainArgs),
+    /// Run scenario files through the engines; print one line per scenario and engine.
+    Conformance(ConformanceArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EngineArg {
+    Component,
+    Native,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EnginesArg {
+    Native,
+    Component,
+    All,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct EngineOpts {
+    /// The engine that decides: the WebAssembly component or the native library.
+    #[arg(long, value_enum, default_value = "component")]
+    engine: EngineArg,
+    /// A component file to load instead of the one embedded in the binary.
+    #[arg(long, value_name = "FILE")]
+    component: Option<PathBuf>,
+}
+
+impl EngineOpts {
+    fn kind(&self) -> EngineKind {
+        match self.engine {
+            EngineArg::Native => EngineKind::Native,
+            EngineArg::Component => EngineKind::Component(self.component.clone()),
+        }
+    }
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Nodes, pods and ResourceQuotas already on the cluster (YAML or JSON; a
+    /// `kubectl get nodes,pods -A -o yaml` dump works as is).
+    #[arg(long, value_name = "FILE")]
+    cluster: PathBuf,
+    /// Pods to place, in order (and ResourceQuotas); objects without `kind` are pods. A folder
+    /// means every YAML/JSON file in it, in name order.
+    #[arg(long, value_name = "FILE|DIR")]
+    pods: PathBuf,
+    /// Scheduler configuration (YAML or JSON; the keys of hamr's config file).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    #[command(flatten)]
+    engine: EngineOpts,
+    /// The time handed to the guest (RFC 3339); the current time by default.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// Nodes, pods and ResourceQuotas on the cluster.
+    #[arg(long, value_name = "FILE")]
+    cluster: PathBuf,
+    /// The pod to explain (one Pod; `kind` may be omitted).
+    #[arg(long, value_name = "FILE")]
+    pod: PathBuf,
+    /// Explain this node only.
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    #[command(flatten)]
+    engine: EngineOpts,
+    /// The time handed to the guest (RFC 3339); the current time by default.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
+}
+
+#[derive(Args)]
+struct ConformanceArgs {
+    /// Scenario files, or folders searched recursively for `*.yaml` and `*.yml`.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// The engines to run; with `all`, engines that observe differently fail too.
+    #[arg(long, value_enum, default_value = "all")]
+    engine: EnginesArg,
+    /// A component file to load instead of the one embedded in the binary.
+    #[arg(long, value_name = "FILE")]
+    component: Option<PathBuf>,
+}
+
+/// An error that maps to a given exit code (the others exit with 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {message}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(f) = cause.downcast_ref::<Failure>() {
+            return f.code;
+        }
+        if let Some(SimulateError::Place(PlaceError::Fault(_))) = cause.downcast_ref() {
+            return 1;
+        }
+    }
+    2
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Simulate(a) => simulate(a),
+        Command::Explain(a) => explain(a),
+        Command::Conformance(a) => run_conformance(a),
+    }
+}
+
+/// The config file as JSON text for `configure`; `{}` without one.
+fn config_text(path: Option<&Path>) -> Result<String> {
+    let Some(path) = path else {
+        return Ok("{}".to_string());
+    };
+    let value = input::read_value(path)?;
+    if !value.is_object() {
+        return Err(anyhow!(
+            "{}: the configuration must be a mapping",
+            path.display()
+        ));
+    }
+    Ok(value.to_string())
+}
+
+fn now(arg: Option<&str>) -> Result<i64> {
+    match arg {
+        Some(text) => {
+            hamr::conformance::scenario::parse_time(text).map_err(|e| anyhow!("--now: {e}"))
+        }
+        None => {
+            let since = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the system clock is before 1970")?;
+            Ok(i64::try_from(since.as_secs()).context("the system clock is past year 292e9")?)
+        }
+    }
+}
+
+fn read_objects(path: &Path, default_kind: Option<Kind>) -> Result<Objects> {
+    let objects = input::read_objects(path, default_kind)?;
+    if !objects.skipped.is_empty() {
+        let shown: Vec<&str> = objects.skipped.iter().take(5).map(String::as_str).collect();
+        let more = if objects.skipped.len() > 5 {
+            ", ..."
+        } else {
+            ""
+        };
+        eprintln!(
+            "note: {}: skipped {} object(s) of other kinds: {}{more}",
+            path.display(),
+            objects.skipped.len(),
+            shown.join(", ")
+        );
+    }
+    Ok(objects)
+}
+
+/// Names the config file in a refused configuration.
+fn with_config_file(e: SimulateError, config: Option<&Path>) -> anyhow::Error {
+    match (&e, config) {
+        (SimulateError::Place(PlaceError::Config(_)), Some(path)) => {
+            anyhow::Error::new(e).context(path.display().to_string())
+        }
+        _ => anyhow::Error::new(e),
+    }
+}
+
+fn print(text: &str) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .context("writing the output")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn simulate(a: SimulateArgs) -> Result<ExitCode> {
+    let mut objects = read_objects(&a.cluster, None)?;
+    let to_place = read_objects(&a.pods, Some(Kind::Pod))?;
+    if let Some(n) = to_place.nodes.first() {
+        return Err(anyhow!(
+            "{}: node/{}: nodes belong in the --cluster file",
+            a.pods.display(),
+            n.name
+        ));
+    }
+    objects.quotas.extend(to_place.quotas);
+    let config = config_text(a.config.as_deref())?;
+    let now = now(a.now.as_deref())?;
+    let mut engine = a.engine.kind().start().map_err(|f| Failure {
+        code: 1,
+        message: f.to_string(),
+    })?;
+    let cluster = Cluster {
+        nodes: &objects.nodes,
+        pods: &objects.pods,
+        quotas: &objects.quotas,
+    };
+    let mut progress = |done: usize, total: usize| eprintln!("progress: {done}/{total} pods");
+    let report = hamr::simulate::simulate(
+        &mut engine,
+        &config,
+        cluster,
+        &to_place.pods,
+        now,
+        &mut progress,
+    )
+    .map_err(|e| with_config_file(e, a.config.as_deref()))?;
+    match a.format {
+        Format::Text => print(&hamr::simulate::render_text(&report)),
+        Format::Json => print(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
+    }
+}
+
+fn explain(a: ExplainArgs) -> Result<ExitCode> {
+    let objects = read_objects(&a.cluster, None)?;
+    let pods = read_objects(&a.pod, Some(Kind::Pod))?.pods;
+    let [pod] = pods.as_slice() else {
+        return Err(anyhow!(
+            "{}: expected exactly one Pod, found {}",
+            a.pod.display(),
+            pods.len()
+        ));
+    };
+    let nodes: Vec<String> = a.node.iter().cloned().collect();
+    if let Some(name) = &a.node
+        && !objects.nodes.iter().any(|n| &n.name == name)
+    {
+        return Err(anyhow!("{}: no node named {name}", a.cluster.display()));
+    }
+    let config = config_text(a.config.as_deref())?;
+    let now = now(a.now.as_deref())?;
+    let mut engine = a.engine.kind().start().map_err(|f| Failure {
+        code: 1,
+        message: f.to_string(),
+    })?;
+    let cluster = Cluster {
+        nodes: &objects.nodes,
+        pods: &objects.pods,
+        quotas: &objects.quotas,
+    };
+    let explanation = hamr::explain::explain(&mut engine, &config, cluster, pod, &nodes, now)
+        .map_err(|e| with_config_file(e, a.config.as_deref()))?;
+    match a.format {
+        Format::Text => print(&hamr::explain::render_text(&explanation)),
+        Format::Json => print(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&explanation)?
+        )),
+    }
+}
+
+fn run_conformance(a: ConformanceArgs) -> Result<ExitCode> {
+    let component = EngineKind::Component(a.component.clone());
+    let engines = match a.engine {
+        EnginesArg::Native => vec![EngineKind::Native],
+        EnginesArg::Component => vec![component],
+        EnginesArg::All => vec![EngineKind::Native, component],
+    };
+    let files = conformance::find(&a.paths)?;
+    let mut out = std::io::stdout().lock();
+    let summary = conformance::run(&files, &engines, &mut out).context("writing the output")?;
+    Ok(if summary.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -8,8 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -160,43 +159,16 @@ pub struct Stats {
     pub rebuilds: u64,
 }
 
-/// The guest component, instantiated in wasmtime.
-pub struct ComponentScheduler {
+/// A compiled component: the engine (with its epoch ticker) and the pre-linked instance.
+/// Compiling costs tens of milliseconds (seconds in a debug build); instantiating from here
+/// costs microseconds, so every scheduler of the embedded component shares one.
+struct Compiled {
     engine: Engine,
     pre: bindings::HamrPre<State>,
-    store: Store<State>,
-    guest: bindings::Hamr,
-    limits: Limits,
-    cache: Cache,
-    stats: Stats,
-    ticker: Arc<AtomicBool>,
 }
 
-impl Drop for ComponentScheduler {
-    fn drop(&mut self) {
-        self.ticker.store(false, Ordering::Relaxed);
-    }
-}
-
-impl ComponentScheduler {
-    /// Loads the component from `path`, or the one embedded in the binary when `None`.
-    pub fn load(path: Option<&Path>) -> anyhow::Result<ComponentScheduler> {
-        Self::with_limits(path, Limits::default())
-    }
-
-    /// Loads with explicit limits.
-    pub fn with_limits(path: Option<&Path>, limits: Limits) -> anyhow::Result<ComponentScheduler> {
-        let bytes = match path {
-            Some(p) => {
-                std::fs::read(p).with_context(|| format!("reading component {}", p.display()))?
-            }
-            None => EMBEDDED.to_vec(),
-        };
-        Self::from_bytes(&bytes, limits)
-    }
-
-    /// Compiles and instantiates a component from its bytes.
-    pub fn from_bytes(bytes: &[u8], limits: Limits) -> anyhow::Result<ComponentScheduler> {
+impl Compiled {
+    fn new(bytes: &[u8]) -> anyhow::Result<Arc<Compiled>> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -211,30 +183,76 @@ impl ComponentScheduler {
                 .wt("resolving the component's imports")?,
         )
         .wt("checking the component's exports against wit/scheduler.wit")?;
-        let ticker = Arc::new(AtomicBool::new(true));
-        {
-            let engine = engine.clone();
-            let running = Arc::clone(&ticker);
-            std::thread::Builder::new()
-                .name("hamr-epoch".into())
-                .spawn(move || {
-                    while running.load(Ordering::Relaxed) {
-                        std::thread::sleep(TICK);
-                        engine.increment_epoch();
-                    }
-                })
-                .context("starting the epoch ticker")?;
-        }
-        let (store, guest) = instantiate(&engine, &pre, limits)?;
+        let compiled = Arc::new(Compiled { engine, pre });
+        // The ticker ends once the last scheduler using this component is gone.
+        let weak: Weak<Compiled> = Arc::downgrade(&compiled);
+        std::thread::Builder::new()
+            .name("hamr-epoch".into())
+            .spawn(move || {
+                while let Some(c) = weak.upgrade() {
+                    c.engine.increment_epoch();
+                    drop(c);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .context("starting the epoch ticker")?;
+        Ok(compiled)
+    }
+
+    /// The embedded component, compiled once per process.
+    fn embedded() -> anyhow::Result<Arc<Compiled>> {
+        static COMPILED: OnceLock<Result<Arc<Compiled>, String>> = OnceLock::new();
+        COMPILED
+            .get_or_init(|| Compiled::new(EMBEDDED).map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+}
+
+/// The guest component, instantiated in wasmtime.
+pub struct ComponentScheduler {
+    compiled: Arc<Compiled>,
+    store: Store<State>,
+    guest: bindings::Hamr,
+    limits: Limits,
+    cache: Cache,
+    stats: Stats,
+}
+
+impl ComponentScheduler {
+    /// Loads the component from `path`, or the one embedded in the binary when `None`
+    /// (compiled once per process and shared).
+    pub fn load(path: Option<&Path>) -> anyhow::Result<ComponentScheduler> {
+        Self::with_limits(path, Limits::default())
+    }
+
+    /// Loads with explicit limits.
+    pub fn with_limits(path: Option<&Path>, limits: Limits) -> anyhow::Result<ComponentScheduler> {
+        let compiled = match path {
+            Some(p) => {
+                let bytes = std::fs::read(p)
+                    .with_context(|| format!("reading component {}", p.display()))?;
+                Compiled::new(&bytes)?
+            }
+            None => Compiled::embedded()?,
+        };
+        Self::start(compiled, limits)
+    }
+
+    /// Compiles and instantiates a component from its bytes.
+    pub fn from_bytes(bytes: &[u8], limits: Limits) -> anyhow::Result<ComponentScheduler> {
+        Self::start(Compiled::new(bytes)?, limits)
+    }
+
+    fn start(compiled: Arc<Compiled>, limits: Limits) -> anyhow::Result<ComponentScheduler> {
+        let (store, guest) = instantiate(&compiled, limits)?;
         Ok(ComponentScheduler {
-            engine,
-            pre,
+            compiled,
             store,
             guest,
             limits,
             cache: Cache::default(),
             stats: Stats::default(),
-            ticker,
         })
     }
 
@@ -269,7 +287,7 @@ impl ComponentScheduler {
 
     /// A fresh instance fed from the cache.
     fn rebuild(&mut self) -> anyhow::Result<()> {
-        let (mut store, guest) = instantiate(&self.engine, &self.pre, self.limits)?;
+        let (mut store, guest) = instantiate(&self.compiled, self.limits)?;
         let ticks = (self.limits.call_timeout.as_millis() / TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks * 10);
         if let Some(config) = &self.cache.config {
@@ -303,8 +321,7 @@ impl<T> Wt<T> for wasmtime::Result<T> {
 }
 
 fn instantiate(
-    engine: &Engine,
-    pre: &bindings::HamrPre<State>,
+    compiled: &Compiled,
     limits: Limits,
 ) -> anyhow::Result<(Store<State>, bindings::Hamr)> {
     let state = State {
@@ -315,10 +332,11 @@ fn instantiate(
             .instances(16)
             .build(),
     };
-    let mut store = Store::new(engine, state);
+    let mut store = Store::new(&compiled.engine, state);
     store.limiter(|s| &mut s.limits);
     store.set_epoch_deadline(u64::MAX / 2);
-    let guest = pre
+    let guest = compiled
+        .pre
         .instantiate(&mut store)
         .wt("instantiating the guest component")?;
     Ok((store, guest))

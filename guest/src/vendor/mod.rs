@@ -7,7 +7,7 @@ pub mod nvidia;
 
 use crate::api::{CardCheck, Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
 use crate::config::Config;
-use crate::device::{Card, ContainerDevice, DeviceInfo, PodDevices};
+use crate::device::{Card, ContainerDevice, DeviceInfo, Placed, PodDevices};
 use crate::policy::GpuPolicy;
 use crate::reason::Counter;
 
@@ -145,5 +145,5 @@ pub trait Vendor: Sync {
     fn annotations(&self, devices: &PodDevices) -> Pairs;
 
     /// Decodes a placed pod's devices of this vendor from its annotations, `None` if absent.
-    fn decode_pod(&self, pod: &Pod) -> Result<Option<PodDevices>, Invalid>;
+    fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid>;
 }

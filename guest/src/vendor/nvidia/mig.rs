@@ -97,8 +97,10 @@ pub fn decode_reservations(text: &str) -> Result<Vec<Reservation>, String> {
     Ok(list)
 }
 
-/// Attaches reservations to the decoded devices by (container, device) position.
-pub fn attach(devices: &mut PodDevices, reservations: &[Reservation]) {
+/// Attaches reservations to the decoded devices by (container, device) position, and returns
+/// the ones left over (no device at that position on that GPU), as (GPU UUID, slice).
+pub fn attach(devices: &mut PodDevices, reservations: &[Reservation]) -> Vec<(String, MigInUse)> {
+    let mut stray = Vec::new();
     for r in reservations {
         let d = usize::try_from(r.container_index)
             .ok()
@@ -108,15 +110,16 @@ pub fn attach(devices: &mut PodDevices, reservations: &[Reservation]) {
                     .ok()
                     .and_then(|di| c.get_mut(di))
             });
-        if let Some(d) = d
-            && d.uuid == r.gpu_uuid
-        {
-            d.mig = Some(MigInUse {
-                profile: r.profile.clone(),
-                placement: r.placement,
-            });
+        let slice = MigInUse {
+            profile: r.profile.clone(),
+            placement: r.placement,
+        };
+        match d {
+            Some(d) if d.uuid == r.gpu_uuid && d.mig.is_none() => d.mig = Some(slice),
+            _ => stray.push((r.gpu_uuid.clone(), slice)),
         }
     }
+    stray
 }
 
 /// The smallest profile of at least `memreq` MiB with a free legal placement on `card`, given
@@ -144,17 +147,13 @@ pub fn choose(
         )
         .collect();
     let mut profiles: Vec<&MigProfile> = card.info.mig_profiles.iter().collect();
-    profiles.sort_by(|a, b| {
-        a.memory_mb
-            .cmp(&b.memory_mb)
-            .then(a.slice_count.cmp(&b.slice_count))
-    });
+    profiles.sort_by_key(|p| (p.memory_mb, p.slice_count));
     for p in profiles.into_iter().filter(|p| p.memory_mb >= memreq) {
         let mut placements = p.placements.clone();
         if p.name.starts_with("1g.") || p.name.starts_with("3g.") {
-            placements.sort_by(|a, b| b.start.cmp(&a.start));
+            placements.sort_by_key(|p| std::cmp::Reverse(p.start));
         } else {
-            placements.sort_by(|a, b| a.start.cmp(&b.start));
+            placements.sort_by_key(|p| p.start);
         }
         if let Some(free) = placements
             .into_iter()

@@ -7,7 +7,7 @@ pub mod request;
 
 use crate::api::{Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
 use crate::config::Config;
-use crate::device::{self, Card, DeviceInfo, PodDevices};
+use crate::device::{self, Card, DeviceInfo, Placed, PodDevices};
 use crate::policy::contains_ignore_case;
 use crate::vendor::{Fit, FitContext, QuotaResources, Request, Slot, Vendor};
 
@@ -107,7 +107,7 @@ impl Vendor for Nvidia {
         out
     }
 
-    fn decode_pod(&self, pod: &Pod) -> Result<Option<PodDevices>, Invalid> {
+    fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         let Some(text) = pod.annotation(DEVICES_ALLOCATED) else {
             return Ok(None);
         };
@@ -117,12 +117,16 @@ impl Vendor for Nvidia {
             .iter_mut()
             .flatten()
             .for_each(|d| d.vendor = VENDOR.to_string());
+        let mut stray_slices = Vec::new();
         if let Some(json) = pod.annotation(mig::MIG_ALLOCATIONS) {
             let reservations = mig::decode_reservations(json)
                 .map_err(|m| Invalid::new(pod.object(), mig::MIG_ALLOCATIONS, json, m))?;
-            mig::attach(&mut devices, &reservations);
+            stray_slices = mig::attach(&mut devices, &reservations);
         }
-        Ok(Some(devices))
+        Ok(Some(Placed {
+            devices,
+            stray_slices,
+        }))
     }
 }
 

@@ -69,8 +69,9 @@ impl<'a> Resources<'a> {
 
 /// Derives the container's NVIDIA request, or `None` when it asks for no NVIDIA card.
 ///
-/// Follows spec §4 (limits before requests; `gpumem` × `memoryFactor`; percentage 101 = unset,
-/// > 100 clamped, ≤ 0 unset; `defaultMemory`, else the whole card; `defaultCores`), except that
+/// Follows spec §4 (limits before requests; `gpumem` × `memoryFactor`; percentage 101 means
+/// unset, above 100 is clamped, 0 or less is unset; `defaultMemory`, else the whole card;
+/// `defaultCores`), except that
 /// a malformed or out-of-range value is an error naming the field instead of silently dropping
 /// the request (HAMi's quirk Q5, see DEVIATIONS.md).
 pub fn derive(

@@ -87,6 +87,17 @@ fn run(
     }
 }
 
+/// (name, cards in fit order, request, pod annotations, node annotations, expected).
+type Case = (
+    &'static str,
+    Vec<Card>,
+    Request,
+    Vec<(&'static str, &'static str)>,
+    Vec<(&'static str, &'static str)>,
+    Outcome,
+);
+type Outcome = Result<Vec<(String, i64, i64)>, String>;
+
 fn ok(list: &[(&str, i64, i64)]) -> Result<Vec<(String, i64, i64)>, String> {
     Ok(list
         .iter()
@@ -97,14 +108,7 @@ fn ok(list: &[(&str, i64, i64)]) -> Result<Vec<(String, i64, i64)>, String> {
 #[test]
 fn fit_table_f1_to_f23() {
     let idle = |id: &str| dev(id, 0, 100, 0, 128, 0, 100);
-    let cases: Vec<(
-        &str,
-        Vec<Card>,
-        Request,
-        Vec<(&str, &str)>,
-        Vec<(&str, &str)>,
-        Result<Vec<(String, i64, i64)>, String>,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "F1 the last card is tried first",
             vec![idle("dev-0"), idle("dev-1")],

@@ -24,8 +24,13 @@ const SLOT: Slot<'static> = Slot {
     index: 0,
 };
 
-/// `(nums, memreq, mem_pct, coresreq)` or `None` for "no NVIDIA request".
-fn derived(c: &Container, cfg: &NvidiaConfig) -> Option<(i64, i64, i64, i64)> {
+/// `(nums, memreq, mem_pct, coresreq)`.
+type Derived = (i64, i64, i64, i64);
+/// Admission of one container: (has resource, limits it sets, env it adds).
+type AdmitRow = (bool, Vec<(String, String)>, Vec<(String, String)>);
+
+/// The derived request, or `None` for "no NVIDIA request".
+fn derived(c: &Container, cfg: &NvidiaConfig) -> Option<Derived> {
     derive(c, SLOT, cfg)
         .expect("valid request")
         .map(|r| (r.nums, r.memreq, r.mem_pct, r.coresreq))
@@ -38,7 +43,7 @@ fn request_derivation_table_r1_to_r12() {
     let mem = "nvidia.com/gpumem";
     let pct = "nvidia.com/gpumem-percentage";
     let cores = "nvidia.com/gpucores";
-    let table: Vec<(&str, Container, Option<(i64, i64, i64, i64)>)> = vec![
+    let table: Vec<(&str, Container, Option<Derived>)> = vec![
         (
             "R1 count only takes the whole card",
             container(&[(gpu, "1")], &[]),
@@ -180,11 +185,7 @@ fn r15_default_memory_applies_when_nothing_is_asked() {
     }
 }
 
-/// Admission of one container: (has resource, limits it sets, env it adds).
-fn admitted(
-    c: &Container,
-    cfg: &NvidiaConfig,
-) -> (bool, Vec<(String, String)>, Vec<(String, String)>) {
+fn admitted(c: &Container, cfg: &NvidiaConfig) -> AdmitRow {
     let cref = ContainerRef {
         init: false,
         index: 0,
@@ -211,11 +212,7 @@ fn admission_table_w1_to_w14() {
     let cfg = NvidiaConfig::default();
     let cores100 = vec![kv("nvidia.com/gpucores", "100")];
     let none: Vec<(String, String)> = vec![];
-    let table: Vec<(
-        &str,
-        Container,
-        (bool, Vec<(String, String)>, Vec<(String, String)>),
-    )> = vec![
+    let table: Vec<(&str, Container, AdmitRow)> = vec![
         (
             "W1 count only is exclusive",
             container(&[("nvidia.com/gpu", "1")], &[]),

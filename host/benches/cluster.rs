@@ -1,0 +1,111 @@
+//! Generated clusters for the benchmarks: `nodes` nodes × 8 cards with a realistic mix (half
+//! the cards partly used, one in eight full, one in sixty-four unhealthy), and the pods
+//! already running there, as deltas.
+
+use hamr_guest::api::{Container, Delta, Node, Pod, PodPhase};
+
+pub const CARDS: usize = 8;
+pub const CARD_MIB: u64 = 81920;
+
+fn uuid(node: usize, card: usize) -> String {
+    format!("GPU-{node:05}-{card}")
+}
+
+/// The node objects, with NVLink-style pair scores for topology-aware pods.
+pub fn nodes(n: usize) -> Vec<Node> {
+    (0..n)
+        .map(|i| {
+            let cards: Vec<String> = (0..CARDS)
+                .map(|c| {
+                    let healthy = (i * CARDS + c) % 64 != 7;
+                    let health = if healthy { r#","health":true"# } else { "" };
+                    format!(
+                        r#"{{"id":"{}","index":{c},"count":10,"devmem":{CARD_MIB},"devcore":100,"type":"NVIDIA H100 80GB HBM3","numa":{},"mode":"hami-core"{health}}}"#,
+                        uuid(i, c),
+                        c / 4
+                    )
+                })
+                .collect();
+            let scores: Vec<String> = (0..CARDS)
+                .map(|a| {
+                    let pairs: Vec<String> = (0..CARDS)
+                        .filter(|b| *b != a)
+                        .map(|b| format!(r#""{}":{}"#, uuid(i, b), if a / 4 == b / 4 { 400 } else { 100 }))
+                        .collect();
+                    format!(r#"{{"uuid":"{}","score":{{{}}}}}"#, uuid(i, a), pairs.join(","))
+                })
+                .collect();
+            Node {
+                name: format!("node-{i:05}"),
+                annotations: vec![
+                    ("hami.io/node-nvidia-register".into(), format!("[{}]", cards.join(","))),
+                    ("hami.io/node-nvidia-score".into(), format!("[{}]", scores.join(","))),
+                ],
+                allocatable: vec![("nvidia.com/gpu".into(), "80".into())],
+                ..Node::default()
+            }
+        })
+        .collect()
+}
+
+/// A pod asking for `gpus` cards of `mem` MiB and `cores` percent each.
+pub fn pod(name: &str, gpus: u32, mem: u64, cores: u32, annotations: &[(&str, &str)]) -> Pod {
+    Pod {
+        uid: format!("uid-{name}"),
+        namespace: "bench".into(),
+        name: name.into(),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        containers: vec![Container {
+            name: "main".into(),
+            limits: vec![
+                ("nvidia.com/gpu".into(), gpus.to_string()),
+                ("nvidia.com/gpumem".into(), mem.to_string()),
+                ("nvidia.com/gpucores".into(), cores.to_string()),
+            ],
+            ..Container::default()
+        }],
+        ..Pod::default()
+    }
+}
+
+/// Running pods: half the cards hold one 20 GiB / 25% task, one card in eight is full.
+pub fn running(n: usize) -> Vec<Pod> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        for c in 0..CARDS {
+            let (mem, cores) = match (i * CARDS + c) % 8 {
+                0 => (CARD_MIB, 100),
+                1 | 3 | 5 | 7 => (20480, 25),
+                _ => continue,
+            };
+            let mut p = pod(&format!("run-{i}-{c}"), 1, mem, cores, &[]);
+            p.phase = PodPhase::Running;
+            p.node_name = Some(format!("node-{i:05}"));
+            p.annotations = vec![
+                ("hami.io/vgpu-node".into(), format!("node-{i:05}")),
+                (
+                    "hami.io/vgpu-devices-allocated".into(),
+                    format!("{},NVIDIA,{mem},{cores}:;", uuid(i, c)),
+                ),
+            ];
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Everything as one batch of deltas.
+pub fn deltas(n: usize) -> Vec<Delta> {
+    nodes(n)
+        .into_iter()
+        .map(Delta::NodeUpsert)
+        .chain(running(n).into_iter().map(Delta::PodUpsert))
+        .collect()
+}
+
+pub fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("node-{i:05}")).collect()
+}

@@ -1,0 +1,131 @@
+//! `decide`, `delta` and `rebuild`: the guest's decision path, native library and component
+//! side by side (issue #6). Run: `cargo bench -p hamr --bench decide`.
+
+mod cluster;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use hamr::runtime::ComponentScheduler;
+use hamr_guest::api::{Delta, Scheduler};
+
+const SIZES: &[usize] = &[100, 1000, 5000];
+
+fn loaded<S: Scheduler>(mut s: S, n: usize) -> S {
+    s.configure("{}")
+        .ok()
+        .expect("no fault")
+        .expect("valid config");
+    let errors = s.apply(&cluster::deltas(n)).ok().expect("no fault");
+    assert!(errors.is_empty(), "the generated cluster is valid");
+    s
+}
+
+fn component() -> ComponentScheduler {
+    ComponentScheduler::load(None).expect("the embedded component loads")
+}
+
+/// One filter over every node, the choice, and the assumption; then its release.
+fn decide_once<S: Scheduler>(s: &mut S, pod: &hamr_guest::api::Pod, names: &[String], fits: bool) {
+    let outcome = s
+        .filter(pod, names, 0)
+        .ok()
+        .expect("no fault")
+        .expect("evaluates");
+    assert_eq!(outcome.decision.is_some(), fits);
+    s.unreserve(&pod.uid).ok().expect("no fault");
+    black_box(outcome);
+}
+
+fn decide(c: &mut Criterion) {
+    let pods = [
+        ("vgpu", cluster::pod("vgpu", 1, 10240, 30, &[]), true),
+        (
+            "topology-4",
+            cluster::pod(
+                "topo",
+                4,
+                8192,
+                10,
+                &[("hami.io/gpu-scheduler-policy", "topology-aware")],
+            ),
+            true,
+        ),
+        (
+            "fits-nowhere",
+            cluster::pod("huge", 1, 200_000, 10, &[]),
+            false,
+        ),
+    ];
+    for &n in SIZES {
+        let names = cluster::names(n);
+        let mut native = loaded(hamr_guest::Engine::new(), n);
+        let mut comp = loaded(component(), n);
+        let mut group = c.benchmark_group(format!("decide/{n}"));
+        group.sample_size(if n >= 5000 { 20 } else { 50 });
+        group.measurement_time(Duration::from_secs(5));
+        for (label, pod, fits) in &pods {
+            group.bench_function(BenchmarkId::new("native", label), |b| {
+                b.iter(|| decide_once(&mut native, pod, &names, *fits))
+            });
+            group.bench_function(BenchmarkId::new("component", label), |b| {
+                b.iter(|| decide_once(&mut comp, pod, &names, *fits))
+            });
+        }
+        group.finish();
+    }
+}
+
+fn apply<S: Scheduler>(s: &mut S, deltas: &[Delta]) {
+    let errors = s.apply(deltas).ok().expect("no fault");
+    assert!(errors.is_empty());
+}
+
+fn delta(c: &mut Criterion) {
+    let n = 5000;
+    let mut native = loaded(hamr_guest::Engine::new(), n);
+    let mut comp = loaded(component(), n);
+    let node = Delta::NodeUpsert(cluster::nodes(1).remove(0));
+    let mut placed = cluster::running(1).remove(1);
+    placed.uid = "uid-delta".into();
+    let add = Delta::PodUpsert(placed);
+    let remove = Delta::PodRemove("uid-delta".into());
+    let node = [node];
+    let pod = [add, remove];
+    let mut group = c.benchmark_group("delta/5000");
+    group.bench_function("native/node-upsert", |b| {
+        b.iter(|| apply(&mut native, &node))
+    });
+    group.bench_function("component/node-upsert", |b| {
+        b.iter(|| apply(&mut comp, &node))
+    });
+    group.bench_function("native/pod-add-remove", |b| {
+        b.iter(|| apply(&mut native, &pod))
+    });
+    group.bench_function("component/pod-add-remove", |b| {
+        b.iter(|| apply(&mut comp, &pod))
+    });
+    group.finish();
+}
+
+fn rebuild(c: &mut Criterion) {
+    // 5,000 nodes and their running pods fed to a fresh instance: what a rebuild after a trap
+    // replays (the host's cache is the same batch).
+    let n = 5000;
+    let all = cluster::deltas(n);
+    let mut group = c.benchmark_group("rebuild/5000");
+    group.sample_size(10);
+    group.bench_function("component/fresh-instance-and-replay", |b| {
+        let mut s = component();
+        s.configure("{}").expect("no fault").expect("valid");
+        b.iter(|| {
+            s.clear().expect("no fault");
+            apply(&mut s, &all);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decide, delta, rebuild);
+criterion_main!(benches);

@@ -1,0 +1,126 @@
+//! The engines one command can run: the native library or the guest component, behind one
+//! type so that the CLI and the conformance runner are written once against
+//! [`Scheduler`].
+
+use std::path::PathBuf;
+
+use hamr_guest::api::{self, Scheduler};
+
+use crate::runtime::ComponentScheduler;
+
+/// Which engine to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineKind {
+    /// `hamr_guest::Engine`, linked into the binary.
+    Native,
+    /// The WebAssembly component in wasmtime: the one embedded in the binary, or a file.
+    Component(Option<PathBuf>),
+}
+
+impl EngineKind {
+    /// `native` or `component`, as the CLI spells it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EngineKind::Native => "native",
+            EngineKind::Component(_) => "component",
+        }
+    }
+
+    /// A fresh engine with an empty ledger and the default configuration.
+    pub fn start(&self) -> Result<Engine, EngineFault> {
+        match self {
+            EngineKind::Native => Ok(Engine::Native(Box::default())),
+            EngineKind::Component(path) => ComponentScheduler::load(path.as_deref())
+                .map(|c| Engine::Component(Box::new(c)))
+                .map_err(|e| EngineFault(format!("cannot load the component: {e:#}"))),
+        }
+    }
+}
+
+/// A fault of an engine (a trap in the component, or a component that could not load): a bug
+/// or a broken installation, never a verdict about the input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EngineFault(pub String);
+
+impl EngineFault {
+    fn from_display(fault: impl std::fmt::Display) -> EngineFault {
+        EngineFault(fault.to_string())
+    }
+}
+
+/// One started engine.
+pub enum Engine {
+    Native(Box<hamr_guest::Engine>),
+    Component(Box<ComponentScheduler>),
+}
+
+/// Calls the same [`Scheduler`] method on whichever engine this is.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Engine::Native(e) => Scheduler::$method(e.as_mut(), $($arg),*).map_err(EngineFault::from_display),
+            Engine::Component(c) => {
+                Scheduler::$method(c.as_mut(), $($arg),*).map_err(EngineFault::from_display)
+            }
+        }
+    };
+}
+
+impl Scheduler for Engine {
+    type Fault = EngineFault;
+
+    fn configure(&mut self, config: &str) -> Result<Result<(), api::Error>, EngineFault> {
+        dispatch!(self.configure(config))
+    }
+    fn apply(&mut self, deltas: &[api::Delta]) -> Result<Vec<api::DeltaError>, EngineFault> {
+        dispatch!(self.apply(deltas))
+    }
+    fn clear(&mut self) -> Result<(), EngineFault> {
+        dispatch!(self.clear())
+    }
+    fn filter(
+        &mut self,
+        pod: &api::Pod,
+        candidates: &[String],
+        now: i64,
+    ) -> Result<Result<api::FilterOutcome, api::Error>, EngineFault> {
+        dispatch!(self.filter(pod, candidates, now))
+    }
+    fn score(
+        &mut self,
+        pod: &api::Pod,
+        nodes: &[String],
+        now: i64,
+    ) -> Result<Result<Vec<api::NodeScore>, api::Error>, EngineFault> {
+        dispatch!(self.score(pod, nodes, now))
+    }
+    fn reserve(
+        &mut self,
+        pod: &api::Pod,
+        node: &str,
+        now: i64,
+    ) -> Result<Result<api::Reservation, api::Error>, EngineFault> {
+        dispatch!(self.reserve(pod, node, now))
+    }
+    fn unreserve(&mut self, pod_uid: &str) -> Result<(), EngineFault> {
+        dispatch!(self.unreserve(pod_uid))
+    }
+    fn admit(&mut self, pod: &api::Pod) -> Result<Result<api::Admission, api::Error>, EngineFault> {
+        dispatch!(self.admit(pod))
+    }
+    fn managed_resources(&mut self) -> Result<Vec<String>, EngineFault> {
+        dispatch!(self.managed_resources())
+    }
+    fn explain(
+        &mut self,
+        pod: &api::Pod,
+        nodes: &[String],
+        now: i64,
+    ) -> Result<Result<Vec<api::NodeExplanation>, api::Error>, EngineFault> {
+        dispatch!(self.explain(pod, nodes, now))
+    }
+    fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<api::NodeUsage>, EngineFault> {
+        dispatch!(self.usage(nodes, now))
+    }
+}

@@ -1,0 +1,152 @@
+//! Kubernetes objects (k8s-openapi types) to the contract's plain records ([`hamr_guest::api`]).
+//!
+//! The conversion is total: every object converts, and what the guest reads is copied verbatim
+//! (quantities stay strings; the guest parses them and names the field when one is malformed).
+//! Defaults follow the WIT: namespace `default`, phase `pending`, empty strings become `None`.
+//!
+//! ```text
+//! Pod{metadata.name: p1, no namespace, no uid}  ->  api::Pod{namespace: "default", uid: "default/p1"}
+//! ```
+
+use std::collections::BTreeMap;
+
+use hamr_guest::api;
+use k8s_openapi::api::core::v1::{Container, Node, Pod, ResourceQuota};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+/// The namespace of an object that names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+fn pairs(map: Option<&BTreeMap<String, String>>) -> api::Pairs {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn quantities(map: Option<&BTreeMap<String, Quantity>>) -> api::Pairs {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
+}
+
+/// `Some(s)` unless `s` is absent or empty.
+fn non_empty(s: Option<&String>) -> Option<String> {
+    s.filter(|s| !s.is_empty()).cloned()
+}
+
+fn namespace(ns: Option<&String>) -> String {
+    non_empty(ns).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+}
+
+/// A node: name, labels, annotations, `status.allocatable` and `status.capacity`.
+pub fn node(n: &Node) -> api::Node {
+    let status = n.status.as_ref();
+    api::Node {
+        name: n.metadata.name.clone().unwrap_or_default(),
+        labels: pairs(n.metadata.labels.as_ref()),
+        annotations: pairs(n.metadata.annotations.as_ref()),
+        allocatable: quantities(status.and_then(|s| s.allocatable.as_ref())),
+        capacity: quantities(status.and_then(|s| s.capacity.as_ref())),
+    }
+}
+
+fn container(c: &Container) -> api::Container {
+    let resources = c.resources.as_ref();
+    api::Container {
+        name: c.name.clone(),
+        limits: quantities(resources.and_then(|r| r.limits.as_ref())),
+        requests: quantities(resources.and_then(|r| r.requests.as_ref())),
+        privileged: c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.privileged)
+            .unwrap_or(false),
+        env_names: c.env.iter().flatten().map(|e| e.name.clone()).collect(),
+    }
+}
+
+fn phase(p: Option<&str>) -> api::PodPhase {
+    match p {
+        None | Some("") | Some("Pending") => api::PodPhase::Pending,
+        Some("Running") => api::PodPhase::Running,
+        Some("Succeeded") => api::PodPhase::Succeeded,
+        Some("Failed") => api::PodPhase::Failed,
+        Some(_) => api::PodPhase::Unknown,
+    }
+}
+
+/// A pod. The uid is `<namespace>/<name>` when the object has none (hand-written files), so
+/// that every pod has an identity in the ledger.
+pub fn pod(p: &Pod) -> api::Pod {
+    let meta = &p.metadata;
+    let namespace = namespace(meta.namespace.as_ref());
+    let name = meta.name.clone().unwrap_or_default();
+    let uid = non_empty(meta.uid.as_ref()).unwrap_or_else(|| format!("{namespace}/{name}"));
+    let spec = p.spec.as_ref();
+    let status = p.status.as_ref();
+    api::Pod {
+        uid,
+        namespace,
+        name,
+        labels: pairs(meta.labels.as_ref()),
+        annotations: pairs(meta.annotations.as_ref()),
+        scheduler_name: non_empty(spec.and_then(|s| s.scheduler_name.as_ref())),
+        node_name: non_empty(spec.and_then(|s| s.node_name.as_ref())),
+        runtime_class_name: non_empty(spec.and_then(|s| s.runtime_class_name.as_ref())),
+        phase: phase(status.and_then(|s| s.phase.as_deref())),
+        deleting: meta.deletion_timestamp.is_some(),
+        init_containers: spec
+            .and_then(|s| s.init_containers.as_ref())
+            .into_iter()
+            .flatten()
+            .map(container)
+            .collect(),
+        containers: spec
+            .map(|s| s.containers.iter().map(container).collect())
+            .unwrap_or_default(),
+        init_container_statuses: status
+            .and_then(|s| s.init_container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|s| api::ContainerStatus {
+                name: s.name.clone(),
+                terminated_exit_code: s
+                    .state
+                    .as_ref()
+                    .and_then(|st| st.terminated.as_ref())
+                    .map(|t| t.exit_code),
+            })
+            .collect(),
+    }
+}
+
+/// A ResourceQuota: namespace, name and `spec.hard`.
+pub fn quota(q: &ResourceQuota) -> api::Quota {
+    api::Quota {
+        namespace: namespace(q.metadata.namespace.as_ref()),
+        name: q.metadata.name.clone().unwrap_or_default(),
+        hard: quantities(q.spec.as_ref().and_then(|s| s.hard.as_ref())),
+    }
+}
+
+/// The pod as the cluster sees it once placed: the decision's annotations and labels merged
+/// in (a key already present is replaced), `spec.nodeName` set and phase `running`.
+pub fn placed(pod: &api::Pod, decision: &api::Decision) -> api::Pod {
+    let mut out = pod.clone();
+    merge(&mut out.annotations, &decision.annotations);
+    merge(&mut out.labels, &decision.labels);
+    out.node_name = Some(decision.node.clone());
+    out.phase = api::PodPhase::Running;
+    out
+}
+
+fn merge(into: &mut api::Pairs, from: &api::Pairs) {
+    for (k, v) in from {
+        match into.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => into.push((k.clone(), v.clone())),
+        }
+    }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every test of the project, as CI runs it: formatting, lints (native and wasm), unit and
+# integration tests, and the conformance scenarios through every engine.
+# Installs what it needs (the wasm targets, rustfmt, clippy); safe to rerun.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: wasm targets, rustfmt, clippy"
+rustup target add wasm32-wasip2 wasm32-wasip1 >/dev/null
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "clippy (native, all targets)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "clippy (guest, wasm32-wasip2)"
+cargo clippy -p hamr-guest --target wasm32-wasip2 --locked -- -D warnings
+
+# Tests run in release: wasmtime in a debug build is 10-30x slower, and the binary that
+# the conformance step runs is the same release build.
+step "unit, integration and contract tests (release)"
+cargo test --workspace --release --locked
+
+step "conformance: every scenario through every engine"
+cargo run --release --locked -q -p hamr -- conformance conformance/scenarios --engine all
