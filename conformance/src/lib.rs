@@ -35,8 +35,11 @@
 //! For each engine, on a fresh instance:
 //!
 //! 1. `configure(config)`; then one `apply` with an upsert per node, pod and quota, in that
-//!    order. A refused configuration or any delta error stops the scenario, which fails with
-//!    the error's text.
+//!    order. A refused configuration stops the scenario, which fails with the error's text. A
+//!    refused delta (a malformed registration or allocation annotation) is recorded and the
+//!    rest goes on, as HAMi ignores such objects: a node seen first with a malformed
+//!    registration has no cards (`node unregistered`), a pod with a malformed allocation holds
+//!    none. The engines must refuse the same objects with the same errors.
 //! 2. For each `schedule` pod, in order: `admit`. An `Err` (e.g. `invalid-input` for
 //!    `gpumem: 16Gi`) or `allowed: false` means *admission denied*: the pod gets no node and is
 //!    not filtered. Otherwise the admission's mutations are applied to the pod
@@ -60,7 +63,7 @@
 //! difference as `pod p1: node: expected "n2", got "n1"`.
 //!
 //! With several engines, each engine's observations are also compared with the first engine's:
-//! per scheduled pod, the admission result (and denial message), the chosen node, the decision's
+//! the refused objects, and per scheduled pod the admission result (and denial message), the chosen node, the decision's
 //! annotations without `hami.io/vgpu-time`, every verdict's code and reason, and any `filter`
 //! error. A difference fails the later engine's line (`differs from native: pod p1: ...`).
 //!

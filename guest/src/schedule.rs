@@ -121,39 +121,60 @@ fn evaluate(
     let init_count = plan.pod.init_containers.len();
     let mut devices: Vec<Vec<ContainerDevice>> = vec![Vec::new(); plan.requests.len()];
     let mut so_far: Vec<(usize, ContainerDevice)> = Vec::new();
+    // Init containers run one after another: each sees the node as it is, never the others.
     for (position, reqs) in plan.requests.iter().enumerate().take(init_count) {
         if reqs.is_empty() {
             continue;
         }
-        let mut cards = entry.cards.clone();
         let chosen = fit_container(
-            ledger, plan, entry, &mut cards, position, reqs, &so_far, explain,
+            ledger,
+            plan,
+            entry,
+            &entry.cards,
+            position,
+            reqs,
+            &so_far,
+            explain,
         )?;
         so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
         devices[position] = chosen;
     }
     let raw_score = policy::node_score(entry.cards.iter());
-    let mut cards = entry.cards.clone();
-    for (position, reqs) in plan.requests.iter().enumerate().skip(init_count) {
-        if reqs.is_empty() {
-            continue;
+    // App containers run together: each sees the cards booked by the ones before it. The
+    // node's cards are copied only when a later container needs that view.
+    let app: Vec<usize> = (init_count..plan.requests.len())
+        .filter(|&p| !plan.requests[p].is_empty())
+        .collect();
+    let mut booked: Option<Vec<Card>> = None;
+    for (k, &position) in app.iter().enumerate() {
+        let reqs = &plan.requests[position];
+        let view = booked.as_deref().unwrap_or(&entry.cards);
+        let chosen = fit_container(ledger, plan, entry, view, position, reqs, &so_far, explain)?;
+        if k + 1 < app.len() {
+            let cards = booked.get_or_insert_with(|| entry.cards.clone());
+            for d in &chosen {
+                if let Some(v) = vendor::by_key(&d.vendor)
+                    && let Some(c) = cards
+                        .iter_mut()
+                        .find(|c| c.vendor == v.key() && c.info.id == d.uuid)
+                {
+                    v.add_usage(c, d);
+                }
+            }
         }
-        let chosen = fit_container(
-            ledger, plan, entry, &mut cards, position, reqs, &so_far, explain,
-        )?;
         so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
         devices[position] = chosen;
     }
     Ok(NodeFit { raw_score, devices })
 }
 
-/// Fits one container's requests (spec §6.3) and books the chosen devices on `cards`.
+/// Fits one container's requests (spec §6.3) on `cards`; the caller books the result.
 #[allow(clippy::too_many_arguments)] // one call site per pass; a struct would only rename them
 fn fit_container(
     ledger: &Ledger,
     plan: &PodPlan<'_>,
     entry: &NodeEntry,
-    cards: &mut [Card],
+    cards: &[Card],
     position: usize,
     reqs: &[Request],
     so_far: &[(usize, ContainerDevice)],
@@ -197,17 +218,7 @@ fn fit_container(
             position: position as u32,
         };
         match v.fit(&candidates, r, &ctx) {
-            Fit::Fits(devs) => {
-                for d in devs {
-                    if let Some(c) = cards
-                        .iter_mut()
-                        .find(|c| c.vendor == v.key() && c.info.id == d.uuid)
-                    {
-                        v.add_usage(c, &d);
-                    }
-                    chosen.push(d);
-                }
-            }
+            Fit::Fits(devs) => chosen.extend(devs),
             Fit::NoFit(counter) => {
                 let total = candidates.len() as u32;
                 return Err(NodeFail {

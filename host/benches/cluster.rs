@@ -1,6 +1,6 @@
 //! Generated clusters for the benchmarks: `nodes` nodes × 8 cards with a realistic mix (half
-//! the cards partly used, one in eight full, one in sixty-four unhealthy), and the pods
-//! already running there, as deltas.
+//! the cards partly used, one in eight full, one in sixty-four unhealthy) and ten running pods
+//! per node (50,000 pods at 5,000 nodes), as deltas.
 
 use hamr_guest::api::{Container, Delta, Node, Pod, PodPhase};
 
@@ -71,27 +71,31 @@ pub fn pod(name: &str, gpus: u32, mem: u64, cores: u32, annotations: &[(&str, &s
     }
 }
 
-/// Running pods: half the cards hold one 20 GiB / 25% task, one card in eight is full.
+/// Running pods, ten per node: card 0 is full, the odd cards hold two 20 GiB / 25% tasks,
+/// card 2 one 10 GiB / 10% task, cards 4 and 6 are idle.
 pub fn running(n: usize) -> Vec<Pod> {
     let mut out = Vec::new();
     for i in 0..n {
         for c in 0..CARDS {
-            let (mem, cores) = match (i * CARDS + c) % 8 {
-                0 => (CARD_MIB, 100),
-                1 | 3 | 5 | 7 => (20480, 25),
-                _ => continue,
+            let tasks: &[(u64, u32)] = match c {
+                0 => &[(CARD_MIB, 100)],
+                1 | 3 | 5 | 7 => &[(20480, 25), (20480, 25)],
+                2 => &[(10240, 10)],
+                _ => &[],
             };
-            let mut p = pod(&format!("run-{i}-{c}"), 1, mem, cores, &[]);
-            p.phase = PodPhase::Running;
-            p.node_name = Some(format!("node-{i:05}"));
-            p.annotations = vec![
-                ("hami.io/vgpu-node".into(), format!("node-{i:05}")),
-                (
-                    "hami.io/vgpu-devices-allocated".into(),
-                    format!("{},NVIDIA,{mem},{cores}:;", uuid(i, c)),
-                ),
-            ];
-            out.push(p);
+            for (t, &(mem, cores)) in tasks.iter().enumerate() {
+                let mut p = pod(&format!("run-{i}-{c}-{t}"), 1, mem, cores, &[]);
+                p.phase = PodPhase::Running;
+                p.node_name = Some(format!("node-{i:05}"));
+                p.annotations = vec![
+                    ("hami.io/vgpu-node".into(), format!("node-{i:05}")),
+                    (
+                        "hami.io/vgpu-devices-allocated".into(),
+                        format!("{},NVIDIA,{mem},{cores}:;", uuid(i, c)),
+                    ),
+                ];
+                out.push(p);
+            }
         }
     }
     out

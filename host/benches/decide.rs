@@ -87,7 +87,7 @@ fn delta(c: &mut Criterion) {
     let mut native = loaded(hamr_guest::Engine::new(), n);
     let mut comp = loaded(component(), n);
     let node = Delta::NodeUpsert(cluster::nodes(1).remove(0));
-    let mut placed = cluster::running(1).remove(1);
+    let mut placed = cluster::running(1).remove(1); // a 20 GiB task on card 1
     placed.uid = "uid-delta".into();
     let add = Delta::PodUpsert(placed);
     let remove = Delta::PodRemove("uid-delta".into());

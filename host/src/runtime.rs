@@ -93,8 +93,14 @@ struct Cache {
 }
 
 impl Cache {
-    fn record(&mut self, deltas: &[api::Delta]) {
-        for d in deltas {
+    /// Records the deltas the guest applied. A refused delta is not recorded, so a replay
+    /// rebuilds what the guest holds: for a node with a malformed registration, its previous
+    /// cards (the guest keeps them too).
+    fn record(&mut self, deltas: &[api::Delta], refused: &[u32]) {
+        for (i, d) in deltas.iter().enumerate() {
+            if refused.contains(&(i as u32)) {
+                continue;
+            }
             match d {
                 api::Delta::NodeUpsert(n) => {
                     self.nodes.insert(n.name.clone(), n.clone());
@@ -360,7 +366,8 @@ impl Scheduler for ComponentScheduler {
         let r = self.call("apply", |g, s| {
             g.hamr_scheduler_ledger().call_apply(s, &wire)
         })?;
-        self.cache.record(deltas);
+        let refused: Vec<u32> = r.iter().map(|e| e.index).collect();
+        self.cache.record(deltas, &refused);
         Ok(r.cv())
     }
 
