@@ -141,6 +141,15 @@ struct Failure {
 }
 
 fn main() -> ExitCode {
+    // Structured logs on stderr (guest traps and rebuilds are logged there); `RUST_LOG`
+    // adjusts the level, warnings and errors by default.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

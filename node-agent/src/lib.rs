@@ -1,4 +1,21 @@
-//! `hamr-node-agent`: the DaemonSet side of hamr (device discovery, registration, the kubelet
-//! device plugin, dynamic MIG and health). Not built yet: this crate only reserves its place in
-//! the workspace so that the layout of `DESIGN.md` holds from the start.
+//! `hamr-node-agent`: the DaemonSet side of hamr. It discovers the node's devices
+//! ([`discovery`]), publishes them in HAMi's registration annotation ([`register`]), and serves
+//! kubelet's device plugin API ([`plugin`]), answering `Allocate` from the scheduler's decision
+//! annotations ([`allocate`]).
+//!
+//! Start reading at [`discovery::Discovery`], then [`register::encode_register`], then
+//! [`allocate::Allocator::allocate`].
 #![forbid(unsafe_code)]
+
+pub mod allocate;
+pub mod config;
+pub mod discovery;
+pub mod plugin;
+pub mod pods;
+pub mod register;
+
+/// The kubelet device plugin API v1beta1, generated from `proto/deviceplugin.proto`.
+pub mod api {
+    #![allow(clippy::all, missing_docs)] // generated code
+    tonic::include_proto!("v1beta1");
+}

@@ -1,0 +1,285 @@
+//! Allocate without guessing (node-side.md §3): kubelet names only replica ids, so the pod comes
+//! from the scheduler's decision annotations, and the devices from the pod's
+//! `hami.io/vgpu-devices-to-allocate`, never from kubelet's choice of replicas.
+//!
+//! A pod is a candidate when it is `Pending` on this node, its `hami.io/vgpu-node` is this node,
+//! its `hami.io/bind-phase` is `allocating` (or `success`, for a later container of the same
+//! pod), and the first container entry of its to-allocate list that still has devices holds as
+//! many devices as kubelet asked for. Among several candidates, the one whose devices are the
+//! physical cards of kubelet's replica ids wins, then the oldest `hami.io/bind-time`, then
+//! namespace/name, so the choice is the same on every run.
+
+pub mod response;
+
+use std::collections::BTreeMap;
+
+use hamr_guest::device::{self, ContainerDevice, PodDevices};
+use hamr_guest::ledger::VGPU_NODE;
+use hamr_guest::vendor::nvidia::DEVICES_TO_ALLOCATE;
+use tokio::sync::Mutex;
+
+use crate::api::{AllocateRequest, AllocateResponse};
+use crate::config::Config;
+use crate::plugin::is_replica_of;
+use crate::pods::{PodInfo, PodSource, PodSourceError};
+use response::{Target, container_response, prepare_dirs};
+
+/// Written by the scheduler's bind (`allocating`), by us when done (`success` / `failed`).
+pub const BIND_PHASE: &str = "hami.io/bind-phase";
+/// Unix seconds of the scheduler's bind.
+pub const BIND_TIME: &str = "hami.io/bind-time";
+
+/// Why Allocate failed; kubelet fails the container's start with this message.
+#[derive(Debug, thiserror::Error)]
+pub enum AllocateError {
+    /// No pod on this node carries a decision for this request. Usually the scheduler that
+    /// placed the pod is not hamr/HAMi, or the pod was bound without the extender.
+    #[error(
+        "no pod to allocate {count} {resource} device(s) on node {node}: looked for a Pending \
+         pod with {VGPU_NODE}={node}, {BIND_PHASE}=allocating and a next container entry of \
+         {count} device(s) in {DEVICES_TO_ALLOCATE}"
+    )]
+    NoPod {
+        node: String,
+        resource: String,
+        count: usize,
+    },
+    /// The pods could not be read or written.
+    #[error(transparent)]
+    Pods(#[from] PodSourceError),
+    /// The chosen entry is for a container position the pod does not have.
+    #[error(
+        "pod {pod}: {DEVICES_TO_ALLOCATE} has an entry for container {position}, the pod has {containers}"
+    )]
+    NoContainer {
+        pod: String,
+        position: usize,
+        containers: usize,
+    },
+    /// The per-container directory could not be prepared on the host.
+    #[error("pod {pod}: preparing the isolation directories: {source}")]
+    Prepare { pod: String, source: std::io::Error },
+}
+
+/// A pod's pending decision: its to-allocate list, decoded.
+struct Candidate {
+    pod: PodInfo,
+    devices: PodDevices,
+}
+
+impl Candidate {
+    fn key(&self) -> String {
+        format!("{}/{}", self.pod.namespace, self.pod.name)
+    }
+
+    /// The position and devices of the next container to serve (the first entry with devices).
+    fn next(&self) -> Option<(usize, &[ContainerDevice])> {
+        self.devices
+            .iter()
+            .enumerate()
+            .find(|(_, c)| !c.is_empty())
+            .map(|(i, c)| (i, c.as_slice()))
+    }
+}
+
+/// Serves Allocate from the pods of one node. Calls are serialised (kubelet may call
+/// concurrently; two calls must not consume the same entry).
+pub struct Allocator<P> {
+    node: String,
+    config: Config,
+    pods: P,
+    serial: Mutex<()>,
+}
+
+impl<P: PodSource> Allocator<P> {
+    pub fn new(node: impl Into<String>, config: Config, pods: P) -> Allocator<P> {
+        Allocator {
+            node: node.into(),
+            config,
+            pods,
+            serial: Mutex::new(()),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Answers one kubelet Allocate call: consumes one container entry per container request,
+    /// writes back the shortened to-allocate list and, when nothing is left, `bind-phase:
+    /// success`. A failure after a pod was chosen marks it `bind-phase: failed`.
+    pub async fn allocate(
+        &self,
+        request: &AllocateRequest,
+    ) -> Result<AllocateResponse, AllocateError> {
+        let _serial = self.serial.lock().await;
+        let mut candidates = self.candidates().await?;
+        let mut touched: Vec<usize> = Vec::new();
+        let mut responses = Vec::with_capacity(request.container_requests.len());
+        for container in &request.container_requests {
+            let ids = &container.devices_ids;
+            let chosen = match self.choose(&candidates, ids.len(), ids) {
+                Some(i) => i,
+                None => {
+                    return Err(AllocateError::NoPod {
+                        node: self.node.clone(),
+                        resource: self.config.resource_name.clone(),
+                        count: ids.len(),
+                    });
+                }
+            };
+            match self.serve(&mut candidates[chosen]).await {
+                Ok(response) => responses.push(response),
+                Err(error) => {
+                    self.mark_failed(&candidates[chosen].pod).await;
+                    return Err(error);
+                }
+            }
+            if !touched.contains(&chosen) {
+                touched.push(chosen);
+            }
+        }
+        for i in touched {
+            let c = &candidates[i];
+            let mut annotations = BTreeMap::new();
+            annotations.insert(DEVICES_TO_ALLOCATE.to_string(), device::encode(&c.devices));
+            if c.next().is_none() {
+                annotations.insert(BIND_PHASE.to_string(), "success".to_string());
+            }
+            self.pods
+                .annotate(&c.pod.namespace, &c.pod.name, annotations)
+                .await?;
+        }
+        Ok(AllocateResponse {
+            container_responses: responses,
+        })
+    }
+
+    /// The devices the next container of the matching pod will get, as preferred replica ids:
+    /// per annotated card, the first available replica of it (must-include ids first). `None`
+    /// when no pod matches; kubelet then uses its own choice.
+    pub async fn preferred(
+        &self,
+        available: &[String],
+        must_include: &[String],
+        size: usize,
+    ) -> Result<Option<Vec<String>>, AllocateError> {
+        let candidates = self.candidates().await?;
+        let Some(chosen) = self.choose(&candidates, size, available) else {
+            return Ok(None);
+        };
+        let Some((_, devices)) = candidates[chosen].next() else {
+            return Ok(None);
+        };
+        let mut out: Vec<String> = must_include.to_vec();
+        for d in devices {
+            let has = |id: &String| is_replica_of(id, &d.uuid);
+            if out.iter().any(has) {
+                continue;
+            }
+            if let Some(id) = available.iter().find(|id| has(id) && !out.contains(id)) {
+                out.push(id.clone());
+            }
+        }
+        Ok(Some(out))
+    }
+
+    async fn candidates(&self) -> Result<Vec<Candidate>, AllocateError> {
+        let pods = self.pods.pods_on(&self.node).await?;
+        let mut out: Vec<Candidate> = pods
+            .into_iter()
+            .filter(|p| {
+                p.phase == "Pending"
+                    && p.annotation(VGPU_NODE) == Some(self.node.as_str())
+                    && matches!(p.annotation(BIND_PHASE), Some("allocating" | "success"))
+            })
+            .filter_map(|pod| {
+                // A list that does not decode cannot be served; it is skipped, not guessed at.
+                let devices = device::decode(pod.annotation(DEVICES_TO_ALLOCATE)?).ok()?;
+                Some(Candidate { pod, devices })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            let time = |c: &Candidate| {
+                c.pod
+                    .annotation(BIND_TIME)
+                    .and_then(|t| t.trim().parse::<i64>().ok())
+                    .unwrap_or(i64::MAX)
+            };
+            time(a).cmp(&time(b)).then_with(|| a.key().cmp(&b.key()))
+        });
+        Ok(out)
+    }
+
+    /// The candidate to serve a request of `count` devices; one whose cards all appear among
+    /// the replica `ids` first.
+    fn choose(&self, candidates: &[Candidate], count: usize, ids: &[String]) -> Option<usize> {
+        let fits = |c: &Candidate| c.next().is_some_and(|(_, d)| d.len() == count);
+        let same_cards = |c: &Candidate| {
+            c.next().is_some_and(|(_, d)| {
+                d.iter()
+                    .all(|d| ids.iter().any(|id| is_replica_of(id, &d.uuid)))
+            })
+        };
+        candidates
+            .iter()
+            .position(|c| fits(c) && same_cards(c))
+            .or_else(|| candidates.iter().position(fits))
+    }
+
+    /// Consumes the candidate's next entry and builds its response.
+    async fn serve(
+        &self,
+        candidate: &mut Candidate,
+    ) -> Result<crate::api::ContainerAllocateResponse, AllocateError> {
+        let pod = candidate.key();
+        let (position, devices) =
+            candidate
+                .next()
+                .map(|(p, d)| (p, d.to_vec()))
+                .ok_or_else(|| AllocateError::NoPod {
+                    node: self.node.clone(),
+                    resource: self.config.resource_name.clone(),
+                    count: 0,
+                })?;
+        let container =
+            candidate
+                .pod
+                .containers
+                .get(position)
+                .ok_or(AllocateError::NoContainer {
+                    pod: pod.clone(),
+                    position,
+                    containers: candidate.pod.containers.len(),
+                })?;
+        let target = Target {
+            pod_uid: &candidate.pod.uid,
+            container: &container.name,
+            disable_control: container.disable_control,
+        };
+        prepare_dirs(&self.config, &target)
+            .await
+            .map_err(|source| AllocateError::Prepare {
+                pod: pod.clone(),
+                source,
+            })?;
+        let response = container_response(&self.config, &target, &devices);
+        tracing::info!(%pod, container = %container.name, devices = devices.len(), "allocated");
+        candidate.devices[position].clear();
+        Ok(response)
+    }
+
+    async fn mark_failed(&self, pod: &PodInfo) {
+        let annotations = BTreeMap::from([(BIND_PHASE.to_string(), "failed".to_string())]);
+        if let Err(error) = self
+            .pods
+            .annotate(&pod.namespace, &pod.name, annotations)
+            .await
+        {
+            tracing::warn!(%error, "could not mark the pod failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! The agent's configuration file (YAML). Every key has HAMi's chart default, so an empty file
+//! (or no file) is a valid configuration; see `examples/node-agent/config.yaml`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why the configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (missing, or no permission).
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not YAML of the expected shape; `field` is the dotted path to the bad key.
+    #[error("{path}: {field}: {message}")]
+    Parse {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    /// A key parsed but its value cannot work (for example a split count of 0).
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// The node agent's settings (HAMi's `nvidia:` device config and per-node overrides, node-side.md
+/// §2.2, plus the paths of §1).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Config {
+    /// The kubelet resource this agent serves (`resourceCountName`).
+    pub resource_name: String,
+    /// Replicas advertised per card, and the `count` registered (`deviceSplitCount`).
+    pub device_split_count: u32,
+    /// Registered memory = physical MiB x this, truncated (`deviceMemoryScaling`).
+    pub device_memory_scaling: f64,
+    /// Registered cores = 100 x this (`deviceCoreScaling`).
+    pub device_core_scaling: f64,
+    /// `hami-core` (default), `mig` or `mps`: the `mode` registered for every card.
+    pub operating_mode: String,
+    /// HAMi's `HOOK_PATH`: the isolation library lives in `<hookPath>/vgpu` on the host and in
+    /// the container.
+    pub hook_path: PathBuf,
+    /// The legacy node-wide lock directory mounted into every container.
+    pub lock_dir: PathBuf,
+    /// kubelet's device plugin directory (`kubelet.sock` and our socket live there).
+    pub plugin_dir: PathBuf,
+    /// Seconds between registration checks (30 in HAMi).
+    pub register_interval_seconds: u64,
+    /// Seconds between discovery re-scans that feed health into ListAndWatch.
+    pub health_interval_seconds: u64,
+    /// `LIBCUDA_LOG_LEVEL` handed to containers, when set.
+    pub lib_cuda_log_level: Option<u32>,
+    /// Hands containers `GPU_CORE_UTILIZATION_POLICY=disable`.
+    pub disable_core_limit: bool,
+    /// Offer `GetPreferredAllocation` to kubelet (`enablegetpreferredallocation`).
+    pub enable_get_preferred_allocation: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            resource_name: "nvidia.com/gpu".to_string(),
+            device_split_count: 10,
+            device_memory_scaling: 1.0,
+            device_core_scaling: 1.0,
+            operating_mode: "hami-core".to_string(),
+            hook_path: PathBuf::from("/usr/local"),
+            lock_dir: PathBuf::from("/tmp/vgpulock"),
+            plugin_dir: PathBuf::from("/var/lib/kubelet/device-plugins"),
+            register_interval_seconds: 30,
+            health_interval_seconds: 5,
+            lib_cuda_log_level: None,
+            disable_core_limit: false,
+            enable_get_preferred_allocation: false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses configuration text; `path` only names the source in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            from_yaml(text).map_err(|(field, message)| ConfigError::Parse {
+                path: path.to_path_buf(),
+                field,
+                message,
+            })?
+        };
+        let invalid = |field, message: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message: message.to_string(),
+        };
+        if config.device_split_count == 0 {
+            return Err(invalid("deviceSplitCount", "must be at least 1"));
+        }
+        if !config.device_memory_scaling.is_finite() || config.device_memory_scaling <= 0.0 {
+            return Err(invalid("deviceMemoryScaling", "must be a number above 0"));
+        }
+        if !config.device_core_scaling.is_finite() || config.device_core_scaling <= 0.0 {
+            return Err(invalid("deviceCoreScaling", "must be a number above 0"));
+        }
+        if !["hami-core", "mig", "mps"].contains(&config.operating_mode.as_str()) {
+            return Err(invalid("operatingMode", "must be hami-core, mig or mps"));
+        }
+        Ok(config)
+    }
+
+    /// The host and container directory of the isolation library: `<hookPath>/vgpu`.
+    pub fn vgpu_dir(&self) -> PathBuf {
+        self.hook_path.join("vgpu")
+    }
+
+    /// The socket file name we serve on: `nvidia-<suffix>.sock` for `nvidia.com/<suffix>`.
+    pub fn socket_name(&self) -> String {
+        let suffix = self
+            .resource_name
+            .rsplit_once('/')
+            .map_or(self.resource_name.as_str(), |(_, s)| s);
+        format!("nvidia-{suffix}.sock")
+    }
+}
+
+/// Deserialises YAML; on failure returns the dotted path of the bad key and the message
+/// (without the path serde_norway repeats at its start).
+pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let message = e.inner().to_string();
+        let message = match message.split_once(": ") {
+            Some((prefix, rest)) if field.starts_with(prefix) => rest.to_string(),
+            _ => message,
+        };
+        (field, message)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_chart_defaults() {
+        let c = Config::parse(Path::new("agent.yaml"), "").expect("empty is valid");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.device_split_count, 10);
+        assert_eq!(c.socket_name(), "nvidia-gpu.sock");
+        assert_eq!(c.vgpu_dir(), PathBuf::from("/usr/local/vgpu"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_the_file() {
+        let err = Config::parse(Path::new("agent.yaml"), "deviceSplitCout: 4\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("agent.yaml: "), "{text}");
+        assert!(text.contains("deviceSplitCout"), "{text}");
+    }
+
+    #[test]
+    fn a_wrongly_typed_value_names_its_field() {
+        let err = Config::parse(Path::new("agent.yaml"), "deviceSplitCount: many\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("agent.yaml: deviceSplitCount: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_split_count_of_zero_is_refused() {
+        let err = Config::parse(Path::new("a.yaml"), "deviceSplitCount: 0\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a.yaml: deviceSplitCount: must be at least 1"
+        );
+    }
+}

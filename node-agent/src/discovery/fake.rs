@@ -1,0 +1,203 @@
+//! The `fake` backend: devices of any vendor described in a YAML file. The file is re-read on
+//! every scan, so editing it (for example `healthy: false`) drives health changes in a demo or a
+//! test exactly as a failing card would.
+//!
+//! ```yaml
+//! devices:
+//!   - id: GPU-a                 # required, unique
+//!     vendor: NVIDIA            # required
+//!     model: NVIDIA A100-SXM4-40GB
+//!     memoryMiB: 40960          # required, above 0
+//!     cores: 100                # default 100
+//!     numa: 0                   # default 0
+//!     index: 0                  # default: position in the list
+//!     healthy: true             # default true
+//!     extras: { linkZone: "1" } # vendor facts, free-form strings
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{Device, Discovery, DiscoveryError};
+
+/// The file's top level.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FakeFile {
+    devices: Vec<FakeDevice>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FakeDevice {
+    id: String,
+    vendor: String,
+    #[serde(default)]
+    model: String,
+    #[serde(rename = "memoryMiB")]
+    memory_mib: u64,
+    #[serde(default = "whole")]
+    cores: u32,
+    #[serde(default)]
+    numa: u32,
+    index: Option<u32>,
+    #[serde(default = "yes")]
+    healthy: bool,
+    pci_bus_id: Option<String>,
+    #[serde(default)]
+    mig_enabled: bool,
+    #[serde(default)]
+    extras: BTreeMap<String, String>,
+}
+
+fn whole() -> u32 {
+    100
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Devices read from a YAML file on every scan.
+pub struct FakeDiscovery {
+    path: PathBuf,
+}
+
+impl FakeDiscovery {
+    /// A backend reading `path`. Nothing is read until the first scan.
+    pub fn new(path: impl Into<PathBuf>) -> FakeDiscovery {
+        FakeDiscovery { path: path.into() }
+    }
+}
+
+impl Discovery for FakeDiscovery {
+    fn scan(&self) -> Result<Vec<Device>, DiscoveryError> {
+        let text = std::fs::read_to_string(&self.path).map_err(|source| DiscoveryError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        parse(&self.path, &text)
+    }
+}
+
+/// Parses a fake device file; `path` only names the source in errors.
+pub fn parse(path: &Path, text: &str) -> Result<Vec<Device>, DiscoveryError> {
+    let file: FakeFile =
+        crate::config::from_yaml(text).map_err(|(field, message)| DiscoveryError::Parse {
+            path: path.to_path_buf(),
+            field,
+            message,
+        })?;
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(file.devices.len());
+    for (i, d) in file.devices.into_iter().enumerate() {
+        let invalid = |field: &str, message: String| DiscoveryError::Invalid {
+            path: path.to_path_buf(),
+            field: format!("devices[{i}].{field}"),
+            message,
+        };
+        if d.id.trim().is_empty() {
+            return Err(invalid("id", "must not be empty".to_string()));
+        }
+        if !seen.insert(d.id.clone()) {
+            return Err(invalid("id", format!("{:?} appears twice", d.id)));
+        }
+        if d.vendor.trim().is_empty() {
+            return Err(invalid("vendor", "must not be empty".to_string()));
+        }
+        if d.memory_mib == 0 {
+            return Err(invalid("memoryMiB", "must be above 0".to_string()));
+        }
+        let index = match d.index {
+            Some(index) => index,
+            None => u32::try_from(i).map_err(|_| invalid("index", "too many devices".into()))?,
+        };
+        out.push(Device {
+            id: d.id,
+            vendor: d.vendor,
+            index,
+            model: d.model,
+            memory_mib: d.memory_mib,
+            cores: d.cores,
+            numa: d.numa,
+            healthy: d.healthy,
+            pci_bus_id: d.pci_bus_id,
+            mig_enabled: d.mig_enabled,
+            extras: d.extras,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Vec<Device>, DiscoveryError> {
+        parse(Path::new("devices.yaml"), text)
+    }
+
+    #[test]
+    fn defaults_fill_cores_numa_index_and_health() {
+        let d = parse_text(
+            "devices:\n\
+             - {id: GPU-a, vendor: NVIDIA, model: NVIDIA A100, memoryMiB: 40960}\n\
+             - {id: MLU-b, vendor: MLU, memoryMiB: 24576, numa: 1, index: 7, healthy: false,\n\
+             \x20  extras: {linkZone: '2'}}\n",
+        )
+        .expect("valid file");
+        assert_eq!(
+            (d[0].index, d[0].cores, d[0].numa, d[0].healthy),
+            (0, 100, 0, true)
+        );
+        assert_eq!((d[1].index, d[1].numa, d[1].healthy), (7, 1, false));
+        assert_eq!(d[1].extras.get("linkZone").map(String::as_str), Some("2"));
+    }
+
+    #[test]
+    fn a_missing_memory_names_the_file_and_the_device() {
+        let err = parse_text("devices:\n- {id: GPU-a, vendor: NVIDIA}\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("devices.yaml: devices[0]: missing field `memoryMiB`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_key_is_refused_with_its_path() {
+        let err =
+            parse_text("devices:\n- {id: a, vendor: X, memoryMiB: 1, helthy: true}\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("devices.yaml: devices[0].helthy: unknown field `helthy`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_id_is_refused() {
+        let err = parse_text(
+            "devices:\n- {id: a, vendor: X, memoryMiB: 1}\n- {id: a, vendor: X, memoryMiB: 1}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "devices.yaml: devices[1].id: \"a\" appears twice"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_a_read_error_naming_it() {
+        let err = FakeDiscovery::new("/nonexistent/devices.yaml")
+            .scan()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/devices.yaml: cannot read: "),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! Registration: the node annotation `hami.io/node-nvidia-register` (node-side.md §2.5) built from
+//! discovered cards, and the [`Registrar`] that patches it on the Node only when it changed
+//! (§2.7).
+
+use std::time::Duration;
+
+use hamr_guest::device::{DeviceInfo, MigProfile};
+use hamr_guest::vendor::nvidia::register::REGISTER;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::discovery::{Device, NVIDIA};
+
+/// Why the registration could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The API server refused or could not be reached; the registrar retries after 5 s.
+    #[error("patching node {node} with {annotation}: {source}")]
+    Patch {
+        node: String,
+        annotation: &'static str,
+        source: kube::Error,
+    },
+}
+
+/// One device object exactly as HAMi's Go struct encodes it: fields in declaration order, every
+/// field `omitempty` (zero, false and empty are left out).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDevice<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    index: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    count: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    devmem: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    devcore: i64,
+    #[serde(rename = "type", skip_serializing_if = "str::is_empty")]
+    model: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
+    numa: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    mode: &'a str,
+    #[serde(skip_serializing_if = "is_false")]
+    health: bool,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    mig_profiles: &'a [MigProfile],
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+/// Encodes cards as the `hami.io/node-nvidia-register` JSON value.
+///
+/// ```
+/// # use hamr_guest::device::DeviceInfo;
+/// let card = DeviceInfo { id: "GPU-a".into(), index: 1, count: 10, devmem: 40960, devcore: 100,
+///     model: "NVIDIA A100".into(), mode: "hami-core".into(), health: true, ..DeviceInfo::default() };
+/// assert_eq!(hamr_node_agent::register::encode_register(&[card]),
+///     r#"[{"id":"GPU-a","index":1,"count":10,"devmem":40960,"devcore":100,"type":"NVIDIA A100","mode":"hami-core","health":true}]"#);
+/// ```
+pub fn encode_register(devices: &[DeviceInfo]) -> String {
+    let wire: Vec<WireDevice<'_>> = devices
+        .iter()
+        .map(|d| WireDevice {
+            id: &d.id,
+            index: d.index,
+            count: d.count,
+            devmem: d.devmem,
+            devcore: d.devcore,
+            model: &d.model,
+            numa: d.numa,
+            mode: &d.mode,
+            health: d.health,
+            mig_profiles: &d.mig_profiles,
+        })
+        .collect();
+    // Serialising plain strings, integers and bools into a String cannot fail.
+    serde_json::to_string(&wire).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// The registered view of the node's NVIDIA cards (node-side.md §2.5, hami-core mode):
+/// `count` = split count, `devmem` = MiB x memory scaling (truncated; unscaled in MIG mode),
+/// `devcore` = 100 x core scaling (100 in MIG mode). Cards of other vendors are left out.
+///
+/// Worked example: a 40960 MiB card with scaling 1.5 registers `devmem` 61440; core scaling 2
+/// registers `devcore` 200.
+pub fn nvidia_devices(devices: &[Device], config: &Config) -> Vec<DeviceInfo> {
+    let mig = config.operating_mode == "mig";
+    devices
+        .iter()
+        .filter(|d| d.vendor == NVIDIA)
+        .map(|d| {
+            let devmem = if mig {
+                d.memory_mib as f64
+            } else {
+                d.memory_mib as f64 * config.device_memory_scaling
+            };
+            let devcore = if mig {
+                100.0
+            } else {
+                f64::from(d.cores) * config.device_core_scaling
+            };
+            DeviceInfo {
+                id: d.id.clone(),
+                index: d.index,
+                count: i64::from(config.device_split_count),
+                // Go truncates float64 to int32; saturate instead of wrapping.
+                devmem: devmem.min(f64::from(i32::MAX)) as i64,
+                devcore: devcore.min(f64::from(i32::MAX)) as i64,
+                model: d.model.clone(),
+                numa: i64::from(d.numa),
+                mode: config.operating_mode.clone(),
+                health: d.healthy,
+                ..DeviceInfo::default()
+            }
+        })
+        .collect()
+}
+
+/// Writes the registration annotation on one Node, remembering the last value written so that
+/// an unchanged value sends nothing (as HAMi, the memory is per process: a restart patches once).
+pub struct Registrar {
+    nodes: Api<Node>,
+    node: String,
+    last: Option<String>,
+}
+
+impl Registrar {
+    pub fn new(client: kube::Client, node: impl Into<String>) -> Registrar {
+        Registrar {
+            nodes: Api::all(client),
+            node: node.into(),
+            last: None,
+        }
+    }
+
+    /// Patches `value` onto the Node unless it was the last value written. Returns whether a
+    /// patch was sent.
+    pub async fn sync(&mut self, value: &str) -> Result<bool, RegisterError> {
+        if self.last.as_deref() == Some(value) {
+            return Ok(false);
+        }
+        let patch = serde_json::json!({ "metadata": { "annotations": { REGISTER: value } } });
+        self.nodes
+            .patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| RegisterError::Patch {
+                node: self.node.clone(),
+                annotation: REGISTER,
+                source,
+            })?;
+        self.last = Some(value.to_string());
+        Ok(true)
+    }
+
+    /// Keeps the annotation current: on every inventory change and every `interval`, 5 s after
+    /// an error. Runs until the inventory is dropped.
+    pub async fn run(
+        mut self,
+        mut devices: watch::Receiver<Vec<Device>>,
+        config: Config,
+        interval: Duration,
+    ) {
+        loop {
+            let value = encode_register(&nvidia_devices(&devices.borrow_and_update(), &config));
+            let wait = match self.sync(&value).await {
+                Ok(sent) => {
+                    if sent {
+                        tracing::info!(node = %self.node, "registration patched");
+                    }
+                    interval
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "registration failed");
+                    Duration::from_secs(5)
+                }
+            };
+            tokio::select! {
+                changed = devices.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
