@@ -105,8 +105,15 @@ pub fn device_score(card: &Card, request: Option<&Request>, w: Weights) -> f32 {
         + term(w.memory, mem + card.used_mem, i.devmem))
 }
 
+/// Whether `needle` occurs in `haystack`, ignoring ASCII case (HAMi lower-cases both sides;
+/// model names and vendor keys are ASCII). Allocation-free: it runs for every card of every
+/// node in a filter.
 pub fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
-    haystack.to_lowercase().contains(&needle.to_lowercase())
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    if n.is_empty() {
+        return true;
+    }
+    n.len() <= h.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// A sort key of a policy chain.

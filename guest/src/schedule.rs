@@ -50,6 +50,8 @@ struct PodPlan<'a> {
     weights: Weights,
     gpu_policy: GpuPolicy,
     node_policy: NodePolicy,
+    /// Namespace quotas that apply to this pod (empty when none does).
+    quota: Vec<QuotaView>,
 }
 
 impl<'a> PodPlan<'a> {
@@ -64,6 +66,7 @@ impl<'a> PodPlan<'a> {
             weights: Weights::from_pod(pod).map_err(Error::InvalidInput)?,
             gpu_policy: GpuPolicy::for_pod(pod, &ledger.config.gpu_scheduler_policy),
             node_policy: NodePolicy::for_pod(pod, &ledger.config.node_scheduler_policy),
+            quota: QuotaView::for_pod(ledger, pod),
         }))
     }
 }
@@ -126,16 +129,7 @@ fn evaluate(
         if reqs.is_empty() {
             continue;
         }
-        let chosen = fit_container(
-            ledger,
-            plan,
-            entry,
-            &entry.cards,
-            position,
-            reqs,
-            &so_far,
-            explain,
-        )?;
+        let chosen = fit_container(plan, entry, &entry.cards, position, reqs, &so_far, explain)?;
         so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
         devices[position] = chosen;
     }
@@ -149,7 +143,7 @@ fn evaluate(
     for (k, &position) in app.iter().enumerate() {
         let reqs = &plan.requests[position];
         let view = booked.as_deref().unwrap_or(&entry.cards);
-        let chosen = fit_container(ledger, plan, entry, view, position, reqs, &so_far, explain)?;
+        let chosen = fit_container(plan, entry, view, position, reqs, &so_far, explain)?;
         if k + 1 < app.len() {
             let cards = booked.get_or_insert_with(|| entry.cards.clone());
             for d in &chosen {
@@ -169,9 +163,7 @@ fn evaluate(
 }
 
 /// Fits one container's requests (spec §6.3) on `cards`; the caller books the result.
-#[allow(clippy::too_many_arguments)] // one call site per pass; a struct would only rename them
 fn fit_container(
-    ledger: &Ledger,
     plan: &PodPlan<'_>,
     entry: &NodeEntry,
     cards: &[Card],
@@ -180,7 +172,6 @@ fn fit_container(
     so_far: &[(usize, ContainerDevice)],
     explain: Option<&RefCell<Vec<CardCheck>>>,
 ) -> Result<Vec<ContainerDevice>, NodeFail> {
-    let init_count = plan.pod.init_containers.len();
     let scores: Vec<f32> = cards
         .iter()
         .map(|c| {
@@ -204,9 +195,15 @@ fn fit_container(
         if r.nums > candidates.len() as i64 && !v.multi_slice(plan.pod, r, &candidates) {
             return Err(NodeFail::bare(reason::NODE_INSUFFICIENT_DEVICE));
         }
-        let quota = |tmp: &[ContainerDevice], candidate: &ContainerDevice| {
+        let quota = |tmp: &[ContainerDevice], uuid: &str, mem: i64, cores: i64| {
             quota_fits(
-                ledger, plan.pod, init_count, so_far, position, &chosen, tmp, candidate,
+                plan,
+                v.key(),
+                so_far,
+                position,
+                &chosen,
+                tmp,
+                (uuid, mem, cores),
             )
         };
         let ctx = FitContext {
@@ -232,33 +229,56 @@ fn fit_container(
     Ok(chosen)
 }
 
+/// A vendor's namespace quota for the pod being placed, read once per call.
+#[derive(Clone, Debug)]
+struct QuotaView {
+    vendor: &'static str,
+    mem_limit: Option<i64>,
+    core_limit: Option<i64>,
+    used_mem: i64,
+    used_cores: i64,
+}
+
+impl QuotaView {
+    fn for_pod(ledger: &Ledger, pod: &Pod) -> Vec<QuotaView> {
+        VENDORS
+            .iter()
+            .filter_map(|v| {
+                let res = v.quota_resources(&ledger.config)?;
+                let q = &ledger.quotas;
+                let factor = res.memory_factor.max(1);
+                let view = QuotaView {
+                    vendor: v.key(),
+                    mem_limit: q.limit(&pod.namespace, &res.memory).map(|l| l * factor),
+                    core_limit: q.limit(&pod.namespace, &res.cores),
+                    used_mem: q.used(&pod.namespace, &res.memory),
+                    used_cores: q.used(&pod.namespace, &res.cores),
+                };
+                (view.mem_limit.is_some() || view.core_limit.is_some()).then_some(view)
+            })
+            .collect()
+    }
+}
+
 /// Spec §10.2: would the pod, with the devices of its earlier containers, those chosen so far
 /// for this container and the candidate, stay within its namespace quota? The pod's use is
 /// collapsed with init-container peak semantics by container position (HAMi's quirk Q4 fixed).
-#[allow(clippy::too_many_arguments)] // the closure in fit_container forwards exactly these
+/// Namespaces without a quota return at once.
 fn quota_fits(
-    ledger: &Ledger,
-    pod: &Pod,
-    init_count: usize,
+    plan: &PodPlan<'_>,
+    vendor: &str,
     so_far: &[(usize, ContainerDevice)],
     position: usize,
     chosen: &[ContainerDevice],
     tmp: &[ContainerDevice],
-    candidate: &ContainerDevice,
+    candidate: (&str, i64, i64),
 ) -> bool {
-    let Some(v) = vendor::by_key(&candidate.vendor) else {
+    let Some(q) = plan.quota.iter().find(|q| q.vendor == vendor) else {
         return true;
     };
-    let Some(res) = v.quota_resources(&ledger.config) else {
-        return true;
-    };
-    let mem_limit = ledger.quotas.limit(&pod.namespace, &res.memory);
-    let core_limit = ledger.quotas.limit(&pod.namespace, &res.cores);
-    if mem_limit.is_none() && core_limit.is_none() {
-        return true;
-    }
+    let init_count = plan.pod.init_containers.len();
     let mut positions: PodDevices = vec![Vec::new(); position + 1];
-    for (p, d) in so_far.iter().filter(|(_, d)| d.vendor == candidate.vendor) {
+    for (p, d) in so_far.iter().filter(|(_, d)| d.vendor == vendor) {
         if *p < positions.len() {
             positions[*p].push(d.clone());
         }
@@ -267,23 +287,23 @@ fn quota_fits(
         chosen
             .iter()
             .chain(tmp)
-            .filter(|d| d.vendor == candidate.vendor)
+            .filter(|d| d.vendor == vendor)
             .cloned(),
     );
-    positions[position].push(candidate.clone());
+    let (uuid, mem, cores) = candidate;
+    positions[position].push(ContainerDevice {
+        uuid: uuid.to_string(),
+        vendor: vendor.to_string(),
+        mem,
+        cores,
+        index: 0,
+        mig: None,
+    });
     let usage = device::collapse(&positions, init_count, false);
     let mem: i64 = usage.iter().map(|u| u.mem).sum();
     let cores: i64 = usage.iter().map(|u| u.cores).sum();
-    let factor = if res.memory_factor > 1 {
-        res.memory_factor
-    } else {
-        1
-    };
-    let mem_ok = mem_limit
-        .is_none_or(|l| ledger.quotas.used(&pod.namespace, &res.memory) + mem <= l * factor);
-    let core_ok =
-        core_limit.is_none_or(|l| ledger.quotas.used(&pod.namespace, &res.cores) + cores <= l);
-    mem_ok && core_ok
+    q.mem_limit.is_none_or(|l| q.used_mem + mem <= l)
+        && q.core_limit.is_none_or(|l| q.used_cores + cores <= l)
 }
 
 /// Evaluates every candidate; unknown names are `node unregistered`.

@@ -53,13 +53,18 @@ impl Slot<'_> {
     }
 }
 
+/// `quota(tmp, uuid, memory MiB, cores)`: does the pod stay within its namespace quota with
+/// the devices chosen so far for this container and the candidate card?
+pub type QuotaCheck<'a> = dyn Fn(&[ContainerDevice], &str, i64, i64) -> bool + 'a;
+
 /// What a vendor's fit may ask about the pod being placed.
 pub struct FitContext<'a> {
     pub pod: &'a Pod,
     pub node: &'a Node,
     pub policy: &'a GpuPolicy,
-    /// Would the pod still fit its namespace quota with `tmp` plus the candidate?
-    pub quota: &'a dyn Fn(&[ContainerDevice], &ContainerDevice) -> bool,
+    /// Would the pod still fit its namespace quota with `tmp` plus the candidate card (uuid,
+    /// memory MiB, cores)?
+    pub quota: &'a QuotaCheck<'a>,
     /// Collects card-by-card checks for `explain`.
     pub explain: Option<&'a std::cell::RefCell<Vec<CardCheck>>>,
     /// Container position, for `explain`.

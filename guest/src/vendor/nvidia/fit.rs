@@ -1,8 +1,6 @@
 //! NVIDIA `Fit` (spec §6.6): the per-card checks in HAMi's exact order, NUMA binding,
 //! topology-aware selection and MIG placement.
 
-use std::collections::BTreeSet;
-
 use crate::api::{CardCheck, Pod};
 use crate::device::{Card, ContainerDevice, MigInUse};
 use crate::policy::contains_ignore_case;
@@ -74,16 +72,6 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
         use_uuid: list(pod, USE_GPU_UUID),
         nouse_uuid: list(pod, NOUSE_GPU_UUID),
     };
-    let cordon: BTreeSet<&str> = ctx
-        .node
-        .annotation(DEVICE_CORDON)
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
     let need_topology = ctx.policy.need_topology;
     let numa_bind = ctx.policy.numa_bind;
     let mut k = request.clone();
@@ -92,7 +80,8 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
     let mut tmp_cards: Vec<&Card> = Vec::new();
     let mut counter = Counter::default();
     let mut prev_numa: i64 = -1;
-    let note = |card: &Card, reason: &str, detail: String| {
+    // `detail` is only formatted when explaining: this closure runs for every card.
+    let note = |card: &Card, reason: &str, detail: &dyn Fn() -> String| {
         if let Some(cell) = ctx.explain {
             cell.borrow_mut().push(CardCheck {
                 container: ctx.position,
@@ -100,7 +89,7 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
                 uuid: card.info.id.clone(),
                 index: card.info.index,
                 reason: reason.to_string(),
-                detail,
+                detail: detail(),
             });
         }
     };
@@ -109,40 +98,34 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
     while i > 0 {
         let card = cards[i - 1];
         let d = &card.info;
-        let fail = |counter: &mut Counter, r: &'static str, detail: String| {
+        let fail = |counter: &mut Counter, r: &'static str, detail: &dyn Fn() -> String| {
             counter.add(r);
             note(card, r, detail);
         };
         // 1. Health.
         if !card.healthy() {
-            fail(
-                &mut counter,
-                reason::CARD_NOT_HEALTH,
-                "card is unhealthy".into(),
-            );
+            fail(&mut counter, reason::CARD_NOT_HEALTH, &|| {
+                "card is unhealthy".into()
+            });
             i -= 1;
             continue;
         }
         // 2. Cordon.
-        if cordon.contains(d.id.as_str()) {
-            fail(
-                &mut counter,
-                reason::CARD_CORDONED,
-                format!("listed in {DEVICE_CORDON}"),
-            );
+        if card.cordoned {
+            fail(&mut counter, reason::CARD_CORDONED, &|| {
+                format!("listed in {DEVICE_CORDON}")
+            });
             i -= 1;
             continue;
         }
         // 3. Type and mode selectors.
         if sel.type_mismatch(card) || request.vendor != VENDOR {
-            fail(
-                &mut counter,
-                reason::CARD_TYPE_MISMATCH,
+            fail(&mut counter, reason::CARD_TYPE_MISMATCH, &|| {
                 format!(
                     "model {:?}, mode {:?} excluded by the pod's type or mode selectors",
                     d.model, d.mode
-                ),
-            );
+                )
+            });
             i -= 1;
             continue;
         }
@@ -158,21 +141,17 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
         }
         // 5. UUID selectors.
         if sel.uuid_mismatch(card) {
-            fail(
-                &mut counter,
-                reason::CARD_UUID_MISMATCH,
-                "excluded by use-gpuuuid / nouse-gpuuuid".into(),
-            );
+            fail(&mut counter, reason::CARD_UUID_MISMATCH, &|| {
+                "excluded by use-gpuuuid / nouse-gpuuuid".into()
+            });
             i -= 1;
             continue;
         }
         // 6. Slots.
         if d.count <= card.used {
-            fail(
-                &mut counter,
-                reason::CARD_TIME_SLICING_EXHAUSTED,
-                format!("all {} slots in use", d.count),
-            );
+            fail(&mut counter, reason::CARD_TIME_SLICING_EXHAUSTED, &|| {
+                format!("all {} slots in use", d.count)
+            });
             i -= 1;
             continue;
         }
@@ -181,7 +160,7 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
             fail(
                 &mut counter,
                 reason::EXCLUSIVE_DEVICE_ALLOCATE_CONFLICT,
-                format!("mutex policy, {} tasks on the card", card.used),
+                &|| format!("mutex policy, {} tasks on the card", card.used),
             );
             i -= 1;
             continue;
@@ -198,49 +177,35 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
         } else {
             0
         };
-        let mut candidate = ContainerDevice {
-            uuid: d.id.clone(),
-            vendor: VENDOR.to_string(),
-            mem: memreq,
-            cores: k.coresreq,
-            index: d.index,
-            mig: None,
-        };
         // 10. Namespace quota.
-        if !(ctx.quota)(&tmp, &candidate) {
-            fail(
-                &mut counter,
-                reason::RESOURCE_QUOTA_NOT_FIT,
+        if !(ctx.quota)(&tmp, &d.id, memreq, k.coresreq) {
+            fail(&mut counter, reason::RESOURCE_QUOTA_NOT_FIT, &|| {
                 format!(
                     "{memreq} MiB / {} cores would exceed the namespace quota",
                     k.coresreq
-                ),
-            );
+                )
+            });
             i -= 1;
             continue;
         }
         // 11. Memory.
         let free_mem = d.devmem - card.used_mem;
         if free_mem < memreq {
-            fail(
-                &mut counter,
-                reason::CARD_INSUFFICIENT_MEMORY,
-                format!("asked {memreq} MiB, free {free_mem} of {} MiB", d.devmem),
-            );
+            fail(&mut counter, reason::CARD_INSUFFICIENT_MEMORY, &|| {
+                format!("asked {memreq} MiB, free {free_mem} of {} MiB", d.devmem)
+            });
             i -= 1;
             continue;
         }
         // 12. Cores.
         let free_cores = d.devcore - card.used_cores;
         if free_cores < k.coresreq {
-            fail(
-                &mut counter,
-                reason::CARD_INSUFFICIENT_CORE,
+            fail(&mut counter, reason::CARD_INSUFFICIENT_CORE, &|| {
                 format!(
                     "asked {}% cores, free {free_cores} of {}",
                     k.coresreq, d.devcore
-                ),
-            );
+                )
+            });
             i -= 1;
             continue;
         }
@@ -249,21 +214,27 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
             fail(
                 &mut counter,
                 reason::EXCLUSIVE_DEVICE_ALLOCATE_CONFLICT,
-                format!("whole-card request, {} tasks on the card", card.used),
+                &|| format!("whole-card request, {} tasks on the card", card.used),
             );
             i -= 1;
             continue;
         }
         // 14. A 0-core task cannot join a card whose cores are all booked.
         if d.devcore != 0 && card.used_cores == d.devcore && k.coresreq == 0 {
-            fail(
-                &mut counter,
-                reason::CARD_COMPUTE_UNITS_EXHAUSTED,
-                format!("0-core request, all {} cores booked", d.devcore),
-            );
+            fail(&mut counter, reason::CARD_COMPUTE_UNITS_EXHAUSTED, &|| {
+                format!("0-core request, all {} cores booked", d.devcore)
+            });
             i -= 1;
             continue;
         }
+        let mut candidate = ContainerDevice {
+            uuid: d.id.clone(),
+            vendor: VENDOR.to_string(),
+            mem: memreq,
+            cores: k.coresreq,
+            index: d.index,
+            mig: None,
+        };
         // 15. MIG placement.
         if d.mode == "mig" {
             match mig::choose(card, memreq, &tmp) {
@@ -276,25 +247,21 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
                     });
                 }
                 None => {
-                    fail(
-                        &mut counter,
-                        reason::CARD_MIG_TOPOLOGY_INFEASIBLE,
-                        format!("no MIG profile of at least {memreq} MiB has a free placement"),
-                    );
+                    fail(&mut counter, reason::CARD_MIG_TOPOLOGY_INFEASIBLE, &|| {
+                        format!("no MIG profile of at least {memreq} MiB has a free placement")
+                    });
                     i -= 1;
                     continue;
                 }
             }
         }
         // 16. Accept.
-        note(
-            card,
-            "",
+        note(card, "", &|| {
             format!(
                 "fits: asked {memreq} MiB and {}% cores, free {free_mem} MiB and {free_cores} cores",
                 k.coresreq
-            ),
-        );
+            )
+        });
         if k.nums > 0 {
             tmp.push(candidate);
             tmp_cards.push(card);

@@ -70,7 +70,7 @@ fn run(
         ..Node::default()
     };
     let policy = GpuPolicy::for_pod(&pod, "spread");
-    let quota = |_: &[crate::device::ContainerDevice], _: &crate::device::ContainerDevice| true;
+    let quota = |_: &[crate::device::ContainerDevice], _: &str, _: i64, _: i64| true;
     let explain = RefCell::new(Vec::new());
     let ctx = FitContext {
         pod: &pod,
@@ -80,6 +80,19 @@ fn run(
         explain: Some(&explain),
         position: 0,
     };
+    // The ledger marks cordoned cards from the node's annotation; do the same here.
+    let cordon = node
+        .annotation(fit::DEVICE_CORDON)
+        .unwrap_or_default()
+        .to_string();
+    let cards: Vec<Card> = cards
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            c.cordoned = cordon.split(',').map(str::trim).any(|u| u == c.info.id);
+            c
+        })
+        .collect();
     let refs: Vec<&Card> = cards.iter().collect();
     match fit::fit(&refs, r, &ctx) {
         Fit::Fits(d) => Ok(d.into_iter().map(|d| (d.uuid, d.mem, d.cores)).collect()),
