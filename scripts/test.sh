@@ -27,3 +27,7 @@ cargo test --workspace --release --locked
 
 step "conformance: every scenario through every engine"
 cargo run --release --locked -q -p hamr -- conformance conformance/scenarios --engine all
+
+# Each benchmark once, without timing (so they never rot; figures live in BENCHMARKS.md).
+step "benchmarks, quick mode"
+cargo bench --locked -p hamr --bench decide -- --test
