@@ -25,9 +25,14 @@ cargo clippy -p hamr-guest --target wasm32-wasip2 --locked -- -D warnings
 step "unit, integration and contract tests (release)"
 cargo test --workspace --release --locked
 
-step "conformance: every scenario through every engine"
-cargo run --release --locked -q -p hamr -- conformance conformance/scenarios --engine all
+# The steps below use the workspace's feature set, as the test step did, so nothing is
+# compiled twice (`-p hamr` alone would unify features differently and rebuild wasmtime).
 
 # Each benchmark once, without timing (so they never rot; figures live in BENCHMARKS.md).
 step "benchmarks, quick mode"
-cargo bench --locked -p hamr --bench decide -- --test
+cargo bench --workspace --locked --bench decide -- --test
+
+# Last, so that the run ends with its `N passed, M failed` line.
+step "conformance: every scenario through every engine"
+cargo build --workspace --release --locked --bins
+"${CARGO_TARGET_DIR:-target}/release/hamr" conformance conformance/scenarios --engine all
