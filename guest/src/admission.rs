@@ -133,13 +133,10 @@ pub fn apply(pod: &Pod, mutations: &[Mutation]) -> Pod {
 fn quota_fits(ledger: &Ledger, pod: &Pod) -> Result<bool, Error> {
     let reqs = schedule::requests(ledger, pod)?;
     let init_count = pod.init_containers.len();
-    for v in VENDORS {
-        let Some(res) = v.quota_resources(&ledger.config) else {
-            continue;
-        };
+    for q in schedule::QuotaView::for_pod(ledger, pod) {
         let (mut app_mem, mut app_cores, mut init_mem, mut init_cores) = (0i64, 0i64, 0i64, 0i64);
         for (position, list) in reqs.iter().enumerate() {
-            for r in list.iter().filter(|r| r.vendor == v.key()) {
+            for r in list.iter().filter(|r| r.vendor == q.vendor) {
                 let (m, c) = (r.memreq * r.nums, r.coresreq * r.nums);
                 if position < init_count {
                     init_mem = init_mem.max(m);
@@ -151,23 +148,7 @@ fn quota_fits(ledger: &Ledger, pod: &Pod) -> Result<bool, Error> {
             }
         }
         let (mem, cores) = (app_mem.max(init_mem), app_cores.max(init_cores));
-        if mem == 0 && cores == 0 {
-            continue;
-        }
-        let q = &ledger.quotas;
-        let factor = if res.memory_factor > 1 {
-            res.memory_factor
-        } else {
-            1
-        };
-        if let Some(limit) = q.limit(&pod.namespace, &res.memory)
-            && q.used(&pod.namespace, &res.memory) + mem > limit * factor
-        {
-            return Ok(false);
-        }
-        if let Some(limit) = q.limit(&pod.namespace, &res.cores)
-            && q.used(&pod.namespace, &res.cores) + cores > limit
-        {
+        if (mem != 0 || cores != 0) && !q.fits(mem, cores) {
             return Ok(false);
         }
     }

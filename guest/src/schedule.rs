@@ -231,8 +231,8 @@ fn fit_container(
 
 /// A vendor's namespace quota for the pod being placed, read once per call.
 #[derive(Clone, Debug)]
-struct QuotaView {
-    vendor: &'static str,
+pub(crate) struct QuotaView {
+    pub(crate) vendor: &'static str,
     mem_limit: Option<i64>,
     core_limit: Option<i64>,
     used_mem: i64,
@@ -240,7 +240,7 @@ struct QuotaView {
 }
 
 impl QuotaView {
-    fn for_pod(ledger: &Ledger, pod: &Pod) -> Vec<QuotaView> {
+    pub(crate) fn for_pod(ledger: &Ledger, pod: &Pod) -> Vec<QuotaView> {
         VENDORS
             .iter()
             .filter_map(|v| {
@@ -257,6 +257,12 @@ impl QuotaView {
                 (view.mem_limit.is_some() || view.core_limit.is_some()).then_some(view)
             })
             .collect()
+    }
+
+    /// Whether `mem` more MiB and `cores` more cores stay within the namespace's limits.
+    pub(crate) fn fits(&self, mem: i64, cores: i64) -> bool {
+        self.mem_limit.is_none_or(|l| self.used_mem + mem <= l)
+            && self.core_limit.is_none_or(|l| self.used_cores + cores <= l)
     }
 }
 
@@ -302,8 +308,7 @@ fn quota_fits(
     let usage = device::collapse(&positions, init_count, false);
     let mem: i64 = usage.iter().map(|u| u.mem).sum();
     let cores: i64 = usage.iter().map(|u| u.cores).sum();
-    q.mem_limit.is_none_or(|l| q.used_mem + mem <= l)
-        && q.core_limit.is_none_or(|l| q.used_cores + cores <= l)
+    q.fits(mem, cores)
 }
 
 /// Evaluates every candidate; unknown names are `node unregistered`.
