@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use hamr_guest::api::{self, Scheduler};
 
 use crate::runtime::ComponentScheduler;
+use crate::serve::engine::HttpEngine;
 
 /// Which engine to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +16,8 @@ pub enum EngineKind {
     Native,
     /// The WebAssembly component in wasmtime: the one embedded in the binary, or a file.
     Component(Option<PathBuf>),
+    /// A `hamr serve` on loopback around the given engine, driven over HTTP.
+    Http(Box<EngineKind>),
 }
 
 impl EngineKind {
@@ -23,6 +26,7 @@ impl EngineKind {
         match self {
             EngineKind::Native => "native",
             EngineKind::Component(_) => "component",
+            EngineKind::Http(_) => "http",
         }
     }
 
@@ -33,6 +37,10 @@ impl EngineKind {
             EngineKind::Component(path) => ComponentScheduler::load(path.as_deref())
                 .map(|c| Engine::Component(Box::new(c)))
                 .map_err(|e| EngineFault(format!("cannot load the component: {e:#}"))),
+            EngineKind::Http(inner) => {
+                let inner = inner.start()?;
+                HttpEngine::start(inner).map(|h| Engine::Http(Box::new(h)))
+            }
         }
     }
 }
@@ -53,6 +61,7 @@ impl EngineFault {
 pub enum Engine {
     Native(Box<hamr_guest::Engine>),
     Component(Box<ComponentScheduler>),
+    Http(Box<HttpEngine>),
 }
 
 /// Calls the same [`Scheduler`] method on whichever engine this is.
@@ -63,6 +72,7 @@ macro_rules! dispatch {
             Engine::Component(c) => {
                 Scheduler::$method(c.as_mut(), $($arg),*).map_err(EngineFault::from_display)
             }
+            Engine::Http(h) => Scheduler::$method(h.as_mut(), $($arg),*),
         }
     };
 }

@@ -150,3 +150,95 @@ fn merge(into: &mut api::Pairs, from: &api::Pairs) {
         }
     }
 }
+
+/// The Kubernetes pod for a contract record: the inverse of [`pod`] on every field the
+/// record carries (the HTTP conformance engine sends scenario pods over the wire with it).
+pub fn to_pod(p: &api::Pod) -> Pod {
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, EnvVar, PodSpec, PodStatus,
+        ResourceRequirements, SecurityContext,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    let map = |pairs: &api::Pairs| -> Option<BTreeMap<String, String>> {
+        (!pairs.is_empty()).then(|| pairs.iter().cloned().collect())
+    };
+    let qmap = |pairs: &api::Pairs| -> Option<BTreeMap<String, Quantity>> {
+        (!pairs.is_empty()).then(|| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                .collect()
+        })
+    };
+    let container = |c: &api::Container| Container {
+        name: c.name.clone(),
+        resources: (!c.limits.is_empty() || !c.requests.is_empty()).then(|| ResourceRequirements {
+            limits: qmap(&c.limits),
+            requests: qmap(&c.requests),
+            ..Default::default()
+        }),
+        security_context: c.privileged.then(|| SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        }),
+        env: (!c.env_names.is_empty()).then(|| {
+            c.env_names
+                .iter()
+                .map(|n| EnvVar {
+                    name: n.clone(),
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        ..Default::default()
+    };
+    let phase = match p.phase {
+        api::PodPhase::Pending => "Pending",
+        api::PodPhase::Running => "Running",
+        api::PodPhase::Succeeded => "Succeeded",
+        api::PodPhase::Failed => "Failed",
+        api::PodPhase::Unknown => "Unknown",
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(p.name.clone()),
+            namespace: Some(p.namespace.clone()),
+            uid: Some(p.uid.clone()),
+            labels: map(&p.labels),
+            annotations: map(&p.annotations),
+            deletion_timestamp: p
+                .deleting
+                .then_some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            scheduler_name: p.scheduler_name.clone(),
+            node_name: p.node_name.clone(),
+            runtime_class_name: p.runtime_class_name.clone(),
+            init_containers: (!p.init_containers.is_empty())
+                .then(|| p.init_containers.iter().map(container).collect()),
+            containers: p.containers.iter().map(container).collect(),
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some(phase.to_string()),
+            init_container_statuses: (!p.init_container_statuses.is_empty()).then(|| {
+                p.init_container_statuses
+                    .iter()
+                    .map(|s| ContainerStatus {
+                        name: s.name.clone(),
+                        state: s.terminated_exit_code.map(|code| ContainerState {
+                            terminated: Some(ContainerStateTerminated {
+                                exit_code: code,
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        }),
+    }
+}

@@ -9,11 +9,13 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod deploy;
 pub mod engine;
 pub mod explain;
 pub mod input;
 pub mod k8s;
 pub mod place;
 pub mod runtime;
+pub mod serve;
 pub mod simulate;
 pub mod table;

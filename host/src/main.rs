@@ -35,6 +35,89 @@ enum Command {
     Explain(ExplainArgs),
     /// Run scenario files through the engines; print one line per scenario and engine.
     Conformance(ConformanceArgs),
+    /// Serve kube-scheduler's extender, the admission webhook and metrics, fed by the cluster
+    /// (or by a cluster file with --snapshot).
+    Serve(ServeArgs),
+    /// Print a scheduler's configuration stanza, generated from the guest's managed resources.
+    Config(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address of the extender and webhook listener.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "HAMR_LISTEN")]
+    listen: std::net::SocketAddr,
+    /// A second, plain-HTTP listener for /metrics, /healthz and /readyz ("" for none).
+    #[arg(long, default_value = "0.0.0.0:9395", env = "HAMR_METRICS_LISTEN")]
+    metrics_listen: String,
+    /// An extra plain-HTTP listener with every route (for Volcano's extender plugin, which
+    /// cannot speak TLS, or a kube-scheduler on loopback).
+    #[arg(long, value_name = "ADDR")]
+    plain_listen: Option<std::net::SocketAddr>,
+    /// TLS certificate chain (PEM) for the main listener; with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Scheduler configuration (YAML or JSON; the keys of hamr's config file).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineOpts,
+    /// Feed the caches from a cluster file (the `simulate` format) instead of an API server;
+    /// patches, bindings and events go to memory and the log.
+    #[arg(long, value_name = "FILE")]
+    snapshot: Option<PathBuf>,
+    /// Release an allocation assumed at /filter that is not bound within this many seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    bind_timeout: u64,
+    /// How long /filter waits for the caches' first sync before answering with an error.
+    #[arg(long, default_value_t = 25, value_name = "SECONDS")]
+    sync_wait: u64,
+    /// Largest request body accepted (bytes); larger ones get HTTP 400.
+    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
+    max_body_bytes: usize,
+    /// Event source and scheduler name in logs.
+    #[arg(long, default_value = "hamr-scheduler")]
+    scheduler_name: String,
+    /// Elect a leader on a coordination.k8s.io Lease; only the leader decides.
+    #[arg(long)]
+    leader_elect: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "hamr-scheduler")]
+    lease_name: String,
+    /// The Lease's namespace (the pod's namespace in a Deployment).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease (the pod name in a Deployment).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Which scheduler's stanza.
+    #[arg(value_enum)]
+    target: ConfigTarget,
+    /// Scheduler configuration (its device resource names decide the managed resources).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where kube-scheduler or Volcano reach `hamr serve`.
+    #[arg(long, default_value = "https://hamr-scheduler.kube-system.svc:443")]
+    url: String,
+    #[command(flatten)]
+    engine: EngineOpts,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ConfigTarget {
+    /// A KubeSchedulerConfiguration with the extender stanza.
+    KubeScheduler,
+    /// A volcano-scheduler.conf using the extender plugin.
+    Volcano,
+    /// The MutatingWebhookConfiguration, scoped to device pods.
+    Webhook,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,6 +130,8 @@ enum EngineArg {
 enum EnginesArg {
     Native,
     Component,
+    /// A `hamr serve` on loopback (around the component), driven over HTTP.
+    Http,
     All,
 }
 
@@ -178,7 +263,97 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Simulate(a) => simulate(a),
         Command::Explain(a) => explain(a),
         Command::Conformance(a) => run_conformance(a),
+        Command::Serve(a) => serve(a),
+        Command::Config(a) => print_config(a),
     }
+}
+
+fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let metrics_listen = match a.metrics_listen.trim() {
+        "" => None,
+        text => Some(
+            text.parse()
+                .with_context(|| format!("--metrics-listen {text:?} is not an address"))?,
+        ),
+    };
+    let identity = match a.identity {
+        Some(i) => i,
+        None => {
+            std::env::var("HOSTNAME").unwrap_or_else(|_| format!("hamr-{}", std::process::id()))
+        }
+    };
+    let options = hamr::serve::Options {
+        listen: a.listen,
+        metrics_listen,
+        plain_listen: a.plain_listen,
+        tls: a.tls_cert.zip(a.tls_key),
+        config: config_text(a.config.as_deref())?,
+        engine: a.engine.kind(),
+        snapshot: a.snapshot,
+        settings: hamr::serve::Settings {
+            bind_timeout: std::time::Duration::from_secs(a.bind_timeout),
+            sync_wait: std::time::Duration::from_secs(a.sync_wait),
+            max_body_bytes: a.max_body_bytes,
+            component: a.scheduler_name,
+        },
+        election: a
+            .leader_elect
+            .then_some((a.lease_namespace, a.lease_name, identity)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(hamr::serve::run(options)).map_err(|e| {
+        anyhow!(Failure {
+            code: 1,
+            message: format!("{e:#}")
+        })
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_config(a: ConfigArgs) -> Result<ExitCode> {
+    use hamr_guest::api::Scheduler;
+    let mut engine = a.engine.kind().start().map_err(|e| {
+        anyhow!(Failure {
+            code: 1,
+            message: e.to_string()
+        })
+    })?;
+    let config = config_text(a.config.as_deref())?;
+    engine
+        .configure(&config)
+        .map_err(|e| {
+            anyhow!(Failure {
+                code: 1,
+                message: e.to_string()
+            })
+        })?
+        .map_err(|e| anyhow!("scheduler configuration: {e}"))?;
+    let resources = engine.managed_resources().map_err(|e| {
+        anyhow!(Failure {
+            code: 1,
+            message: e.to_string()
+        })
+    })?;
+    let text = match a.target {
+        ConfigTarget::KubeScheduler => {
+            let name = serde_json::from_str::<serde_json::Value>(&config)
+                .ok()
+                .and_then(|v| {
+                    v.get("schedulerName")
+                        .and_then(|n| n.as_str())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "hamr-scheduler".to_string());
+            hamr::deploy::kube_scheduler(&a.url, &name, &resources)
+        }
+        ConfigTarget::Volcano => hamr::deploy::volcano(&a.url, &resources),
+        ConfigTarget::Webhook => hamr::deploy::webhook("kube-system", "hamr-scheduler", &resources),
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The config file as JSON text for `configure`; `{}` without one.
@@ -327,7 +502,12 @@ fn run_conformance(a: ConformanceArgs) -> Result<ExitCode> {
     let engines = match a.engine {
         EnginesArg::Native => vec![EngineKind::Native],
         EnginesArg::Component => vec![component],
-        EnginesArg::All => vec![EngineKind::Native, component],
+        EnginesArg::Http => vec![EngineKind::Http(Box::new(component))],
+        EnginesArg::All => vec![
+            EngineKind::Native,
+            component.clone(),
+            EngineKind::Http(Box::new(component)),
+        ],
     };
     let files = conformance::find(&a.paths)?;
     let mut out = std::io::stdout().lock();

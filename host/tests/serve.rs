@@ -1,0 +1,628 @@
+//! `hamr serve` over real loopback HTTP, fed from the example cluster (the `--snapshot` path):
+//! the extender verbs and the webhook with upstream wire shapes, events, release of unbound
+//! reservations, bad input, and many concurrent pods never over-committing a card.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use hamr::engine::{Engine, EngineKind};
+use hamr::serve::backend::{Backend, EventType, MemoryBackend};
+use hamr::serve::engine::{HttpEngine, post};
+use hamr::serve::{Server, Settings};
+use hamr_guest::api::{self, Scheduler};
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A server on loopback (native engine) holding the example cluster.
+fn example_server(settings: Settings) -> (HttpEngine, Arc<Server>) {
+    let objects = hamr::input::read_objects(&root().join("examples/cluster.yaml"), None).unwrap();
+    let mut engine = EngineKind::Native.start().unwrap();
+    engine.configure("{}").unwrap().unwrap();
+    let h = HttpEngine::start(engine).unwrap();
+    let server = h.server().clone();
+    let mut deltas = Vec::new();
+    deltas.extend(objects.nodes.iter().cloned().map(api::Delta::NodeUpsert));
+    deltas.extend(objects.pods.iter().cloned().map(api::Delta::PodUpsert));
+    deltas.extend(objects.quotas.iter().cloned().map(api::Delta::QuotaUpsert));
+    let mut h = h;
+    h.apply(&deltas).unwrap();
+    let _ = settings;
+    (h, server)
+}
+
+fn memory(server: &Server) -> &MemoryBackend {
+    match &server.backend {
+        Backend::Memory(m) => m,
+        Backend::Kube(_) => panic!("not in memory"),
+    }
+}
+
+fn call(h: &HttpEngine, path: &str, body: &Value) -> (u16, Value) {
+    let (status, body) = post(h.addr(), path, body.to_string().as_bytes()).unwrap();
+    let value = serde_json::from_slice(&body)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&body).to_string()));
+    (status, value)
+}
+
+fn gpu_pod(name: &str, mem: &str, cores: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+        "spec": {"schedulerName": "hamr-scheduler", "containers": [{"name": "c", "image": "cuda",
+            "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": mem, "nvidia.com/gpucores": cores}}}]}
+    })
+}
+
+const NODES: [&str; 4] = ["gpu-a100-1", "gpu-h100-1", "gpu-v100-1", "cpu-1"];
+
+#[test]
+fn filter_then_bind_follows_hami() {
+    let (h, server) = example_server(Settings::default());
+    let (status, answer) = call(
+        &h,
+        "/filter",
+        &json!({"Pod": gpu_pod("share", "10240", "30"), "Nodes": null, "NodeNames": NODES}),
+    );
+    assert_eq!(status, 200);
+    // The seed pod's placement (examples/pods/README.md): gpu-a100-1, card 3.
+    assert_eq!(
+        answer,
+        json!({"NodeNames": ["gpu-a100-1"],
+               "FailedNodes": {},
+               "FailedAndUnresolvableNodes": {"cpu-1": "node unregistered"},
+               "Error": ""})
+    );
+    let pod = memory(&server).pod("default", "share").unwrap();
+    let annotation = |k: &str| {
+        pod.annotations
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        annotation("hami.io/vgpu-node").as_deref(),
+        Some("gpu-a100-1")
+    );
+    assert_eq!(
+        annotation("hami.io/vgpu-devices-to-allocate").as_deref(),
+        Some("GPU-83eeeee7-68b8-1c8d-a1f7-3c12a3140947,NVIDIA,10240,30:;")
+    );
+    assert_eq!(server.pending().len(), 1);
+
+    // Bind, with lower-case keys as Go would accept them.
+    let (status, answer) = call(
+        &h,
+        "/bind",
+        &json!({"podName": "share", "podNamespace": "default", "podUID": "uid-share", "node": "gpu-a100-1"}),
+    );
+    assert_eq!((status, answer), (200, json!({"Error": ""})));
+    let pod = memory(&server).pod("default", "share").unwrap();
+    assert_eq!(pod.node_name.as_deref(), Some("gpu-a100-1"));
+    assert!(
+        pod.annotations
+            .contains(&("hami.io/bind-phase".into(), "allocating".into()))
+    );
+    assert!(
+        pod.annotations
+            .iter()
+            .any(|(k, _)| k == "hami.io/bind-time")
+    );
+    assert!(server.pending().is_empty());
+    let events = memory(&server).events();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.reason, last.kind, last.message.as_str()),
+        (
+            "BindingSucceed",
+            EventType::Normal,
+            "Successfully binding node [gpu-a100-1] to default/share"
+        )
+    );
+
+    // A second bind of the same pod fails: an Error, a BindingFailed event, and the
+    // allocation is released.
+    let (status, answer) = call(
+        &h,
+        "/bind",
+        &json!({"PodName": "share", "PodNamespace": "default", "PodUID": "uid-share", "Node": "gpu-h100-1"}),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        answer["Error"]
+            .as_str()
+            .unwrap()
+            .contains("already assigned to node \"gpu-a100-1\""),
+        "{answer}"
+    );
+    assert_eq!(
+        memory(&server).events().last().unwrap().reason,
+        "ReservationReleased"
+    );
+}
+
+#[test]
+fn a_pod_that_fits_nowhere_gets_reasons_and_one_event() {
+    let (h, server) = example_server(Settings::default());
+    let (status, answer) = call(
+        &h,
+        "/filter",
+        &json!({"Pod": gpu_pod("huge", "200000", "10"), "NodeNames": NODES}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(answer["NodeNames"], json!([]));
+    assert_eq!(answer["Error"], "");
+    assert_eq!(
+        answer["FailedNodes"]["gpu-a100-1"],
+        "4/4 CardInsufficientMemory"
+    );
+    assert_eq!(
+        answer["FailedNodes"]["gpu-v100-1"],
+        "1/4 CardNotHealth, 3/4 CardInsufficientMemory"
+    );
+    assert_eq!(
+        answer["FailedAndUnresolvableNodes"]["cpu-1"],
+        "node unregistered"
+    );
+    let events = memory(&server).events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].reason, "FilteringFailed");
+    assert_eq!(events[0].kind, EventType::Warning);
+    assert_eq!(
+        events[0].message,
+        "no available node, 4 nodes do not meet; \
+         3 nodes CardInsufficientMemory(gpu-a100-1,gpu-h100-1,gpu-v100-1); \
+         1 nodes CardNotHealth(gpu-v100-1); 1 nodes node unregistered(cpu-1)"
+    );
+    assert!(server.pending().is_empty());
+}
+
+#[test]
+fn unbound_reservations_expire_and_deleted_pods_release() {
+    let objects = hamr::input::read_objects(&root().join("examples/cluster.yaml"), None).unwrap();
+    let mut engine = EngineKind::Native.start().unwrap();
+    engine.configure("{}").unwrap().unwrap();
+    let server = Arc::new(Server::new(
+        engine,
+        Backend::Memory(MemoryBackend::default()),
+        Settings {
+            bind_timeout: Duration::ZERO,
+            ..Settings::default()
+        },
+        true,
+    ));
+    let mut deltas = Vec::new();
+    deltas.extend(objects.nodes.iter().cloned().map(api::Delta::NodeUpsert));
+    deltas.extend(objects.pods.iter().cloned().map(api::Delta::PodUpsert));
+    server.apply_now(&deltas);
+    server.set_synced();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let used = |server: &Server| -> u64 {
+        server
+            .with_engine_now(|e| e.usage(&["gpu-a100-1".to_string()], 0))
+            .unwrap()[0]
+            .cards
+            .iter()
+            .map(|c| c.used_memory_mib)
+            .sum()
+    };
+    let before = used(&server);
+    rt.block_on(async {
+        let args = hamr::serve::wire::ExtenderArgs::parse(
+            json!({"Pod": gpu_pod("late", "10240", "30"), "NodeNames": NODES})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        let r = server.filter(args).await;
+        assert_eq!(
+            r.node_names.as_deref(),
+            Some(&["gpu-a100-1".to_string()][..])
+        );
+        assert_eq!(used(&server), before + 10240);
+        assert_eq!(server.expire().await, 1);
+    });
+    // Released: the guest gave the memory back and the decision is off the pod.
+    assert_eq!(used(&server), before);
+    let pod = memory(&server).pod("default", "late").unwrap();
+    assert!(
+        !pod.annotations
+            .iter()
+            .any(|(k, _)| k.starts_with("hami.io/vgpu")),
+        "{:?}",
+        pod.annotations
+    );
+    let event = memory(&server).events().pop().unwrap();
+    assert_eq!(event.reason, "ReservationReleased");
+    assert_eq!(
+        event.message,
+        "released the devices assumed on node gpu-a100-1: not bound within 0s"
+    );
+    assert!(
+        server
+            .metrics
+            .encode()
+            .contains("hamr_reservations_released_total{cause=\"timeout\"} 1")
+    );
+
+    // Deleted before binding.
+    rt.block_on(async {
+        let args = hamr::serve::wire::ExtenderArgs::parse(
+            json!({"Pod": gpu_pod("gone", "10240", "30"), "NodeNames": NODES})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        server.filter(args).await;
+        assert_eq!(used(&server), before + 10240);
+        let pod = memory(&server).pod("default", "gone").unwrap();
+        server.pod_changed(pod, true).await;
+    });
+    assert_eq!(used(&server), before);
+    assert!(server.pending().is_empty());
+    assert!(
+        server
+            .metrics
+            .encode()
+            .contains("hamr_reservations_released_total{cause=\"deleted\"} 1")
+    );
+}
+
+#[test]
+fn prioritize_scales_scores_to_ten() {
+    let (h, _server) = example_server(Settings::default());
+    let (status, answer) = call(
+        &h,
+        "/prioritize",
+        &json!({"Pod": gpu_pod("p", "1024", "10"), "NodeNames": ["gpu-a100-1", "gpu-v100-1"]}),
+    );
+    assert_eq!(status, 200);
+    let list = answer.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    for item in list {
+        assert_eq!(item.as_object().unwrap().len(), 2, "{item}");
+        let score = item["Score"].as_i64().unwrap();
+        assert!((0..=10).contains(&score), "{item}");
+    }
+    assert_eq!(list[0]["Host"], "gpu-a100-1");
+}
+
+#[test]
+fn webhook_mutates_device_pods_and_denies_bad_ones() {
+    let (h, _server) = example_server(Settings::default());
+    let review = |object: Value| {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+               "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                           "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                           "resource": {"group": "", "version": "v1", "resource": "pods"},
+                           "operation": "CREATE", "namespace": "default", "object": object}})
+    };
+    let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}});
+    let (status, answer) = call(&h, "/webhook", &review(pod));
+    assert_eq!(status, 200);
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(
+        answer["response"]["uid"],
+        "705ab4f5-6393-11e8-b7cc-42010a800002"
+    );
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    let patch: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(answer["response"]["patch"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        patch.as_array().unwrap().contains(
+            &json!({"op": "add", "path": "/spec/schedulerName", "value": "hamr-scheduler"})
+        ),
+        "{patch}"
+    );
+
+    // A pod asking for no device is left alone.
+    let plain = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c"}]}});
+    let (_, answer) = call(&h, "/webhook", &review(plain));
+    assert_eq!(
+        answer["response"],
+        json!({"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": true})
+    );
+
+    // A privileged device pod is denied with a message.
+    let privileged = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "c", "securityContext": {"privileged": true},
+         "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}});
+    let (_, answer) = call(&h, "/webhook", &review(privileged));
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(answer["response"]["status"]["code"], 403);
+    assert!(
+        !answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn bad_input_gets_400_and_the_server_keeps_serving() {
+    let (h, _server) = example_server(Settings::default());
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "/filter",
+            br#"{"Pod": {"metadata": {"name": "p"}}, "NodeNames": ["#.to_vec(),
+            "not JSON",
+        ),
+        (
+            "/filter",
+            br#"{"NodeNames": []}"#.to_vec(),
+            "field Pod is missing",
+        ),
+        (
+            "/filter",
+            br#"{"Pod": {"spec": {"containers": 1}}, "NodeNames": []}"#.to_vec(),
+            "Pod.spec.containers",
+        ),
+        (
+            "/bind",
+            br#"{"PodName": "p"}"#.to_vec(),
+            "field PodNamespace is missing",
+        ),
+        ("/webhook", br#"{"request": {}}"#.to_vec(), "request.uid"),
+        ("/filter", vec![b' '; 10 << 20], "larger than"),
+    ];
+    for (path, body, want) in cases {
+        let (status, answer) = post(h.addr(), path, &body).unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains(want), "{path}: {text}");
+    }
+    // Unknown nodes and a pod with no containers are verdicts, not errors.
+    let (status, answer) = call(
+        &h,
+        "/filter",
+        &json!({"Pod": gpu_pod("p", "1024", "10"), "NodeNames": ["no-such-node"]}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["FailedAndUnresolvableNodes"]["no-such-node"],
+        "node unregistered"
+    );
+    let (status, answer) = call(
+        &h,
+        "/filter",
+        &json!({"Pod": {"metadata": {"name": "empty"}, "spec": {"containers": []}}, "NodeNames": ["gpu-a100-1"]}),
+    );
+    assert_eq!(
+        (status, &answer["NodeNames"]),
+        (200, &json!(["gpu-a100-1"]))
+    );
+    // Still serving.
+    let (status, _) = call(
+        &h,
+        "/filter",
+        &json!({"Pod": gpu_pod("ok", "1024", "10"), "NodeNames": NODES}),
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn metrics_and_readiness() {
+    let (h, server) = example_server(Settings::default());
+    call(
+        &h,
+        "/filter",
+        &json!({"Pod": gpu_pod("m", "1024", "10"), "NodeNames": NODES}),
+    );
+    let text = server.metrics.encode();
+    assert!(
+        text.contains("hamr_filter_duration_seconds_count{result=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hamr_decisions_total{result=\"placed\",reason=\"\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("hamr_reservations_pending 1"), "{text}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = rt.block_on(server.metrics_text());
+    assert!(
+        text.contains("hami_gpu_memory_limit_bytes{zone=\"vGPU\",node=\"gpu-a100-1\",device_uuid=\"GPU-d4cce389-fd14-aca7-7c50-f995f0424fa0\",device_index=\"0\",device_type=\"NVIDIA A100-SXM4-80GB\"} 85899345920"),
+        "{text}"
+    );
+    server.set_leader(false);
+    let (status, answer) = call(
+        &h,
+        "/filter",
+        &json!({"Pod": gpu_pod("f", "1024", "10"), "NodeNames": NODES}),
+    );
+    assert_eq!(status, 200);
+    assert!(answer["Error"].as_str().unwrap().contains("not the leader"));
+}
+
+/// 100 nodes × 8 cards of 16 GiB, 10 slots each; 1,000 pods of 6 GiB filtered and bound from
+/// 16 threads at once. Each card holds at most 2 such pods by memory, so 1,600 fit in total by
+/// memory but the scheduler must never put a third on a card.
+#[test]
+fn concurrent_pods_never_overcommit_a_card() {
+    let mut engine = EngineKind::Native.start().unwrap();
+    engine.configure("{}").unwrap().unwrap();
+    let h = HttpEngine::start(engine).unwrap();
+    let server = h.server().clone();
+    let mut deltas = Vec::new();
+    let mut names = Vec::new();
+    for n in 0..100 {
+        let cards: Vec<Value> = (0..8)
+            .map(|i| json!({"id": format!("GPU-{n}-{i}"), "index": i, "count": 10, "devmem": 16384,
+                "devcore": 100, "type": "NVIDIA A10", "numa": 0, "mode": "hami-core", "health": true}))
+            .collect();
+        let name = format!("node-{n:03}");
+        names.push(name.clone());
+        deltas.push(api::Delta::NodeUpsert(api::Node {
+            name,
+            labels: vec![],
+            annotations: vec![
+                (
+                    "hami.io/node-nvidia-register".into(),
+                    Value::Array(cards).to_string(),
+                ),
+                (
+                    "hami.io/node-handshake".into(),
+                    "Requesting_2026-11-28 11:59:41".into(),
+                ),
+            ],
+            allocatable: vec![("nvidia.com/gpu".into(), "80".into())],
+            capacity: vec![("nvidia.com/gpu".into(), "80".into())],
+        }));
+    }
+    server.apply_now(&deltas);
+    let addr = h.addr();
+    let names = Arc::new(names);
+    let outcomes: Vec<(bool, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|t| {
+                let names = names.clone();
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for i in (t..1000).step_by(16) {
+                        let name = format!("w-{i}");
+                        let body =
+                            json!({"Pod": gpu_pod(&name, "6144", "10"), "NodeNames": *names});
+                        let (status, answer) =
+                            post(addr, "/filter", body.to_string().as_bytes()).unwrap();
+                        assert_eq!(status, 200);
+                        let answer: Value = serde_json::from_slice(&answer).unwrap();
+                        let Some(node) = answer["NodeNames"].get(0).and_then(Value::as_str) else {
+                            out.push((false, answer["Error"].to_string()));
+                            continue;
+                        };
+                        let bind = json!({"PodName": name, "PodNamespace": "default",
+                            "PodUID": format!("uid-{name}"), "Node": node});
+                        let (status, answer) =
+                            post(addr, "/bind", bind.to_string().as_bytes()).unwrap();
+                        assert_eq!(status, 200);
+                        let answer: Value = serde_json::from_slice(&answer).unwrap();
+                        out.push((answer["Error"] == "", node.to_string()));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(outcomes.len(), 1000);
+    assert!(outcomes.iter().all(|(ok, _)| *ok), "every pod binds");
+    let usage = server.with_engine_now(|e| e.usage(&[], 0)).unwrap();
+    let mut cards = 0;
+    let mut total_used = 0;
+    for node in &usage {
+        for c in &node.cards {
+            cards += 1;
+            total_used += c.used_memory_mib;
+            assert!(
+                c.used_memory_mib <= c.total_memory_mib,
+                "{} card {} over-committed: {} > {}",
+                node.node,
+                c.index,
+                c.used_memory_mib,
+                c.total_memory_mib
+            );
+            assert!(c.used_slots <= c.total_slots);
+        }
+    }
+    assert_eq!(cards, 800);
+    assert_eq!(total_used, 1000 * 6144);
+    // The books agree with the pods as written: every pod bound, with its decision.
+    let bound = outcomes.iter().filter(|(ok, _)| *ok).count();
+    assert_eq!(bound, 1000);
+    let _ = Engine::Native;
+}
+
+#[test]
+fn volcano_verbs_use_volcanos_shapes() {
+    let (h, server) = example_server(Settings::default());
+    let task = |node: &str| {
+        json!({"UID": "t-1", "Name": "vc", "Namespace": "default", "NodeName": node,
+               "Pod": gpu_pod("vc", "10240", "30"), "Resreq": {"MilliCPU": 0, "Memory": 0}})
+    };
+    // predicate: per (task, node); `status` carries the message, code 0 when it fits.
+    let (status, answer) = call(
+        &h,
+        "/volcano/predicate",
+        &json!({"task": task(""), "node": {"Name": "gpu-a100-1", "Node": {}}}),
+    );
+    assert_eq!((status, answer), (200, json!({"status": "", "code": 0})));
+    let (_, answer) = call(
+        &h,
+        "/volcano/predicate",
+        &json!({"task": task(""), "node": {"Name": "cpu-1"}}),
+    );
+    assert_eq!(answer, json!({"status": "node unregistered", "code": 3}));
+    // prioritize: a batch of nodes.
+    let (_, answer) = call(
+        &h,
+        "/volcano/prioritize",
+        &json!({"task": task(""), "nodes": [{"Name": "gpu-a100-1"}, {"Name": "gpu-h100-1"}]}),
+    );
+    assert_eq!(answer["errorMessage"], "");
+    assert!(
+        answer["nodeScore"]["gpu-a100-1"].as_f64().unwrap() > 0.0,
+        "{answer}"
+    );
+    // allocate on the node Volcano chose: the cards are reserved and the decision written.
+    let (_, answer) = call(
+        &h,
+        "/volcano/allocate",
+        &json!({"task": task("gpu-h100-1")}),
+    );
+    assert_eq!(answer, json!({"errorMessage": ""}));
+    let pod = memory(&server).pod("default", "vc").unwrap();
+    assert!(
+        pod.annotations
+            .contains(&("hami.io/vgpu-node".into(), "gpu-h100-1".into())),
+        "{:?}",
+        pod.annotations
+    );
+    assert_eq!(server.pending().len(), 1);
+    // deallocate gives it back.
+    let (_, answer) = call(
+        &h,
+        "/volcano/deallocate",
+        &json!({"task": task("gpu-h100-1")}),
+    );
+    assert_eq!(answer, json!({"errorMessage": ""}));
+    assert!(server.pending().is_empty());
+    let pod = memory(&server).pod("default", "vc").unwrap();
+    assert!(
+        !pod.annotations
+            .iter()
+            .any(|(k, _)| k == "hami.io/vgpu-node")
+    );
+    // Session hooks answer 200; bad bodies 400.
+    let (status, _) = call(
+        &h,
+        "/volcano/onSessionOpen",
+        &json!({"Jobs": {}, "Nodes": {}}),
+    );
+    assert_eq!(status, 200);
+    let (status, answer) = call(&h, "/volcano/predicate", &json!({"task": task("")}));
+    assert_eq!(status, 400);
+    assert!(
+        answer.as_str().unwrap().contains("field node is missing"),
+        "{answer}"
+    );
+}
