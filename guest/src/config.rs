@@ -124,7 +124,8 @@ pub struct VolcanoConfig {
     /// Requests are in units of this many MiB when sized against MIG slices.
     #[serde(rename = "gpuMemoryFactor")]
     pub gpu_memory_factor: i64,
-    /// MIG geometries per GPU model, for cards registered in `mig` mode.
+    /// MIG geometries per GPU model, for cards registered in `mig` mode; a configured list
+    /// replaces the defaults (A30, A100 40 GB, A100 80 GB) as a whole.
     pub known_mig_geometries: Vec<MigGeometries>,
 }
 
@@ -137,9 +138,55 @@ impl Default for VolcanoConfig {
             resource_core_name: "volcano.sh/vgpu-cores".to_string(),
             schedule_policy: String::new(),
             gpu_memory_factor: 1,
-            known_mig_geometries: Vec::new(),
+            known_mig_geometries: default_mig_geometries(),
         }
     }
+}
+
+/// The chart's geometries (spec interfaces.md §3.7): A30, A100 40 GB and A100 80 GB. Slice
+/// sizes of the A100 80 GB are the chart's; those of the A30 and A100 40 GB are the design
+/// doc's round numbers.
+fn default_mig_geometries() -> Vec<MigGeometries> {
+    let group = |name: &str, geometries: &[(&str, i64, i64)]| MigGroup {
+        group: name.to_string(),
+        geometries: geometries
+            .iter()
+            .map(|(n, memory, count)| MigInstance {
+                name: n.to_string(),
+                memory: *memory,
+                count: *count,
+            })
+            .collect(),
+    };
+    let models = |m: &[&str]| m.iter().map(|s| s.to_string()).collect();
+    vec![
+        MigGeometries {
+            models: models(&["A30"]),
+            allowed_geometries: vec![
+                group("group1", &[("1g.6gb", 6144, 4)]),
+                group("group2", &[("2g.12gb", 12288, 2)]),
+                group("group3", &[("4g.24gb", 24576, 1)]),
+            ],
+        },
+        MigGeometries {
+            models: models(&["A100-SXM4-40GB", "A100-40GB-PCIe", "A100-PCIE-40GB"]),
+            allowed_geometries: vec![
+                group("group1", &[("1g.5gb", 5120, 7)]),
+                group("group2", &[("2g.10gb", 10240, 3), ("1g.5gb", 5120, 1)]),
+                group("group3", &[("3g.20gb", 20480, 2)]),
+                group("group4", &[("7g.40gb", 40960, 1)]),
+            ],
+        },
+        MigGeometries {
+            models: models(&["A100-SXM4-80GB", "A100-80GB-PCIe", "A100-PCIE-80GB"]),
+            allowed_geometries: vec![
+                group("group1", &[("1g.10gb", 9728, 7)]),
+                group("group2", &[("2g.20gb", 19968, 3), ("1g.10gb", 9728, 1)]),
+                group("group3", &[("3g.40gb", 40192, 2)]),
+                group("group4", &[("7g.80gb", 80896, 1)]),
+            ],
+        },
+    ]
 }
 
 /// One entry of `knownMigGeometries`: the models it applies to and their geometry groups.

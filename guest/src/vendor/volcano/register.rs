@@ -103,6 +103,7 @@ pub fn live(node: &Node, config: &VolcanoConfig) -> bool {
         &config.resource_memory_name,
     ]
     .into_iter()
+    .filter(|name| !name.is_empty())
     .all(|name| {
         lookup(&node.allocatable, name)
             .and_then(|v| quantity::parse_integer(v).ok())

@@ -367,3 +367,15 @@ fn a_decision_writes_volcanos_keys_only_and_reads_back_as_usage() {
     assert_eq!(usage[0].cards[0].used_memory_mib, 3000);
     assert_eq!(usage[0].cards[0].used_slots, 1);
 }
+
+#[test]
+fn default_geometries_are_the_charts_three_models() {
+    let cfg = Config::default().volcano;
+    let groups = cfg
+        .geometries_for("NVIDIA-NVIDIA A100-SXM4-80GB")
+        .expect("A100 80GB is known");
+    let sizes: Vec<i64> = groups.iter().map(|g| g.geometries[0].memory).collect();
+    assert_eq!(sizes, vec![9728, 19968, 40192, 80896]);
+    assert!(cfg.geometries_for("NVIDIA-NVIDIA A30").is_some());
+    assert!(cfg.geometries_for("NVIDIA-NVIDIA L4").is_none());
+}
