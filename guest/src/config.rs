@@ -28,6 +28,9 @@ pub struct Config {
     pub gpu_scheduler_policy: String,
     /// The NVIDIA section of HAMi's device config.
     pub nvidia: NvidiaConfig,
+    /// Volcano's vGPU protocol (`volcano.sh/*`): the deviceshare plugin's arguments and the
+    /// `nvidia:` section of `volcano-vgpu-device-config`.
+    pub volcano: VolcanoConfig,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             node_scheduler_policy: "binpack".to_string(),
             gpu_scheduler_policy: "spread".to_string(),
             nvidia: NvidiaConfig::default(),
+            volcano: VolcanoConfig::default(),
         }
     }
 }
@@ -90,6 +94,127 @@ impl Default for NvidiaConfig {
             runtime_class_name: String::new(),
         }
     }
+}
+
+/// Volcano's vGPU settings (spec interfaces.md §3.4–3.7).
+///
+/// ```yaml
+/// volcano:
+///   schedulePolicy: binpack          # deviceshare.SchedulePolicy: binpack | spread | "" (none)
+///   gpuMemoryFactor: 1
+///   knownMigGeometries:
+///   - models: ["A100-SXM4-40GB", "A100-PCIE-40GB"]
+///     allowedGeometries:
+///     - group: group1
+///       geometries: [{name: 1g.5gb, memory: 5120, count: 7}]
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct VolcanoConfig {
+    /// Number of vGPUs per container.
+    pub resource_count_name: String,
+    /// MiB per vGPU.
+    pub resource_memory_name: String,
+    /// Percent of each card's memory (101 = unset).
+    pub resource_memory_percentage_name: String,
+    /// Percent of each card's SMs.
+    pub resource_core_name: String,
+    /// Card order and device score: `binpack`, `spread`, or empty for neither.
+    pub schedule_policy: String,
+    /// Requests are in units of this many MiB when sized against MIG slices.
+    #[serde(rename = "gpuMemoryFactor")]
+    pub gpu_memory_factor: i64,
+    /// MIG geometries per GPU model, for cards registered in `mig` mode; a configured list
+    /// replaces the defaults (A30, A100 40 GB, A100 80 GB) as a whole.
+    pub known_mig_geometries: Vec<MigGeometries>,
+}
+
+impl Default for VolcanoConfig {
+    fn default() -> Self {
+        VolcanoConfig {
+            resource_count_name: "volcano.sh/vgpu-number".to_string(),
+            resource_memory_name: "volcano.sh/vgpu-memory".to_string(),
+            resource_memory_percentage_name: "volcano.sh/vgpu-memory-percentage".to_string(),
+            resource_core_name: "volcano.sh/vgpu-cores".to_string(),
+            schedule_policy: String::new(),
+            gpu_memory_factor: 1,
+            known_mig_geometries: default_mig_geometries(),
+        }
+    }
+}
+
+/// The chart's geometries (spec interfaces.md §3.7): A30, A100 40 GB and A100 80 GB. Slice
+/// sizes of the A100 80 GB are the chart's; those of the A30 and A100 40 GB are the design
+/// doc's round numbers.
+fn default_mig_geometries() -> Vec<MigGeometries> {
+    let group = |name: &str, geometries: &[(&str, i64, i64)]| MigGroup {
+        group: name.to_string(),
+        geometries: geometries
+            .iter()
+            .map(|(n, memory, count)| MigInstance {
+                name: n.to_string(),
+                memory: *memory,
+                count: *count,
+            })
+            .collect(),
+    };
+    let models = |m: &[&str]| m.iter().map(|s| s.to_string()).collect();
+    vec![
+        MigGeometries {
+            models: models(&["A30"]),
+            allowed_geometries: vec![
+                group("group1", &[("1g.6gb", 6144, 4)]),
+                group("group2", &[("2g.12gb", 12288, 2)]),
+                group("group3", &[("4g.24gb", 24576, 1)]),
+            ],
+        },
+        MigGeometries {
+            models: models(&["A100-SXM4-40GB", "A100-40GB-PCIe", "A100-PCIE-40GB"]),
+            allowed_geometries: vec![
+                group("group1", &[("1g.5gb", 5120, 7)]),
+                group("group2", &[("2g.10gb", 10240, 3), ("1g.5gb", 5120, 1)]),
+                group("group3", &[("3g.20gb", 20480, 2)]),
+                group("group4", &[("7g.40gb", 40960, 1)]),
+            ],
+        },
+        MigGeometries {
+            models: models(&["A100-SXM4-80GB", "A100-80GB-PCIe", "A100-PCIE-80GB"]),
+            allowed_geometries: vec![
+                group("group1", &[("1g.10gb", 9728, 7)]),
+                group("group2", &[("2g.20gb", 19968, 3), ("1g.10gb", 9728, 1)]),
+                group("group3", &[("3g.40gb", 40192, 2)]),
+                group("group4", &[("7g.80gb", 80896, 1)]),
+            ],
+        },
+    ]
+}
+
+/// One entry of `knownMigGeometries`: the models it applies to and their geometry groups.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MigGeometries {
+    /// Substrings of the registered card type; the first entry with a match applies.
+    pub models: Vec<String>,
+    /// Whole-GPU partitionings, tried in this order on an unpartitioned card.
+    pub allowed_geometries: Vec<MigGroup>,
+}
+
+/// One way to partition a whole GPU.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigGroup {
+    pub group: String,
+    pub geometries: Vec<MigInstance>,
+}
+
+/// `count` instances of one MIG profile.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigInstance {
+    pub name: String,
+    /// MiB.
+    pub memory: i64,
+    pub count: i64,
 }
 
 impl Config {
@@ -170,7 +295,90 @@ impl Config {
                 "must be default, force or disable",
             );
         }
+        self.volcano.validate()
+    }
+}
+
+impl VolcanoConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        let bad = |field: String, value: String, message: &str| {
+            Err(Invalid::new("config", field, &value, message))
+        };
+        if !matches!(self.schedule_policy.as_str(), "" | "binpack" | "spread") {
+            return bad(
+                "volcano.schedulePolicy".into(),
+                self.schedule_policy.clone(),
+                "must be binpack, spread or empty",
+            );
+        }
+        if self.resource_count_name.is_empty() {
+            return bad(
+                "volcano.resourceCountName".into(),
+                String::new(),
+                "must not be empty",
+            );
+        }
+        if self.gpu_memory_factor < 1 {
+            return bad(
+                "volcano.gpuMemoryFactor".into(),
+                self.gpu_memory_factor.to_string(),
+                "must be at least 1",
+            );
+        }
+        for (i, entry) in self.known_mig_geometries.iter().enumerate() {
+            let at = format!("volcano.knownMigGeometries[{i}]");
+            if entry.models.iter().all(|m| m.is_empty()) {
+                return bad(format!("{at}.models"), String::new(), "needs a model name");
+            }
+            for (g, group) in entry.allowed_geometries.iter().enumerate() {
+                let at = format!("{at}.allowedGeometries[{g}]");
+                // The group name is part of the slice id `UUID[<group>-<position>]`.
+                if group.group.is_empty() || group.group.contains(['-', '[', ']', ',', ':', ';']) {
+                    return bad(
+                        format!("{at}.group"),
+                        group.group.clone(),
+                        "must be non-empty without '-', '[', ']', ',', ':' or ';'",
+                    );
+                }
+                if group.geometries.is_empty() {
+                    return bad(
+                        format!("{at}.geometries"),
+                        String::new(),
+                        "must not be empty",
+                    );
+                }
+                for (k, inst) in group.geometries.iter().enumerate() {
+                    if inst.memory <= 0 || inst.memory > i64::from(i32::MAX) {
+                        return bad(
+                            format!("{at}.geometries[{k}].memory"),
+                            inst.memory.to_string(),
+                            "must be between 1 and 2147483647 MiB",
+                        );
+                    }
+                    if !(1..=64).contains(&inst.count) {
+                        return bad(
+                            format!("{at}.geometries[{k}].count"),
+                            inst.count.to_string(),
+                            "must be between 1 and 64",
+                        );
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The geometry groups for a card type: the first entry with a model that is a
+    /// substring of it.
+    pub fn geometries_for(&self, card_type: &str) -> Option<&[MigGroup]> {
+        self.known_mig_geometries
+            .iter()
+            .find(|e| {
+                e.models
+                    .iter()
+                    .any(|m| !m.is_empty() && card_type.contains(m.as_str()))
+            })
+            .map(|e| e.allowed_geometries.as_slice())
     }
 }
 

@@ -98,6 +98,12 @@ impl Ledger {
                 self.charge_quota(&entry, 1);
             }
         }
+        // Registrations may read the configuration (Volcano's MIG geometries): parse again.
+        let nodes: Vec<Node> = self.nodes.values().map(|e| e.node.clone()).collect();
+        for node in nodes {
+            // A registration that was valid stays valid, and an invalid one keeps its cards.
+            let _ = self.upsert_node(node);
+        }
     }
 
     pub fn clear(&mut self) {
@@ -142,7 +148,7 @@ impl Ledger {
         let mut vendors = BTreeSet::new();
         let mut first_error = None;
         for v in VENDORS {
-            match v.parse_node(&node) {
+            match v.parse_node_configured(&node, &self.config) {
                 Ok(Some(infos)) => {
                     vendors.insert(v.key());
                     cards.extend(infos.into_iter().map(|i| Card::new(v.key(), i)));
@@ -274,7 +280,10 @@ impl Ledger {
                 );
             }
         }
-        let node = pod.annotation(VGPU_NODE).map(str::to_string);
+        let node = VENDORS
+            .iter()
+            .filter(|v| devices.iter().any(|(k, _)| *k == v.key()))
+            .find_map(|v| v.placed_node(pod));
         let (Some(node), false) = (node, devices.is_empty()) else {
             // Not placed (yet). An assumed placement stays until its annotations arrive or it
             // is released; anything else this pod held is gone.

@@ -74,6 +74,9 @@ impl<'a> PodPlan<'a> {
 /// A node that fits: its score and the devices per container position.
 struct NodeFit {
     raw_score: f64,
+    /// The vendors' own node score (0..=100, higher is better), when every vendor the pod
+    /// asks has one (Volcano's deviceshare score); HAMi's node policy otherwise.
+    own_score: Option<u32>,
     devices: Vec<Vec<ContainerDevice>>,
 }
 
@@ -129,7 +132,16 @@ fn evaluate(
         if reqs.is_empty() {
             continue;
         }
-        let chosen = fit_container(plan, entry, &entry.cards, position, reqs, &so_far, explain)?;
+        let chosen = fit_container(
+            ledger,
+            plan,
+            entry,
+            &entry.cards,
+            position,
+            reqs,
+            &so_far,
+            explain,
+        )?;
         so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
         devices[position] = chosen;
     }
@@ -143,7 +155,7 @@ fn evaluate(
     for (k, &position) in app.iter().enumerate() {
         let reqs = &plan.requests[position];
         let view = booked.as_deref().unwrap_or(&entry.cards);
-        let chosen = fit_container(plan, entry, view, position, reqs, &so_far, explain)?;
+        let chosen = fit_container(ledger, plan, entry, view, position, reqs, &so_far, explain)?;
         if k + 1 < app.len() {
             let cards = booked.get_or_insert_with(|| entry.cards.clone());
             for d in &chosen {
@@ -159,11 +171,53 @@ fn evaluate(
         so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
         devices[position] = chosen;
     }
-    Ok(NodeFit { raw_score, devices })
+    let own_score = own_score(ledger, plan, entry, &devices);
+    Ok(NodeFit {
+        raw_score,
+        own_score,
+        devices,
+    })
+}
+
+/// The vendors' own node score: the mean of each requested vendor's score, `None` as soon as
+/// one vendor has none.
+fn own_score(
+    ledger: &Ledger,
+    plan: &PodPlan<'_>,
+    entry: &NodeEntry,
+    devices: &[Vec<ContainerDevice>],
+) -> Option<u32> {
+    let mut keys: Vec<&str> = plan.requests.iter().flatten().map(|r| r.vendor).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut total = 0u32;
+    for key in &keys {
+        let v = vendor::by_key(key)?;
+        let chosen: Vec<&ContainerDevice> = devices
+            .iter()
+            .flatten()
+            .filter(|d| d.vendor == *key)
+            .collect();
+        total += v.node_score(&entry.cards, &chosen, &ledger.config)?;
+    }
+    u32::try_from(keys.len())
+        .ok()
+        .filter(|n| *n > 0)
+        .map(|n| total / n)
+}
+
+impl NodeFit {
+    /// The score reported through the contract: 0..=100, higher is better.
+    fn score(&self, policy: NodePolicy) -> u32 {
+        self.own_score
+            .unwrap_or_else(|| policy.normalise(self.raw_score))
+    }
 }
 
 /// Fits one container's requests (spec §6.3) on `cards`; the caller books the result.
+#[allow(clippy::too_many_arguments)] // the per-call context of one container; bundling it adds a type for one caller
 fn fit_container(
+    ledger: &Ledger,
     plan: &PodPlan<'_>,
     entry: &NodeEntry,
     cards: &[Card],
@@ -186,7 +240,11 @@ fn fit_container(
         let Some(v) = vendor::by_key(r.vendor) else {
             return Err(NodeFail::bare("Device type not found"));
         };
-        let mut order: Vec<usize> = (0..cards.len()).filter(|&i| v.owns(&cards[i])).collect();
+        // A card belongs to the vendor whose registration listed it: a node may register the
+        // same model under two protocols (HAMi's and Volcano's).
+        let mut order: Vec<usize> = (0..cards.len())
+            .filter(|&i| cards[i].vendor == v.key() && v.owns(&cards[i]))
+            .collect();
         order.sort_by(|&a, &b| {
             plan.gpu_policy
                 .compare((&cards[a], scores[a]), (&cards[b], scores[b]))
@@ -208,6 +266,7 @@ fn fit_container(
         };
         let ctx = FitContext {
             pod: plan.pod,
+            config: &ledger.config,
             node: &entry.node,
             policy: &plan.gpu_policy,
             quota: &quota,
@@ -349,15 +408,21 @@ pub fn filter(
     let results = evaluate_all(ledger, &plan, candidates, now);
     let best = results
         .iter()
-        .filter_map(|(n, r)| r.as_ref().ok().map(|f| (n.as_str(), f.raw_score)))
-        .min_by(|a, b| plan.node_policy.better(*a, *b))
+        .filter_map(|(n, r)| r.as_ref().ok().map(|f| (n.as_str(), f)))
+        .min_by(|(na, a), (nb, b)| match (a.own_score, b.own_score) {
+            // A vendor's own score: the higher wins, ties to the name that sorts first.
+            (Some(x), Some(y)) => y.cmp(&x).then_with(|| na.cmp(nb)),
+            _ => plan
+                .node_policy
+                .better((na, a.raw_score), (nb, b.raw_score)),
+        })
         .map(|(n, _)| n.to_string());
     let mut decision = None;
     let mut verdicts = Vec::with_capacity(results.len());
     for (name, result) in results {
         match result {
             Ok(fit) => {
-                verdicts.push(success(&name, plan.node_policy.normalise(fit.raw_score)));
+                verdicts.push(success(&name, fit.score(plan.node_policy)));
                 if best.as_deref() == Some(name.as_str()) {
                     decision = Some(assume(ledger, &plan, &name, fit.devices, now));
                 }
@@ -391,10 +456,15 @@ fn assume(
     now: i64,
 ) -> Decision {
     let pod = plan.pod;
-    let mut annotations = vec![
-        (VGPU_NODE.to_string(), node.to_string()),
-        (VGPU_TIME.to_string(), now.to_string()),
-    ];
+    // HAMi's node and time keys (and the node label) unless only other protocols are used.
+    let hami = VENDORS
+        .iter()
+        .any(|v| v.hami_keys() && plan.requests.iter().flatten().any(|r| r.vendor == v.key()));
+    let mut annotations = Vec::new();
+    if hami {
+        annotations.push((VGPU_NODE.to_string(), node.to_string()));
+        annotations.push((VGPU_TIME.to_string(), now.to_string()));
+    }
     let mut per_vendor = Vec::new();
     let mut grants = Vec::new();
     let models: std::collections::HashMap<&str, &str> = ledger
@@ -431,7 +501,7 @@ fn assume(
                 });
             }
         }
-        annotations.extend(v.annotations(&pd));
+        annotations.extend(v.decision_annotations(pod, node, now, &pd));
         per_vendor.push((v.key(), pd));
     }
     let init_count = pod.init_containers.len();
@@ -454,7 +524,11 @@ fn assume(
     Decision {
         node: node.to_string(),
         annotations,
-        labels: vec![(VGPU_NODE.to_string(), node.to_string())],
+        labels: if hami {
+            vec![(VGPU_NODE.to_string(), node.to_string())]
+        } else {
+            Vec::new()
+        },
         grants,
     }
 }
@@ -479,7 +553,7 @@ pub fn score(
         .into_iter()
         .map(|(node, r)| NodeScore {
             node,
-            score: r.map_or(0, |f| plan.node_policy.normalise(f.raw_score)),
+            score: r.map_or(0, |f| f.score(plan.node_policy)),
         })
         .collect())
 }
@@ -555,7 +629,7 @@ pub fn explain(
             let cell = RefCell::new(Vec::new());
             let verdict = match ledger.nodes.get(name) {
                 Some(entry) => match evaluate(ledger, &plan, entry, now, Some(&cell)) {
-                    Ok(fit) => success(name, plan.node_policy.normalise(fit.raw_score)),
+                    Ok(fit) => success(name, fit.score(plan.node_policy)),
                     Err(fail) => fail.verdict(name),
                 },
                 None => NodeFail::bare(reason::NODE_UNREGISTERED).verdict(name),

@@ -94,6 +94,10 @@ fn every_seed_pod_lands_where_the_examples_readme_says() {
             "examples/pods/spread-pod.yaml",
             vec![on("ml-team/spread-pod", "gpu-v100-1", &[2])],
         ),
+        (
+            "examples/pods/volcano-mig.yaml",
+            vec![on("ml-team/volcano-mig", "vc-a100-1", &[1])],
+        ),
     ];
     for (file, want) in table {
         assert_eq!(placements(file), want, "{file}");
@@ -104,7 +108,7 @@ fn every_seed_pod_lands_where_the_examples_readme_says() {
 fn the_readme_command_places_the_whole_folder() {
     let report = simulate("examples/pods");
     let pods = report["pods"].as_array().expect("a pod list");
-    assert_eq!(pods.len(), 9, "every pod of every file");
+    assert_eq!(pods.len(), 10, "every pod of every file");
     let refused: Vec<&str> = pods
         .iter()
         .filter(|p| p["node"].is_null())
@@ -115,4 +119,17 @@ fn the_readme_command_places_the_whole_folder() {
         vec!["research/train-b"],
         "only the quota example is refused"
     );
+}
+
+#[test]
+fn the_volcano_seed_pod_is_charged_its_mig_slice() {
+    let report = simulate("examples/pods/volcano-mig.yaml");
+    let grant = &report["pods"][0]["cards"][0];
+    assert_eq!(grant["vendor"], "VOLCANO", "{grant}");
+    assert_eq!(
+        grant["uuid"], "GPU-b81f2d64-3c7a-4e19-8d05-6f2a9c1e7b41",
+        "{grant}"
+    );
+    // A 2g.10gb slice, not the 8000 MiB asked.
+    assert_eq!(grant["memory_mib"], 10240, "{grant}");
 }

@@ -4,15 +4,17 @@
 //! [`VENDORS`].
 
 pub mod nvidia;
+pub mod volcano;
 
 use crate::api::{CardCheck, Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
 use crate::config::Config;
 use crate::device::{Card, ContainerDevice, DeviceInfo, Placed, PodDevices};
+use crate::ledger::VGPU_NODE;
 use crate::policy::GpuPolicy;
 use crate::reason::Counter;
 
 /// Every vendor the guest knows, in vendor-key order.
-pub static VENDORS: &[&dyn Vendor] = &[&nvidia::Nvidia];
+pub static VENDORS: &[&dyn Vendor] = &[&nvidia::Nvidia, &volcano::Volcano];
 
 /// Looks a vendor up by key.
 pub fn by_key(key: &str) -> Option<&'static dyn Vendor> {
@@ -60,6 +62,8 @@ pub type QuotaCheck<'a> = dyn Fn(&[ContainerDevice], &str, i64, i64) -> bool + '
 /// What a vendor's fit may ask about the pod being placed.
 pub struct FitContext<'a> {
     pub pod: &'a Pod,
+    /// The scheduler configuration (Volcano's MIG geometries live there).
+    pub config: &'a Config,
     pub node: &'a Node,
     pub policy: &'a GpuPolicy,
     /// Would the pod still fit its namespace quota with `tmp` plus the candidate card (uuid,
@@ -97,6 +101,16 @@ pub trait Vendor: Sync {
 
     /// Parses the node's cards; `Ok(None)` when the node has none of this vendor.
     fn parse_node(&self, node: &Node) -> Result<Option<Vec<DeviceInfo>>, Invalid>;
+
+    /// Parses the node's cards under a configuration (the ledger calls this one, and again
+    /// when the configuration changes). Default: [`Vendor::parse_node`].
+    fn parse_node_configured(
+        &self,
+        node: &Node,
+        _config: &Config,
+    ) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
+        self.parse_node(node)
+    }
 
     /// Whether the node's registration is live at `now` (handshake rules).
     fn node_live(&self, node: &Node, config: &Config, now: i64) -> bool;
@@ -148,6 +162,42 @@ pub trait Vendor: Sync {
 
     /// The decision annotations for this vendor's devices (one entry per container position).
     fn annotations(&self, devices: &PodDevices) -> Pairs;
+
+    /// Whether a decision for this vendor carries HAMi's common keys (`hami.io/vgpu-node`,
+    /// `hami.io/vgpu-time` and the node label). Vendors speaking another protocol (Volcano)
+    /// write their own node and time keys in [`Vendor::decision_annotations`].
+    fn hami_keys(&self) -> bool {
+        true
+    }
+
+    /// The decision annotations for this vendor, knowing the pod, the node and the time.
+    /// Default: [`Vendor::annotations`].
+    fn decision_annotations(
+        &self,
+        _pod: &Pod,
+        _node: &str,
+        _now: i64,
+        devices: &PodDevices,
+    ) -> Pairs {
+        self.annotations(devices)
+    }
+
+    /// This vendor's own score of a fitting node (0..=100, higher is better), given the node's
+    /// cards before the pod and the devices chosen for it. `None` (the default) leaves the
+    /// node to HAMi's node score and node policy.
+    fn node_score(
+        &self,
+        _cards: &[Card],
+        _chosen: &[&ContainerDevice],
+        _config: &Config,
+    ) -> Option<u32> {
+        None
+    }
+
+    /// The node a placed pod holds this vendor's devices on. Default: `hami.io/vgpu-node`.
+    fn placed_node(&self, pod: &Pod) -> Option<String> {
+        pod.annotation(VGPU_NODE).map(str::to_string)
+    }
 
     /// Decodes a placed pod's devices of this vendor from its annotations, `None` if absent.
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid>;

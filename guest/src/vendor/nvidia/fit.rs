@@ -12,7 +12,8 @@ use super::{NOUSE_GPU_TYPE, NOUSE_GPU_UUID, USE_GPU_TYPE, USE_GPU_UUID, VENDOR, 
 pub const DEVICE_CORDON: &str = "hami.io/device-cordon";
 
 /// A comma list annotation: trimmed, empty items dropped; `None` when absent or blank.
-fn list<'a>(pod: &'a Pod, key: &str) -> Option<Vec<&'a str>> {
+/// Shared with Volcano's selectors, which read their lists the same way.
+pub(crate) fn list<'a>(pod: &'a Pod, key: &str) -> Option<Vec<&'a str>> {
     let v = pod.annotation(key)?;
     if v.trim().is_empty() {
         return None;

@@ -13,15 +13,16 @@ use super::VENDOR;
 /// Percentage sentinel: "no percentage given".
 pub const PCT_UNSET: i64 = 101;
 
-/// Reads a container's resources, limits first, and names the field in errors.
-struct Resources<'a> {
-    container: &'a Container,
-    slot: Slot<'a>,
+/// Reads a container's resources, limits first, and names the field in errors. Shared with
+/// Volcano's request derivation, which reads resources the same way.
+pub(crate) struct Resources<'a> {
+    pub(crate) container: &'a Container,
+    pub(crate) slot: Slot<'a>,
 }
 
 impl<'a> Resources<'a> {
     /// `(field, value)` of `name` from limits, else requests.
-    fn get(&self, name: &str) -> Option<(String, &'a str)> {
+    pub(crate) fn get(&self, name: &str) -> Option<(String, &'a str)> {
         if name.is_empty() {
             return None;
         }
@@ -32,16 +33,16 @@ impl<'a> Resources<'a> {
             .map(|v| (self.slot.field(&format!("requests[{name}]")), v))
     }
 
-    fn in_limits(&self, name: &str) -> bool {
+    pub(crate) fn in_limits(&self, name: &str) -> bool {
         !name.is_empty() && lookup(&self.container.limits, name).is_some()
     }
 
-    fn present(&self, name: &str) -> bool {
+    pub(crate) fn present(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
 
     /// Parses `name` as a whole number within `min..=max`.
-    fn integer(&self, name: &str, min: i128, max: i128) -> Result<Option<i64>, Invalid> {
+    pub(crate) fn integer(&self, name: &str, min: i128, max: i128) -> Result<Option<i64>, Invalid> {
         let Some((field, value)) = self.get(name) else {
             return Ok(None);
         };

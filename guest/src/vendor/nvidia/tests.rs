@@ -72,8 +72,10 @@ fn run(
     let policy = GpuPolicy::for_pod(&pod, "spread");
     let quota = |_: &[crate::device::ContainerDevice], _: &str, _: i64, _: i64| true;
     let explain = RefCell::new(Vec::new());
+    let config = crate::config::Config::default();
     let ctx = FitContext {
         pod: &pod,
+        config: &config,
         node: &node,
         policy: &policy,
         quota: &quota,
