@@ -3,6 +3,8 @@
 //! cards, and encode the decision annotations. A new vendor is one module and one line in
 //! [`VENDORS`].
 
+pub mod ascend;
+pub mod common;
 pub mod nvidia;
 
 use crate::api::{CardCheck, Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
@@ -12,7 +14,16 @@ use crate::policy::GpuPolicy;
 use crate::reason::Counter;
 
 /// Every vendor the guest knows, in vendor-key order.
-pub static VENDORS: &[&dyn Vendor] = &[&nvidia::Nvidia];
+pub static VENDORS: &[&dyn Vendor] = &[
+    &nvidia::Nvidia,
+    &ascend::ASCEND_910A,
+    &ascend::ASCEND_910B2,
+    &ascend::ASCEND_910B3,
+    &ascend::ASCEND_910B4_1,
+    &ascend::ASCEND_910B4,
+    &ascend::ASCEND_310P,
+    &ascend::ASCEND_910C,
+];
 
 /// Looks a vendor up by key.
 pub fn by_key(key: &str) -> Option<&'static dyn Vendor> {
@@ -69,6 +80,23 @@ pub struct FitContext<'a> {
     pub explain: Option<&'a std::cell::RefCell<Vec<CardCheck>>>,
     /// Container position, for `explain`.
     pub position: u32,
+    /// Devices (of every vendor) already given to the pod's earlier containers, with their
+    /// container position (MetaX-GPU and Mthreads keep a pod on one card).
+    pub earlier: &'a [(usize, ContainerDevice)],
+    /// The scheduler configuration (vendors whose fit depends on it, e.g. Ascend's hami-core).
+    pub config: &'a Config,
+}
+
+/// What a vendor's decision annotations may depend on besides the devices.
+pub struct DecisionContext<'a> {
+    pub pod: &'a Pod,
+    /// The chosen node's name.
+    pub node: &'a str,
+    /// Unix seconds, as given to `filter` / `reserve`.
+    pub now: i64,
+    pub config: &'a Config,
+    /// The chosen node's cards (every vendor).
+    pub cards: &'a [Card],
 }
 
 /// The resources of a vendor that the extended ResourceQuota tracks (spec §10).
@@ -109,6 +137,20 @@ pub trait Vendor: Sync {
         config: &Config,
     ) -> Result<Option<Request>, Invalid>;
 
+    /// Admission for one container of `pod`: whether it uses this vendor, and the mutations.
+    /// Vendors whose webhook reads pod annotations (Ascend's `vnpu-mode`) override this; the
+    /// default ignores the pod.
+    fn admit_pod_container(
+        &self,
+        _pod: &Pod,
+        container: &Container,
+        slot: Slot<'_>,
+        cref: ContainerRef,
+        config: &Config,
+    ) -> Result<(bool, Vec<Mutation>), Invalid> {
+        self.admit_container(container, slot, cref, config)
+    }
+
     /// Admission for one container: whether it uses this vendor, and the mutations.
     fn admit_container(
         &self,
@@ -148,6 +190,20 @@ pub trait Vendor: Sync {
 
     /// The decision annotations for this vendor's devices (one entry per container position).
     fn annotations(&self, devices: &PodDevices) -> Pairs;
+
+    /// The decision annotations with what else a vendor may need (time stamps, the node, the
+    /// cards' models). Defaults to [`Vendor::annotations`].
+    fn decision_annotations(&self, devices: &PodDevices, _ctx: &DecisionContext<'_>) -> Pairs {
+        self.annotations(devices)
+    }
+
+    /// The vendor's topology term of the node score (HAMi's `ScoreNode`), "higher is better":
+    /// `devices` are the pod's devices of this vendor per container, `previous` the node's
+    /// cards before the pod. The scheduler adds it under `binpack` and subtracts it under
+    /// `spread`, so better topology always wins (DEVIATIONS.md A5). Defaults to 0.
+    fn score_node(&self, _node: &Node, _devices: &PodDevices, _previous: &[Card]) -> f64 {
+        0.0
+    }
 
     /// Decodes a placed pod's devices of this vendor from its annotations, `None` if absent.
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid>;
