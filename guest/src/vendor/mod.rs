@@ -4,6 +4,7 @@
 //! [`VENDORS`].
 
 pub mod ascend;
+pub mod cambricon;
 pub mod common;
 pub mod nvidia;
 
@@ -23,6 +24,7 @@ pub static VENDORS: &[&dyn Vendor] = &[
     &ascend::ASCEND_910B4,
     &ascend::ASCEND_310P,
     &ascend::ASCEND_910C,
+    &cambricon::Cambricon,
 ];
 
 /// Looks a vendor up by key.
