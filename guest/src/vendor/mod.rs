@@ -6,6 +6,7 @@
 pub mod ascend;
 pub mod cambricon;
 pub mod common;
+pub mod hygon;
 pub mod nvidia;
 
 use crate::api::{CardCheck, Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
@@ -25,6 +26,7 @@ pub static VENDORS: &[&dyn Vendor] = &[
     &ascend::ASCEND_310P,
     &ascend::ASCEND_910C,
     &cambricon::Cambricon,
+    &hygon::Hygon,
 ];
 
 /// Looks a vendor up by key.
