@@ -7,6 +7,7 @@ pub mod ascend;
 pub mod cambricon;
 pub mod common;
 pub mod hygon;
+pub mod iluvatar;
 pub mod nvidia;
 
 use crate::api::{CardCheck, Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
@@ -27,6 +28,10 @@ pub static VENDORS: &[&dyn Vendor] = &[
     &ascend::ASCEND_910C,
     &cambricon::Cambricon,
     &hygon::Hygon,
+    &iluvatar::MR_V100,
+    &iluvatar::MR_V50,
+    &iluvatar::BI_V150,
+    &iluvatar::BI_V100,
 ];
 
 /// Looks a vendor up by key.
