@@ -8,6 +8,7 @@ pub mod cambricon;
 pub mod common;
 pub mod hygon;
 pub mod iluvatar;
+pub mod mthreads;
 pub mod nvidia;
 
 use crate::api::{CardCheck, Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
@@ -32,6 +33,7 @@ pub static VENDORS: &[&dyn Vendor] = &[
     &iluvatar::MR_V50,
     &iluvatar::BI_V150,
     &iluvatar::BI_V100,
+    &mthreads::Mthreads,
 ];
 
 /// Looks a vendor up by key.
