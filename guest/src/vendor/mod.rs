@@ -4,6 +4,7 @@
 //! [`VENDORS`].
 
 pub mod ascend;
+pub mod biren;
 pub mod cambricon;
 pub mod common;
 pub mod hygon;
@@ -34,6 +35,7 @@ pub static VENDORS: &[&dyn Vendor] = &[
     &iluvatar::BI_V150,
     &iluvatar::BI_V100,
     &mthreads::Mthreads,
+    &biren::Biren,
 ];
 
 /// Looks a vendor up by key.
