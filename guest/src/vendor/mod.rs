@@ -3,6 +3,7 @@
 //! cards, and encode the decision annotations. A new vendor is one module and one line in
 //! [`VENDORS`].
 
+pub mod amd;
 pub mod ascend;
 pub mod biren;
 pub mod cambricon;
@@ -36,6 +37,7 @@ pub static VENDORS: &[&dyn Vendor] = &[
     &iluvatar::BI_V100,
     &mthreads::Mthreads,
     &biren::Biren,
+    &amd::Amd,
 ];
 
 /// Looks a vendor up by key.
