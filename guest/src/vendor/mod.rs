@@ -12,6 +12,7 @@ pub mod hygon;
 pub mod iluvatar;
 pub mod mthreads;
 pub mod nvidia;
+pub mod vastai;
 
 use crate::api::{CardCheck, Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
 use crate::config::Config;
@@ -38,6 +39,7 @@ pub static VENDORS: &[&dyn Vendor] = &[
     &mthreads::Mthreads,
     &biren::Biren,
     &amd::Amd,
+    &vastai::Vastai,
 ];
 
 /// Looks a vendor up by key.
