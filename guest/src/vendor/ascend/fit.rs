@@ -40,10 +40,15 @@ pub fn fit(chip: &Ascend, cards: &[&Card], request: &Request, ctx: &FitContext<'
         counter.add(MODE_NOT_FIT);
         return Fit::NoFit(counter);
     }
-    let networks = network_ids(chip, ctx.node);
-    let need_topology = chip.common.starts_with("Ascend910")
-        && !cards.is_empty()
-        && cards.iter().all(|c| networks.contains_key(&c.info.id));
+    // Only the 910 series groups by NetworkID; the others need not read the registration.
+    let series_910 = chip.common.starts_with("Ascend910");
+    let networks = if series_910 {
+        network_ids(chip, ctx.node)
+    } else {
+        BTreeMap::new()
+    };
+    let need_topology =
+        series_910 && !cards.is_empty() && cards.iter().all(|c| networks.contains_key(&c.info.id));
     let pairing = chip.is_910c_pairing() && request.nums > 1;
     let sharing = Sharing {
         vendor: chip.common,
