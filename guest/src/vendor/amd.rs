@@ -229,3 +229,31 @@ impl Vendor for Amd {
         common::decode_allocated(pod, DEVICES_ALLOCATED, VENDOR)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compute_units_from_percentages_am02_am04_and_the_design_doc() {
+        // (total CUs, percent, memreq, devmem, CUs)
+        let cases = [
+            (304, 25, 0, 0, 76),
+            (304, 33, 0, 0, 100),
+            (304, 67, 0, 0, 203),
+            (64, 1, 0, 0, 1),
+            (64, 101, 0, 0, 64),
+            (10, 1, 0, 0, 1),
+            (100, 50, 500, 1000, 50),
+            (304, 0, 1000, 1000, 304),
+            (304, 0, 500, 1000, 0),
+        ];
+        for (total, pct, mem, devmem, want) in cases {
+            assert_eq!(
+                compute_units(total, pct, mem, devmem),
+                want,
+                "{pct}% of {total} CUs, {mem}/{devmem} MiB"
+            );
+        }
+    }
+}

@@ -197,3 +197,44 @@ impl Vendor for Mthreads {
         common::decode_allocated(pod, DEVICES_ALLOCATED, VENDOR)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(limits: &[(&str, &str)]) -> Container {
+        Container {
+            name: "main".into(),
+            limits: limits
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Container::default()
+        }
+    }
+
+    #[test]
+    fn memory_and_cores_are_divided_by_the_count() {
+        let slot = Slot {
+            object: "pod/default/p",
+            init: false,
+            index: 0,
+        };
+        let c = container(&[
+            ("mthreads.com/vgpu", "2"),
+            ("mthreads.com/sgpu-memory", "192"),
+            ("mthreads.com/sgpu-core", "32"),
+        ]);
+        let r = Mthreads
+            .request(&c, slot, &Config::default())
+            .expect("valid")
+            .expect("asks");
+        assert_eq!((r.nums, r.memreq, r.mem_pct, r.coresreq), (2, 49152, 0, 16));
+        let c = container(&[("mthreads.com/vgpu", "1")]);
+        let r = Mthreads
+            .request(&c, slot, &Config::default())
+            .expect("valid")
+            .expect("asks");
+        assert_eq!((r.memreq, r.mem_pct, r.coresreq), (0, 100, 0));
+    }
+}
