@@ -59,7 +59,7 @@ pub fn admit(ledger: &Ledger, pod: &Pod) -> Result<Admission, Error> {
             };
             for v in VENDORS {
                 let (has, m) = v
-                    .admit_container(c, slot, cref, cfg)
+                    .admit_pod_container(pod, c, slot, cref, cfg)
                     .map_err(Error::InvalidInput)?;
                 managed |= has;
                 nvidia_used |= has && v.key() == crate::vendor::nvidia::VENDOR;

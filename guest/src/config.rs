@@ -31,6 +31,20 @@ pub struct Config {
     /// Volcano's vGPU protocol (`volcano.sh/*`): the deviceshare plugin's arguments and the
     /// `nvidia:` section of `volcano-vgpu-device-config`.
     pub volcano: VolcanoConfig,
+    /// Huawei Ascend (HAMi's `vnpus`), shared by every chip.
+    pub ascend: AscendConfig,
+    /// Cambricon MLU.
+    pub cambricon: ResourceNames,
+    /// Hygon DCU.
+    pub hygon: ResourceNames,
+    /// Moore Threads.
+    pub mthreads: ResourceNames,
+    /// Biren (count only).
+    pub biren: ResourceNames,
+    /// AMD.
+    pub amd: ResourceNames,
+    /// VastAI (count only).
+    pub vastai: ResourceNames,
 }
 
 impl Default for Config {
@@ -42,8 +56,104 @@ impl Default for Config {
             gpu_scheduler_policy: "spread".to_string(),
             nvidia: NvidiaConfig::default(),
             volcano: VolcanoConfig::default(),
+            ascend: AscendConfig::default(),
+            cambricon: ResourceNames::new(
+                "cambricon.com/vmlu",
+                "cambricon.com/mlu.smlu.vmemory",
+                "cambricon.com/mlu.smlu.vcore",
+            ),
+            hygon: ResourceNames::new("hygon.com/dcunum", "hygon.com/dcumem", "hygon.com/dcucores"),
+            mthreads: ResourceNames::new(
+                "mthreads.com/vgpu",
+                "mthreads.com/sgpu-memory",
+                "mthreads.com/sgpu-core",
+            ),
+            biren: ResourceNames::new("birentech.com/gpu", "", ""),
+            amd: ResourceNames::new("amd.com/gpu", "amd.com/gpumem", "amd.com/gpucores"),
+            vastai: ResourceNames::new("vastaitech.com/va", "", ""),
         }
     }
+}
+
+/// A vendor's resource names (HAMi's `resourceCountName`, `resourceMemoryName`,
+/// `resourceCoreName`) and memory factor. Absent keys keep the vendor's chart default.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceNames {
+    #[serde(default)]
+    pub resource_count_name: Option<String>,
+    #[serde(default)]
+    pub resource_memory_name: Option<String>,
+    #[serde(default)]
+    pub resource_core_name: Option<String>,
+    /// Multiplier applied to memory requests (Hygon); 1 elsewhere.
+    #[serde(default = "one")]
+    pub memory_factor: i64,
+    /// The chart defaults, not part of the file.
+    #[serde(skip)]
+    defaults: [&'static str; 3],
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl Default for ResourceNames {
+    fn default() -> Self {
+        ResourceNames::new("", "", "")
+    }
+}
+
+impl ResourceNames {
+    pub fn new(count: &'static str, memory: &'static str, core: &'static str) -> ResourceNames {
+        ResourceNames {
+            resource_count_name: None,
+            resource_memory_name: None,
+            resource_core_name: None,
+            memory_factor: 1,
+            defaults: [count, memory, core],
+        }
+    }
+
+    pub fn count(&self) -> &str {
+        self.resource_count_name
+            .as_deref()
+            .unwrap_or(self.defaults[0])
+    }
+
+    pub fn memory(&self) -> &str {
+        self.resource_memory_name
+            .as_deref()
+            .unwrap_or(self.defaults[1])
+    }
+
+    pub fn core(&self) -> &str {
+        self.resource_core_name
+            .as_deref()
+            .unwrap_or(self.defaults[2])
+    }
+
+    /// The non-empty names, count first.
+    pub fn all(&self) -> Vec<String> {
+        [self.count(), self.memory(), self.core()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// HAMi's `vnpus` settings that hamr reads (the chips and their templates are the chart's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AscendConfig {
+    /// Nodes allow soft split (`huawei.com/vnpu-mode: hami-core`) unless their `hami-vnpu-core`
+    /// annotation says otherwise.
+    pub hami_vnpu_core: bool,
+    /// Multiplier applied to `huawei.com/<chip>-memory` (0 or 1 = none).
+    pub memory_factor: i64,
+    /// Add `ASCEND_VISIBLE_DEVICES=""` to containers that ask for no NPU of a chip.
+    pub overwrite_env: bool,
 }
 
 /// HAMi's `nvidia:` device-config section (scheduler-side keys).
@@ -221,9 +331,21 @@ impl Config {
     /// Parses and validates a JSON configuration. Absent keys keep their defaults.
     pub fn from_json(text: &str) -> Result<Config, Invalid> {
         let text = if text.trim().is_empty() { "{}" } else { text };
-        let config: Config = serde_json::from_str(text).map_err(|e| {
+        let mut config: Config = serde_json::from_str(text).map_err(|e| {
             Invalid::new("config", config_path(&e.to_string()), text, e.to_string())
         })?;
+        // A vendor section that is present was built without its chart defaults.
+        let d = Config::default();
+        for (section, default) in [
+            (&mut config.cambricon, &d.cambricon),
+            (&mut config.hygon, &d.hygon),
+            (&mut config.mthreads, &d.mthreads),
+            (&mut config.biren, &d.biren),
+            (&mut config.amd, &d.amd),
+            (&mut config.vastai, &d.vastai),
+        ] {
+            section.defaults = default.defaults;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -294,6 +416,14 @@ impl Config {
                 n.gpu_core_policy.clone(),
                 "must be default, force or disable",
             );
+        }
+        for (name, factor) in [
+            ("hygon.memoryFactor", self.hygon.memory_factor),
+            ("ascend.memoryFactor", self.ascend.memory_factor.max(1)),
+        ] {
+            if factor < 1 {
+                return bad(name, factor.to_string(), "must be at least 1");
+            }
         }
         self.volcano.validate()
     }

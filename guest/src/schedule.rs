@@ -52,6 +52,7 @@ struct PodPlan<'a> {
     node_policy: NodePolicy,
     /// Namespace quotas that apply to this pod (empty when none does).
     quota: Vec<QuotaView>,
+    config: crate::config::Config,
 }
 
 impl<'a> PodPlan<'a> {
@@ -67,6 +68,7 @@ impl<'a> PodPlan<'a> {
             gpu_policy: GpuPolicy::for_pod(pod, &ledger.config.gpu_scheduler_policy),
             node_policy: NodePolicy::for_pod(pod, &ledger.config.node_scheduler_policy),
             quota: QuotaView::for_pod(ledger, pod),
+            config: ledger.config.clone(),
         }))
     }
 }
@@ -171,6 +173,7 @@ fn evaluate(
         so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
         devices[position] = chosen;
     }
+    let raw_score = raw_score + topology_score(plan, entry, &devices);
     let own_score = own_score(ledger, plan, entry, &devices);
     Ok(NodeFit {
         raw_score,
@@ -211,6 +214,26 @@ impl NodeFit {
     fn score(&self, policy: NodePolicy) -> u32 {
         self.own_score
             .unwrap_or_else(|| policy.normalise(self.raw_score))
+    }
+}
+
+/// The vendors' topology terms (HAMi's `ScoreNode`), "higher is better": added under binpack,
+/// subtracted under spread, so that better topology wins under both (DEVIATIONS.md A5).
+fn topology_score(plan: &PodPlan<'_>, entry: &NodeEntry, devices: &[Vec<ContainerDevice>]) -> f64 {
+    let mut total = 0.0;
+    for v in VENDORS {
+        if !plan.requests.iter().flatten().any(|r| r.vendor == v.key()) {
+            continue;
+        }
+        let pd: PodDevices = devices
+            .iter()
+            .map(|c| c.iter().filter(|d| d.vendor == v.key()).cloned().collect())
+            .collect();
+        total += v.score_node(&entry.node, &pd, &entry.cards);
+    }
+    match plan.node_policy {
+        NodePolicy::Binpack => total,
+        NodePolicy::Spread => -total,
     }
 }
 
@@ -272,6 +295,7 @@ fn fit_container(
             quota: &quota,
             explain,
             position: position as u32,
+            earlier: so_far,
         };
         match v.fit(&candidates, r, &ctx) {
             Fit::Fits(devs) => chosen.extend(devs),
@@ -501,7 +525,14 @@ fn assume(
                 });
             }
         }
-        annotations.extend(v.decision_annotations(pod, node, now, &pd));
+        let ctx = vendor::DecisionContext {
+            pod,
+            node,
+            now,
+            config: &ledger.config,
+            cards: ledger.nodes.get(node).map_or(&[][..], |e| &e.cards[..]),
+        };
+        annotations.extend(v.decision_annotations(&pd, &ctx));
         per_vendor.push((v.key(), pd));
     }
     let init_count = pod.init_containers.len();

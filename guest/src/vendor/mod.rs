@@ -3,7 +3,16 @@
 //! cards, and encode the decision annotations. A new vendor is one module and one line in
 //! [`VENDORS`].
 
+pub mod amd;
+pub mod ascend;
+pub mod biren;
+pub mod cambricon;
+pub mod common;
+pub mod hygon;
+pub mod iluvatar;
+pub mod mthreads;
 pub mod nvidia;
+pub mod vastai;
 pub mod volcano;
 
 use crate::api::{CardCheck, Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
@@ -14,7 +23,27 @@ use crate::policy::GpuPolicy;
 use crate::reason::Counter;
 
 /// Every vendor the guest knows, in vendor-key order.
-pub static VENDORS: &[&dyn Vendor] = &[&nvidia::Nvidia, &volcano::Volcano];
+pub static VENDORS: &[&dyn Vendor] = &[
+    &nvidia::Nvidia,
+    &ascend::ASCEND_910A,
+    &ascend::ASCEND_910B2,
+    &ascend::ASCEND_910B3,
+    &ascend::ASCEND_910B4_1,
+    &ascend::ASCEND_910B4,
+    &ascend::ASCEND_310P,
+    &ascend::ASCEND_910C,
+    &cambricon::Cambricon,
+    &hygon::Hygon,
+    &iluvatar::MR_V100,
+    &iluvatar::MR_V50,
+    &iluvatar::BI_V150,
+    &iluvatar::BI_V100,
+    &mthreads::Mthreads,
+    &biren::Biren,
+    &amd::Amd,
+    &vastai::Vastai,
+    &volcano::Volcano,
+];
 
 /// Looks a vendor up by key.
 pub fn by_key(key: &str) -> Option<&'static dyn Vendor> {
@@ -62,7 +91,7 @@ pub type QuotaCheck<'a> = dyn Fn(&[ContainerDevice], &str, i64, i64) -> bool + '
 /// What a vendor's fit may ask about the pod being placed.
 pub struct FitContext<'a> {
     pub pod: &'a Pod,
-    /// The scheduler configuration (Volcano's MIG geometries live there).
+    /// The scheduler configuration (Volcano's MIG geometries, Ascend's hami-core, ...).
     pub config: &'a Config,
     pub node: &'a Node,
     pub policy: &'a GpuPolicy,
@@ -73,6 +102,21 @@ pub struct FitContext<'a> {
     pub explain: Option<&'a std::cell::RefCell<Vec<CardCheck>>>,
     /// Container position, for `explain`.
     pub position: u32,
+    /// Devices (of every vendor) already given to the pod's earlier containers, with their
+    /// container position (MetaX-GPU and Mthreads keep a pod on one card).
+    pub earlier: &'a [(usize, ContainerDevice)],
+}
+
+/// What a vendor's decision annotations may depend on besides the devices.
+pub struct DecisionContext<'a> {
+    pub pod: &'a Pod,
+    /// The chosen node's name.
+    pub node: &'a str,
+    /// Unix seconds, as given to `filter` / `reserve`.
+    pub now: i64,
+    pub config: &'a Config,
+    /// The chosen node's cards (every vendor).
+    pub cards: &'a [Card],
 }
 
 /// The resources of a vendor that the extended ResourceQuota tracks (spec §10).
@@ -123,6 +167,20 @@ pub trait Vendor: Sync {
         config: &Config,
     ) -> Result<Option<Request>, Invalid>;
 
+    /// Admission for one container of `pod`: whether it uses this vendor, and the mutations.
+    /// Vendors whose webhook reads pod annotations (Ascend's `vnpu-mode`) override this; the
+    /// default ignores the pod.
+    fn admit_pod_container(
+        &self,
+        _pod: &Pod,
+        container: &Container,
+        slot: Slot<'_>,
+        cref: ContainerRef,
+        config: &Config,
+    ) -> Result<(bool, Vec<Mutation>), Invalid> {
+        self.admit_container(container, slot, cref, config)
+    }
+
     /// Admission for one container: whether it uses this vendor, and the mutations.
     fn admit_container(
         &self,
@@ -170,18 +228,6 @@ pub trait Vendor: Sync {
         true
     }
 
-    /// The decision annotations for this vendor, knowing the pod, the node and the time.
-    /// Default: [`Vendor::annotations`].
-    fn decision_annotations(
-        &self,
-        _pod: &Pod,
-        _node: &str,
-        _now: i64,
-        devices: &PodDevices,
-    ) -> Pairs {
-        self.annotations(devices)
-    }
-
     /// This vendor's own score of a fitting node (0..=100, higher is better), given the node's
     /// cards before the pod and the devices chosen for it. `None` (the default) leaves the
     /// node to HAMi's node score and node policy.
@@ -197,6 +243,20 @@ pub trait Vendor: Sync {
     /// The node a placed pod holds this vendor's devices on. Default: `hami.io/vgpu-node`.
     fn placed_node(&self, pod: &Pod) -> Option<String> {
         pod.annotation(VGPU_NODE).map(str::to_string)
+    }
+
+    /// The decision annotations with what else a vendor may need (time stamps, the node, the
+    /// cards' models). Defaults to [`Vendor::annotations`].
+    fn decision_annotations(&self, devices: &PodDevices, _ctx: &DecisionContext<'_>) -> Pairs {
+        self.annotations(devices)
+    }
+
+    /// The vendor's topology term of the node score (HAMi's `ScoreNode`), "higher is better":
+    /// `devices` are the pod's devices of this vendor per container, `previous` the node's
+    /// cards before the pod. The scheduler adds it under `binpack` and subtracts it under
+    /// `spread`, so better topology always wins (DEVIATIONS.md A5). Defaults to 0.
+    fn score_node(&self, _node: &Node, _devices: &PodDevices, _previous: &[Card]) -> f64 {
+        0.0
     }
 
     /// Decodes a placed pod's devices of this vendor from its annotations, `None` if absent.

@@ -24,7 +24,7 @@ pub mod request;
 use crate::api::{Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
 use crate::config::Config;
 use crate::device::{self, Card, ContainerDevice, DeviceInfo, Placed, PodDevices};
-use crate::vendor::{Fit, FitContext, Request, Slot, Vendor};
+use crate::vendor::{DecisionContext, Fit, FitContext, Request, Slot, Vendor};
 
 /// The vendor key inside hamr (requests, ledger, grants).
 pub const VENDOR: &str = "VOLCANO";
@@ -143,7 +143,8 @@ impl Vendor for Volcano {
     }
 
     /// Volcano's keys; the device lists cover regular containers only.
-    fn decision_annotations(&self, pod: &Pod, node: &str, now: i64, devices: &PodDevices) -> Pairs {
+    fn decision_annotations(&self, devices: &PodDevices, ctx: &DecisionContext<'_>) -> Pairs {
+        let (pod, node, now) = (ctx.pod, ctx.node, ctx.now);
         let init = pod.init_containers.len().min(devices.len());
         let regular: PodDevices = devices.get(init..).unwrap_or_default().to_vec();
         let mut out = vec![
