@@ -28,6 +28,18 @@ pub struct Config {
     pub gpu_scheduler_policy: String,
     /// The NVIDIA section of HAMi's device config.
     pub nvidia: NvidiaConfig,
+    /// The MetaX section of HAMi's device config.
+    pub metax: MetaxConfig,
+}
+
+/// HAMi's `metax:` device-config section (scheduler-side keys).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MetaxConfig {
+    /// Inter-node MetaXLink scoring for exclusive sGPU pods (`--sgpu-topology-aware`); a pod
+    /// overrides it with `metax-tech.com/sgpu-topology-aware`.
+    #[serde(rename = "sgpuTopologyAware")]
+    pub sgpu_topology_aware: bool,
 }
 
 impl Default for Config {
@@ -38,6 +50,7 @@ impl Default for Config {
             node_scheduler_policy: "binpack".to_string(),
             gpu_scheduler_policy: "spread".to_string(),
             nvidia: NvidiaConfig::default(),
+            metax: MetaxConfig::default(),
         }
     }
 }

@@ -152,14 +152,43 @@ fn evaluate(
                         .iter_mut()
                         .find(|c| c.vendor == v.key() && c.info.id == d.uuid)
                 {
-                    v.add_usage(c, d);
+                    v.book(c, d, plan.pod);
                 }
             }
         }
         so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
         devices[position] = chosen;
     }
+    let raw_score = raw_score + vendor_scores(ledger, plan, entry, &devices);
     Ok(NodeFit { raw_score, devices })
+}
+
+/// The vendors' node score terms for the pod's devices (spec vendors §1.5).
+fn vendor_scores(
+    ledger: &Ledger,
+    plan: &PodPlan<'_>,
+    entry: &NodeEntry,
+    devices: &[Vec<ContainerDevice>],
+) -> f64 {
+    let mut total = 0.0;
+    for v in VENDORS {
+        if !plan.requests.iter().flatten().any(|r| r.vendor == v.key()) {
+            continue;
+        }
+        let pd: PodDevices = devices
+            .iter()
+            .map(|c| c.iter().filter(|d| d.vendor == v.key()).cloned().collect())
+            .collect();
+        total += v.score_node(&vendor::ScoreContext {
+            pod: plan.pod,
+            node: &entry.node,
+            config: &ledger.config,
+            previous: &entry.cards,
+            devices: &pd,
+            policy: plan.node_policy,
+        });
+    }
+    total
 }
 
 /// Fits one container's requests (spec §6.3) on `cards`; the caller books the result.
@@ -213,6 +242,7 @@ fn fit_container(
             quota: &quota,
             explain,
             position: position as u32,
+            earlier: so_far,
         };
         match v.fit(&candidates, r, &ctx) {
             Fit::Fits(devs) => chosen.extend(devs),
@@ -397,16 +427,11 @@ fn assume(
     ];
     let mut per_vendor = Vec::new();
     let mut grants = Vec::new();
-    let models: std::collections::HashMap<&str, &str> = ledger
-        .nodes
-        .get(node)
-        .map(|e| {
-            e.cards
-                .iter()
-                .map(|c| (c.info.id.as_str(), c.info.model.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let cards: &[Card] = ledger.nodes.get(node).map_or(&[], |e| e.cards.as_slice());
+    let models: std::collections::HashMap<&str, &str> = cards
+        .iter()
+        .map(|c| (c.info.id.as_str(), c.info.model.as_str()))
+        .collect();
     for v in VENDORS {
         if !plan.requests.iter().flatten().any(|r| r.vendor == v.key()) {
             continue;
@@ -431,7 +456,15 @@ fn assume(
                 });
             }
         }
-        annotations.extend(v.annotations(&pd));
+        annotations.extend(v.decision_annotations(
+            &pd,
+            &vendor::DecisionContext {
+                pod,
+                node,
+                now,
+                cards,
+            },
+        ));
         per_vendor.push((v.key(), pd));
     }
     let init_count = pod.init_containers.len();
@@ -439,9 +472,11 @@ fn assume(
         .iter()
         .map(|(v, d)| (*v, device::collapse(d, init_count, false)))
         .collect();
+    let tags = crate::ledger::card_tags(pod, &per_vendor);
     ledger.insert_pod(
         pod.uid.clone(),
         PodEntry {
+            tags,
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             node: node.to_string(),

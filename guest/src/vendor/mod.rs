@@ -3,16 +3,32 @@
 //! cards, and encode the decision annotations. A new vendor is one module and one line in
 //! [`VENDORS`].
 
+pub mod awsneuron;
+pub mod enflame;
+pub mod kit;
+pub mod kunlun;
+pub mod metax;
 pub mod nvidia;
+
+use std::sync::Arc;
 
 use crate::api::{CardCheck, Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
 use crate::config::Config;
 use crate::device::{Card, ContainerDevice, DeviceInfo, Placed, PodDevices};
-use crate::policy::GpuPolicy;
+use crate::policy::{GpuPolicy, NodePolicy};
 use crate::reason::Counter;
 
 /// Every vendor the guest knows, in vendor-key order.
-pub static VENDORS: &[&dyn Vendor] = &[&nvidia::Nvidia];
+pub static VENDORS: &[&dyn Vendor] = &[
+    &nvidia::Nvidia,
+    &metax::MetaxGpu,
+    &metax::MetaxSgpu,
+    &kunlun::KunlunWhole,
+    &kunlun::KunlunVxpu,
+    &enflame::EnflameGcu,
+    &enflame::EnflameShared,
+    &awsneuron::AwsNeuron,
+];
 
 /// Looks a vendor up by key.
 pub fn by_key(key: &str) -> Option<&'static dyn Vendor> {
@@ -69,6 +85,32 @@ pub struct FitContext<'a> {
     pub explain: Option<&'a std::cell::RefCell<Vec<CardCheck>>>,
     /// Container position, for `explain`.
     pub position: u32,
+    /// Devices (of every vendor) already chosen for this pod's earlier containers, with their
+    /// container positions.
+    pub earlier: &'a [(usize, ContainerDevice)],
+}
+
+/// What a vendor's node score term may read (spec vendors §1.5 `ScoreNode`).
+pub struct ScoreContext<'a> {
+    pub pod: &'a Pod,
+    pub node: &'a Node,
+    pub config: &'a Config,
+    /// Every card of the node (all vendors) with its use before this pod was placed.
+    pub previous: &'a [Card],
+    /// This vendor's devices chosen for the pod, per container position.
+    pub devices: &'a PodDevices,
+    pub policy: NodePolicy,
+}
+
+/// What a vendor's decision annotations may read besides the devices.
+pub struct DecisionContext<'a> {
+    pub pod: &'a Pod,
+    /// The chosen node.
+    pub node: &'a str,
+    /// Unix seconds.
+    pub now: i64,
+    /// The chosen node's cards (every vendor) with their use before this pod.
+    pub cards: &'a [Card],
 }
 
 /// The resources of a vendor that the extended ResourceQuota tracks (spec §10).
@@ -148,6 +190,39 @@ pub trait Vendor: Sync {
 
     /// The decision annotations for this vendor's devices (one entry per container position).
     fn annotations(&self, devices: &PodDevices) -> Pairs;
+
+    /// The decision annotations when they also depend on the pod, the node or the time;
+    /// by default [`Vendor::annotations`].
+    fn decision_annotations(&self, devices: &PodDevices, _ctx: &DecisionContext<'_>) -> Pairs {
+        self.annotations(devices)
+    }
+
+    /// Pod-level admission rules, run once per pod after every container's
+    /// [`Vendor::admit_container`]: whether the pod uses this vendor, and the mutations. An
+    /// error denies the pod.
+    fn admit_pod(&self, _pod: &Pod, _config: &Config) -> Result<(bool, Vec<Mutation>), Invalid> {
+        Ok((false, Vec::new()))
+    }
+
+    /// A tag the pod leaves on a card it holds through `device` (see [`Card::tags`]).
+    fn card_tag(&self, _pod: &Pod, _device: &ContainerDevice) -> Option<Arc<str>> {
+        None
+    }
+
+    /// Books a device chosen for an earlier container of `pod` in the same pass: by default
+    /// [`Vendor::add_usage`] plus the pod's [`Vendor::card_tag`].
+    fn book(&self, card: &mut Card, device: &ContainerDevice, pod: &Pod) {
+        self.add_usage(card, device);
+        if let Some(tag) = self.card_tag(pod, device) {
+            card.tags.push(tag);
+        }
+    }
+
+    /// This vendor's term of the node score (HAMi `ScoreNode`), added to the default score;
+    /// policy weighting is the vendor's own business. 0 by default.
+    fn score_node(&self, _ctx: &ScoreContext<'_>) -> f64 {
+        0.0
+    }
 
     /// Decodes a placed pod's devices of this vendor from its annotations, `None` if absent.
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid>;

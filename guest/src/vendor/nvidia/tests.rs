@@ -79,6 +79,7 @@ fn run(
         quota: &quota,
         explain: Some(&explain),
         position: 0,
+        earlier: &[],
     };
     // The ledger marks cordoned cards from the node's annotation; do the same here.
     let cordon = node
