@@ -387,24 +387,25 @@ impl Vendor for MetaxSgpu {
 
     fn annotations(&self, devices: &PodDevices) -> Pairs {
         let encoded = device::encode(devices);
-        let json: Vec<Value> = devices
+        // Field order as the MetaX plugin's struct writes it: uuid, compute, vRam.
+        let json: Vec<String> = devices
             .iter()
             .map(|c| {
-                Value::Array(
-                    c.iter()
-                        .map(|d| {
-                            let mut m = serde_json::Map::new();
-                            m.insert("uuid".into(), d.uuid.clone().into());
-                            if d.cores != 0 {
-                                m.insert("compute".into(), d.cores.into());
-                            }
-                            if d.mem != 0 {
-                                m.insert("vRam".into(), d.mem.into());
-                            }
-                            Value::Object(m)
-                        })
-                        .collect(),
-                )
+                let items: Vec<String> = c
+                    .iter()
+                    .map(|d| {
+                        let mut item = format!("{{\"uuid\":{}", Value::from(d.uuid.as_str()));
+                        if d.cores != 0 {
+                            item.push_str(&format!(",\"compute\":{}", d.cores));
+                        }
+                        if d.mem != 0 {
+                            item.push_str(&format!(",\"vRam\":{}", d.mem));
+                        }
+                        item.push('}');
+                        item
+                    })
+                    .collect();
+                format!("[{}]", items.join(","))
             })
             .collect();
         vec![
@@ -412,7 +413,7 @@ impl Vendor for MetaxSgpu {
             (SGPU_ALLOCATED.to_string(), encoded),
             (
                 GPU_DEVICES_ALLOCATED.to_string(),
-                Value::Array(json).to_string(),
+                format!("[{}]", json.join(",")),
             ),
         ]
     }
