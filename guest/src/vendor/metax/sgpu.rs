@@ -351,6 +351,15 @@ impl Vendor for MetaxSgpu {
         card.vendor == SGPU_VENDOR
     }
 
+    /// `limits.metax-tech.com/vmemory` (GiB: MemoryFactor 1024) and `limits.metax-tech.com/vcore`.
+    fn quota_resources(&self, _config: &Config) -> Option<crate::vendor::QuotaResources> {
+        Some(crate::vendor::QuotaResources {
+            memory: VMEMORY_RESOURCE.to_string(),
+            cores: VCORE_RESOURCE.to_string(),
+            memory_factor: 1024,
+        })
+    }
+
     fn fit(&self, cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
         fit(cards, request, ctx)
     }
