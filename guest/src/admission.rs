@@ -67,6 +67,12 @@ pub fn admit(ledger: &Ledger, pod: &Pod) -> Result<Admission, Error> {
             }
         }
     }
+    // Pod-level rules (those that read the pod's annotations), once per vendor.
+    for v in VENDORS {
+        let (has, m) = v.admit_pod(pod, cfg).map_err(Error::InvalidInput)?;
+        managed |= has;
+        mutations.extend(m);
+    }
     if managed {
         if let Some(c) = pod.all_containers().find(|c| c.privileged) {
             return Ok(deny(format!("container {} is privileged", c.name)));
@@ -110,6 +116,21 @@ pub fn apply(pod: &Pod, mutations: &[Mutation]) -> Pod {
                     c.limits.retain(|(k, _)| k != &l.name);
                     c.limits.push((l.name.clone(), l.value.clone()));
                 }
+            }
+            Mutation::SetRequest(l) => {
+                let list = if l.container.init {
+                    &mut out.init_containers
+                } else {
+                    &mut out.containers
+                };
+                if let Some(c) = list.get_mut(l.container.index as usize) {
+                    c.requests.retain(|(k, _)| k != &l.name);
+                    c.requests.push((l.name.clone(), l.value.clone()));
+                }
+            }
+            Mutation::SetAnnotation((k, v)) => {
+                out.annotations.retain(|(key, _)| key != k);
+                out.annotations.push((k.clone(), v.clone()));
             }
             Mutation::SetSchedulerName(n) => out.scheduler_name = Some(n.clone()),
             Mutation::SetRuntimeClassName(n) => out.runtime_class_name = Some(n.clone()),

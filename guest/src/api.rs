@@ -251,6 +251,10 @@ pub enum Mutation {
     SetRuntimeClassName(String),
     SetLimit(ContainerLimit),
     AddEnv(ContainerEnv),
+    /// Sets a container's `resources.requests[name]` (carried in a `ContainerLimit`).
+    SetRequest(ContainerLimit),
+    /// Sets a pod annotation `(key, value)`.
+    SetAnnotation((String, String)),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

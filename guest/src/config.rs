@@ -45,6 +45,18 @@ pub struct Config {
     pub amd: ResourceNames,
     /// VastAI (count only).
     pub vastai: ResourceNames,
+    /// The MetaX section of HAMi's device config.
+    pub metax: MetaxConfig,
+}
+
+/// HAMi's `metax:` device-config section (scheduler-side keys).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MetaxConfig {
+    /// Inter-node MetaXLink scoring for exclusive sGPU pods (`--sgpu-topology-aware`); a pod
+    /// overrides it with `metax-tech.com/sgpu-topology-aware`.
+    #[serde(rename = "sgpuTopologyAware")]
+    pub sgpu_topology_aware: bool,
 }
 
 impl Default for Config {
@@ -71,6 +83,7 @@ impl Default for Config {
             biren: ResourceNames::new("birentech.com/gpu", "", ""),
             amd: ResourceNames::new("amd.com/gpu", "amd.com/gpumem", "amd.com/gpucores"),
             vastai: ResourceNames::new("vastaitech.com/va", "", ""),
+            metax: MetaxConfig::default(),
         }
     }
 }

@@ -115,7 +115,7 @@ macro_rules! cv_contract {
         $crate::cv_struct!($x::ContainerRef => $y::ContainerRef { init, index });
         $crate::cv_struct!($x::ContainerLimit => $y::ContainerLimit { container, name, value });
         $crate::cv_struct!($x::ContainerEnv => $y::ContainerEnv { container, name, value });
-        $crate::cv_enum!($x::Mutation => $y::Mutation { SetSchedulerName(x), SetRuntimeClassName(x), SetLimit(x), AddEnv(x) });
+        $crate::cv_enum!($x::Mutation => $y::Mutation { SetSchedulerName(x), SetRuntimeClassName(x), SetLimit(x), AddEnv(x), SetRequest(x), SetAnnotation(x) });
         $crate::cv_struct!($x::Admission => $y::Admission { allowed, message, mutations, managed });
         $crate::cv_struct!($x::CardCheck => $y::CardCheck { container, vendor, uuid, index, reason, detail });
         $crate::cv_struct!($x::NodeExplanation => $y::NodeExplanation { node, verdict, cards });

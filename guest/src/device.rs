@@ -50,6 +50,8 @@ pub struct DeviceInfo {
     pub mig_profiles: Vec<MigProfile>,
     /// Pair scores to other cards by UUID (`hami.io/node-nvidia-score`).
     pub pair_scores: BTreeMap<String, i64>,
+    /// Vendor-specific registration facts (HAMi's `custominfo`), e.g. MetaX `linkZone`.
+    pub custom: BTreeMap<String, String>,
 }
 
 /// A MIG slice in use on a card (from a reservation).
@@ -72,6 +74,9 @@ pub struct Card {
     pub used_mem: i64,
     pub used_cores: i64,
     pub mig_in_use: Vec<MigInUse>,
+    /// One entry per device entry of a pod on this card, from [`crate::vendor::Vendor::card_tag`]
+    /// (MetaX: the pod's app class and QoS); empty for vendors that tag nothing.
+    pub tags: Vec<Arc<str>>,
 }
 
 impl Card {
@@ -85,6 +90,7 @@ impl Card {
             used_mem: 0,
             used_cores: 0,
             mig_in_use: Vec::new(),
+            tags: Vec::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! devices, and namespace quota use. Fed by deltas; read by the scheduler.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::api::{Delta, DeltaError, Error, Invalid, Node, Pod, PodPhase, Quota, lookup};
 use crate::config::Config;
@@ -35,6 +36,27 @@ pub struct PodEntry {
     pub stray_slices: Vec<(&'static str, String, MigInUse)>,
     /// True while only a filter has placed it (its decision annotations are not seen yet).
     pub assumed: bool,
+    /// Per vendor, the tags the pod leaves on its cards: (vendor, card UUID, tag).
+    pub tags: Vec<(&'static str, String, Arc<str>)>,
+}
+
+/// The tags a pod leaves on the cards it holds ([`crate::vendor::Vendor::card_tag`]).
+pub fn card_tags(
+    pod: &Pod,
+    devices: &[(&'static str, PodDevices)],
+) -> Vec<(&'static str, String, Arc<str>)> {
+    let mut out = Vec::new();
+    for (vendor, per_container) in devices {
+        let Some(v) = crate::vendor::by_key(vendor) else {
+            continue;
+        };
+        for d in per_container.iter().flatten() {
+            if let Some(tag) = v.card_tag(pod, d) {
+                out.push((*vendor, d.uuid.clone(), tag));
+            }
+        }
+    }
+    out
 }
 
 /// Namespace quota: limits per quota object, and use.
@@ -201,6 +223,7 @@ impl Ledger {
             c.used_cores = 0;
             c.forced_unhealthy = false;
             c.mig_in_use.clear();
+            c.tags.clear();
         }
         let Some(uids) = self.pods_by_node.get(name) else {
             return;
@@ -220,6 +243,15 @@ impl Ledger {
                         c.used_mem += u.mem;
                         c.used_cores += u.cores;
                     }
+                }
+            }
+            for (vendor, uuid, tag) in &pod.tags {
+                if let Some(c) = entry
+                    .cards
+                    .iter_mut()
+                    .find(|c| c.vendor == *vendor && c.info.id == *uuid)
+                {
+                    c.tags.push(tag.clone());
                 }
             }
             // MIG slices, fail-closed: a slice on a card not in MIG mode, or a device on a
@@ -298,9 +330,11 @@ impl Ledger {
             .iter()
             .map(|(v, d)| (*v, device::collapse(d, init_count, app_only)))
             .collect();
+        let tags = card_tags(pod, &devices);
         self.insert_pod(
             pod.uid.clone(),
             PodEntry {
+                tags,
                 namespace: pod.namespace.clone(),
                 name: pod.name.clone(),
                 node,

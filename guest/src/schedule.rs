@@ -166,14 +166,16 @@ fn evaluate(
                         .iter_mut()
                         .find(|c| c.vendor == v.key() && c.info.id == d.uuid)
                 {
-                    v.add_usage(c, d);
+                    v.book(c, d, plan.pod);
                 }
             }
         }
         so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
         devices[position] = chosen;
     }
-    let raw_score = raw_score + topology_score(plan, entry, &devices);
+    let raw_score = raw_score
+        + topology_score(plan, entry, &devices)
+        + vendor_scores(ledger, plan, entry, &devices);
     let own_score = own_score(ledger, plan, entry, &devices);
     Ok(NodeFit {
         raw_score,
@@ -229,12 +231,40 @@ fn topology_score(plan: &PodPlan<'_>, entry: &NodeEntry, devices: &[Vec<Containe
             .iter()
             .map(|c| c.iter().filter(|d| d.vendor == v.key()).cloned().collect())
             .collect();
-        total += v.score_node(&entry.node, &pd, &entry.cards);
+        total += v.topology_score(&entry.node, &pd, &entry.cards);
     }
     match plan.node_policy {
         NodePolicy::Binpack => total,
         NodePolicy::Spread => -total,
     }
+}
+
+/// The vendors' node score terms for the pod's devices (spec vendors §1.5).
+fn vendor_scores(
+    ledger: &Ledger,
+    plan: &PodPlan<'_>,
+    entry: &NodeEntry,
+    devices: &[Vec<ContainerDevice>],
+) -> f64 {
+    let mut total = 0.0;
+    for v in VENDORS {
+        if !plan.requests.iter().flatten().any(|r| r.vendor == v.key()) {
+            continue;
+        }
+        let pd: PodDevices = devices
+            .iter()
+            .map(|c| c.iter().filter(|d| d.vendor == v.key()).cloned().collect())
+            .collect();
+        total += v.score_node(&vendor::ScoreContext {
+            pod: plan.pod,
+            node: &entry.node,
+            config: &ledger.config,
+            previous: &entry.cards,
+            devices: &pd,
+            policy: plan.node_policy,
+        });
+    }
+    total
 }
 
 /// Fits one container's requests (spec §6.3) on `cards`; the caller books the result.
@@ -491,16 +521,11 @@ fn assume(
     }
     let mut per_vendor = Vec::new();
     let mut grants = Vec::new();
-    let models: std::collections::HashMap<&str, &str> = ledger
-        .nodes
-        .get(node)
-        .map(|e| {
-            e.cards
-                .iter()
-                .map(|c| (c.info.id.as_str(), c.info.model.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let cards: &[Card] = ledger.nodes.get(node).map_or(&[], |e| e.cards.as_slice());
+    let models: std::collections::HashMap<&str, &str> = cards
+        .iter()
+        .map(|c| (c.info.id.as_str(), c.info.model.as_str()))
+        .collect();
     for v in VENDORS {
         if !plan.requests.iter().flatten().any(|r| r.vendor == v.key()) {
             continue;
@@ -530,7 +555,7 @@ fn assume(
             node,
             now,
             config: &ledger.config,
-            cards: ledger.nodes.get(node).map_or(&[][..], |e| &e.cards[..]),
+            cards,
         };
         annotations.extend(v.decision_annotations(&pd, &ctx));
         per_vendor.push((v.key(), pd));
@@ -540,9 +565,11 @@ fn assume(
         .iter()
         .map(|(v, d)| (*v, device::collapse(d, init_count, false)))
         .collect();
+    let tags = crate::ledger::card_tags(pod, &per_vendor);
     ledger.insert_pod(
         pod.uid.clone(),
         PodEntry {
+            tags,
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             node: node.to_string(),

@@ -98,6 +98,26 @@ fn every_seed_pod_lands_where_the_examples_readme_says() {
             "examples/pods/volcano-mig.yaml",
             vec![on("ml-team/volcano-mig", "vc-a100-1", &[1])],
         ),
+        (
+            "examples/pods/metax-sgpu-qos.yaml",
+            vec![on("ml-team/metax-sgpu-qos", "metax-1", &[3])],
+        ),
+        (
+            "examples/pods/metax-binpack.yaml",
+            vec![on("ml-team/metax-binpack", "metax-1", &[0])],
+        ),
+        (
+            "examples/pods/kunlun-vxpu-uuid.yaml",
+            vec![on("ml-team/kunlun-vxpu-uuid", "kunlun-1", &[5])],
+        ),
+        (
+            "examples/pods/aws-neuron.yaml",
+            vec![on("ml-team/aws-neuron", "neuron-1", &[11])],
+        ),
+        (
+            "examples/pods/enflame-vgcu-uuid.yaml",
+            vec![on("ml-team/enflame-vgcu-uuid", "enflame-1", &[2])],
+        ),
     ];
     for (file, want) in table {
         assert_eq!(placements(file), want, "{file}");
@@ -108,7 +128,7 @@ fn every_seed_pod_lands_where_the_examples_readme_says() {
 fn the_readme_command_places_the_whole_folder() {
     let report = simulate("examples/pods");
     let pods = report["pods"].as_array().expect("a pod list");
-    assert_eq!(pods.len(), 10, "every pod of every file");
+    assert_eq!(pods.len(), 15, "every pod of every file");
     let refused: Vec<&str> = pods
         .iter()
         .filter(|p| p["node"].is_null())

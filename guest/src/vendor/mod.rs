@@ -5,21 +5,28 @@
 
 pub mod amd;
 pub mod ascend;
+pub mod awsneuron;
 pub mod biren;
 pub mod cambricon;
 pub mod common;
+pub mod enflame;
 pub mod hygon;
 pub mod iluvatar;
+pub mod kit;
+pub mod kunlun;
+pub mod metax;
 pub mod mthreads;
 pub mod nvidia;
 pub mod vastai;
 pub mod volcano;
 
+use std::sync::Arc;
+
 use crate::api::{CardCheck, Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
 use crate::config::Config;
 use crate::device::{Card, ContainerDevice, DeviceInfo, Placed, PodDevices};
 use crate::ledger::VGPU_NODE;
-use crate::policy::GpuPolicy;
+use crate::policy::{GpuPolicy, NodePolicy};
 use crate::reason::Counter;
 
 /// Every vendor the guest knows, in vendor-key order.
@@ -43,6 +50,13 @@ pub static VENDORS: &[&dyn Vendor] = &[
     &amd::Amd,
     &vastai::Vastai,
     &volcano::Volcano,
+    &metax::MetaxGpu,
+    &metax::MetaxSgpu,
+    &kunlun::KunlunWhole,
+    &kunlun::KunlunVxpu,
+    &enflame::EnflameGcu,
+    &enflame::EnflameShared,
+    &awsneuron::AwsNeuron,
 ];
 
 /// Looks a vendor up by key.
@@ -105,6 +119,18 @@ pub struct FitContext<'a> {
     /// Devices (of every vendor) already given to the pod's earlier containers, with their
     /// container position (MetaX-GPU and Mthreads keep a pod on one card).
     pub earlier: &'a [(usize, ContainerDevice)],
+}
+
+/// What a vendor's node score term may read (spec vendors §1.5 `ScoreNode`).
+pub struct ScoreContext<'a> {
+    pub pod: &'a Pod,
+    pub node: &'a Node,
+    pub config: &'a Config,
+    /// Every card of the node (all vendors) with its use before this pod was placed.
+    pub previous: &'a [Card],
+    /// This vendor's devices chosen for the pod, per container position.
+    pub devices: &'a PodDevices,
+    pub policy: NodePolicy,
 }
 
 /// What a vendor's decision annotations may depend on besides the devices.
@@ -255,7 +281,34 @@ pub trait Vendor: Sync {
     /// `devices` are the pod's devices of this vendor per container, `previous` the node's
     /// cards before the pod. The scheduler adds it under `binpack` and subtracts it under
     /// `spread`, so better topology always wins (DEVIATIONS.md A5). Defaults to 0.
-    fn score_node(&self, _node: &Node, _devices: &PodDevices, _previous: &[Card]) -> f64 {
+    fn topology_score(&self, _node: &Node, _devices: &PodDevices, _previous: &[Card]) -> f64 {
+        0.0
+    }
+
+    /// Pod-level admission rules, run once per pod after every container's
+    /// [`Vendor::admit_container`]: whether the pod uses this vendor, and the mutations. An
+    /// error denies the pod.
+    fn admit_pod(&self, _pod: &Pod, _config: &Config) -> Result<(bool, Vec<Mutation>), Invalid> {
+        Ok((false, Vec::new()))
+    }
+
+    /// A tag the pod leaves on a card it holds through `device` (see [`Card::tags`]).
+    fn card_tag(&self, _pod: &Pod, _device: &ContainerDevice) -> Option<Arc<str>> {
+        None
+    }
+
+    /// Books a device chosen for an earlier container of `pod` in the same pass: by default
+    /// [`Vendor::add_usage`] plus the pod's [`Vendor::card_tag`].
+    fn book(&self, card: &mut Card, device: &ContainerDevice, pod: &Pod) {
+        self.add_usage(card, device);
+        if let Some(tag) = self.card_tag(pod, device) {
+            card.tags.push(tag);
+        }
+    }
+
+    /// This vendor's term of the node score (HAMi `ScoreNode`), added to the default score;
+    /// policy weighting is the vendor's own business. 0 by default.
+    fn score_node(&self, _ctx: &ScoreContext<'_>) -> f64 {
         0.0
     }
 

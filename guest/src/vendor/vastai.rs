@@ -149,7 +149,7 @@ impl Vendor for Vastai {
 
     /// Per container, the share of its dies on its largest AIC; 0 when a device is not a die
     /// with an AIC.
-    fn score_node(&self, node: &Node, devices: &PodDevices, _previous: &[Card]) -> f64 {
+    fn topology_score(&self, node: &Node, devices: &PodDevices, _previous: &[Card]) -> f64 {
         let info = dies(node);
         let mut total = 0.0;
         for container in devices.iter().filter(|c| !c.is_empty()) {

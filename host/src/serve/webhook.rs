@@ -170,36 +170,29 @@ pub fn json_patch(pod: &Pod, mutations: &[Mutation]) -> Vec<Value> {
                 pod.spec.get_or_insert_default().runtime_class_name = Some(name.clone());
             }
             Mutation::SetLimit(l) => {
-                let Some(c) = container(&mut pod, l.container) else {
-                    continue;
-                };
-                let base = container_path(l.container);
-                let quantity =
-                    k8s_openapi::apimachinery::pkg::api::resource::Quantity(l.value.clone());
-                match c.resources.as_mut() {
+                if let Some(op) = set_resource(&mut pod, l, "limits") {
+                    ops.push(op);
+                }
+            }
+            Mutation::SetRequest(r) => {
+                if let Some(op) = set_resource(&mut pod, r, "requests") {
+                    ops.push(op);
+                }
+            }
+            Mutation::SetAnnotation((key, value)) => {
+                let annotations = &mut pod.metadata.annotations;
+                match annotations {
                     None => {
-                        ops.push(json!({"op": "add", "path": format!("{base}/resources"),
-                            "value": {"limits": {&l.name: &l.value}}}));
-                        c.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
-                            limits: Some([(l.name.clone(), quantity)].into()),
-                            ..Default::default()
-                        });
+                        ops.push(json!({"op": "add", "path": "/metadata/annotations",
+                            "value": {key: value}}));
+                        *annotations = Some([(key.clone(), value.clone())].into());
                     }
-                    Some(r) => match r.limits.as_mut() {
-                        None => {
-                            ops.push(
-                                json!({"op": "add", "path": format!("{base}/resources/limits"),
-                                "value": {&l.name: &l.value}}),
-                            );
-                            r.limits = Some([(l.name.clone(), quantity)].into());
-                        }
-                        Some(limits) => {
-                            ops.push(json!({"op": "add",
-                                "path": format!("{base}/resources/limits/{}", escape(&l.name)),
-                                "value": &l.value}));
-                            limits.insert(l.name.clone(), quantity);
-                        }
-                    },
+                    Some(map) => {
+                        ops.push(json!({"op": "add",
+                            "path": format!("/metadata/annotations/{}", escape(key)),
+                            "value": value}));
+                        map.insert(key.clone(), value.clone());
+                    }
                 }
             }
             Mutation::AddEnv(e) => {
@@ -228,6 +221,45 @@ pub fn json_patch(pod: &Pod, mutations: &[Mutation]) -> Vec<Value> {
         }
     }
     ops
+}
+
+/// The operation that sets `resources.<list>.<name>` (list = `limits` or `requests`) on a
+/// container, creating `resources` or the list when absent; `None` for a missing container.
+fn set_resource(pod: &mut Pod, l: &api::ContainerLimit, list: &str) -> Option<Value> {
+    let c = container(pod, l.container)?;
+    let base = container_path(l.container);
+    let quantity = k8s_openapi::apimachinery::pkg::api::resource::Quantity(l.value.clone());
+    if c.resources.is_none() {
+        let mut r = k8s_openapi::api::core::v1::ResourceRequirements::default();
+        let map = Some([(l.name.clone(), quantity)].into());
+        if list == "limits" {
+            r.limits = map;
+        } else {
+            r.requests = map;
+        }
+        c.resources = Some(r);
+        return Some(json!({"op": "add", "path": format!("{base}/resources"),
+            "value": {list: {&l.name: &l.value}}}));
+    }
+    let resources = c.resources.get_or_insert_default();
+    let slot = if list == "limits" {
+        &mut resources.limits
+    } else {
+        &mut resources.requests
+    };
+    let op = match slot {
+        Some(map) => {
+            map.insert(l.name.clone(), quantity);
+            json!({"op": "add", "path": format!("{base}/resources/{list}/{}", escape(&l.name)),
+                "value": &l.value})
+        }
+        None => {
+            *slot = Some([(l.name.clone(), quantity)].into());
+            json!({"op": "add", "path": format!("{base}/resources/{list}"),
+                "value": {&l.name: &l.value}})
+        }
+    };
+    Some(op)
 }
 
 fn container(pod: &mut Pod, c: ContainerRef) -> Option<&mut k8s_openapi::api::core::v1::Container> {
@@ -261,16 +293,29 @@ pub fn mutations_of(patch: &[Value]) -> Result<Vec<Mutation>, String> {
         {
             ["spec", "schedulerName"] => out.push(Mutation::SetSchedulerName(text(&value)?)),
             ["spec", "runtimeClassName"] => out.push(Mutation::SetRuntimeClassName(text(&value)?)),
+            ["metadata", "annotations"] => {
+                for (k, v) in value.as_object().into_iter().flatten() {
+                    out.push(Mutation::SetAnnotation((k.clone(), text(v)?)));
+                }
+            }
+            ["metadata", "annotations", key] => {
+                out.push(Mutation::SetAnnotation((key.to_string(), text(&value)?)));
+            }
             ["spec", list, index, rest @ ..] => {
                 let init = *list == "initContainers";
                 let index: u32 = index.parse().map_err(|_| format!("{op}"))?;
                 let container = ContainerRef { init, index };
-                let limit = |name: &str, v: &Value| -> Result<Mutation, String> {
-                    Ok(Mutation::SetLimit(api::ContainerLimit {
+                let resource = |list: &str, name: &str, v: &Value| -> Result<Mutation, String> {
+                    let l = api::ContainerLimit {
                         container,
                         name: name.to_string(),
                         value: text(v)?,
-                    }))
+                    };
+                    Ok(if list == "requests" {
+                        Mutation::SetRequest(l)
+                    } else {
+                        Mutation::SetLimit(l)
+                    })
                 };
                 let env = |v: &Value| -> Result<Mutation, String> {
                     Ok(Mutation::AddEnv(api::ContainerEnv {
@@ -280,17 +325,20 @@ pub fn mutations_of(patch: &[Value]) -> Result<Vec<Mutation>, String> {
                     }))
                 };
                 match rest {
-                    ["resources"] | ["resources", "limits"] => {
-                        let limits = if rest.len() == 1 {
-                            value.get("limits").cloned().unwrap_or(Value::Null)
-                        } else {
-                            value.clone()
-                        };
-                        for (k, v) in limits.as_object().into_iter().flatten() {
-                            out.push(limit(k, v)?);
+                    ["resources"] => {
+                        for list in ["limits", "requests"] {
+                            let entries = value.get(list).and_then(Value::as_object);
+                            for (k, v) in entries.into_iter().flatten() {
+                                out.push(resource(list, k, v)?);
+                            }
                         }
                     }
-                    ["resources", "limits", name] => out.push(limit(name, &value)?),
+                    ["resources", list] => {
+                        for (k, v) in value.as_object().into_iter().flatten() {
+                            out.push(resource(list, k, v)?);
+                        }
+                    }
+                    ["resources", list, name] => out.push(resource(list, name, &value)?),
                     ["env"] => {
                         for v in value.as_array().into_iter().flatten() {
                             out.push(env(v)?);

@@ -392,7 +392,7 @@ impl Vendor for Ascend {
         out
     }
 
-    fn score_node(&self, node: &Node, devices: &PodDevices, _previous: &[Card]) -> f64 {
+    fn topology_score(&self, node: &Node, devices: &PodDevices, _previous: &[Card]) -> f64 {
         fit::score(self, node, devices)
     }
 

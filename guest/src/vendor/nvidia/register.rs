@@ -107,6 +107,7 @@ fn parse_json(text: &str) -> Result<Vec<DeviceInfo>, String> {
                 health: d.health,
                 mig_profiles: d.mig_profiles,
                 pair_scores: BTreeMap::new(),
+                custom: BTreeMap::new(),
             })
         })
         .collect()
@@ -158,6 +159,7 @@ fn parse_legacy(text: &str) -> Result<Vec<DeviceInfo>, String> {
             health: f[6].eq_ignore_ascii_case("true"),
             mig_profiles: Vec::new(),
             pair_scores: BTreeMap::new(),
+            custom: BTreeMap::new(),
         });
     }
     Ok(out)
