@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use hamr_guest::api::{self, Scheduler};
 
 use crate::runtime::ComponentScheduler;
+use crate::wasm_extension::WasmExtensionScheduler;
 
 /// Which engine to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +16,9 @@ pub enum EngineKind {
     Native,
     /// The WebAssembly component in wasmtime: the one embedded in the binary, or a file.
     Component(Option<PathBuf>),
+    /// The kube-scheduler-wasm-extension core module, embedded in the binary, under hamr's
+    /// test host of that ABI.
+    WasmExtension,
 }
 
 impl EngineKind {
@@ -23,6 +27,7 @@ impl EngineKind {
         match self {
             EngineKind::Native => "native",
             EngineKind::Component(_) => "component",
+            EngineKind::WasmExtension => "wasm-extension",
         }
     }
 
@@ -33,6 +38,9 @@ impl EngineKind {
             EngineKind::Component(path) => ComponentScheduler::load(path.as_deref())
                 .map(|c| Engine::Component(Box::new(c)))
                 .map_err(|e| EngineFault(format!("cannot load the component: {e:#}"))),
+            EngineKind::WasmExtension => WasmExtensionScheduler::load()
+                .map(|w| Engine::WasmExtension(Box::new(w)))
+                .map_err(|e| EngineFault(format!("cannot load the wasm-extension module: {e}"))),
         }
     }
 }
@@ -53,6 +61,7 @@ impl EngineFault {
 pub enum Engine {
     Native(Box<hamr_guest::Engine>),
     Component(Box<ComponentScheduler>),
+    WasmExtension(Box<WasmExtensionScheduler>),
 }
 
 /// Calls the same [`Scheduler`] method on whichever engine this is.
@@ -62,6 +71,9 @@ macro_rules! dispatch {
             Engine::Native(e) => Scheduler::$method(e.as_mut(), $($arg),*).map_err(EngineFault::from_display),
             Engine::Component(c) => {
                 Scheduler::$method(c.as_mut(), $($arg),*).map_err(EngineFault::from_display)
+            }
+            Engine::WasmExtension(w) => {
+                Scheduler::$method(w.as_mut(), $($arg),*).map_err(EngineFault::from_display)
             }
         }
     };

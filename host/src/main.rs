@@ -41,12 +41,14 @@ enum Command {
 enum EngineArg {
     Component,
     Native,
+    WasmExtension,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum EnginesArg {
     Native,
     Component,
+    WasmExtension,
     All,
 }
 
@@ -71,6 +73,7 @@ impl EngineOpts {
         match self.engine {
             EngineArg::Native => EngineKind::Native,
             EngineArg::Component => EngineKind::Component(self.component.clone()),
+            EngineArg::WasmExtension => EngineKind::WasmExtension,
         }
     }
 }
@@ -327,7 +330,8 @@ fn run_conformance(a: ConformanceArgs) -> Result<ExitCode> {
     let engines = match a.engine {
         EnginesArg::Native => vec![EngineKind::Native],
         EnginesArg::Component => vec![component],
-        EnginesArg::All => vec![EngineKind::Native, component],
+        EnginesArg::WasmExtension => vec![EngineKind::WasmExtension],
+        EnginesArg::All => vec![EngineKind::Native, component, EngineKind::WasmExtension],
     };
     let files = conformance::find(&a.paths)?;
     let mut out = std::io::stdout().lock();
