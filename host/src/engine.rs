@@ -31,6 +31,21 @@ impl EngineKind {
         }
     }
 
+    /// Why this engine cannot run `scenario`, if it cannot: the kube-scheduler-wasm-extension
+    /// host shows its guest nodes only, so filter-time quota checks are out of its reach
+    /// (admission, which checks quotas too, runs in the webhook).
+    pub fn cannot_show(
+        &self,
+        scenario: &crate::conformance::scenario::Scenario,
+    ) -> Option<&'static str> {
+        match self {
+            EngineKind::WasmExtension if !scenario.quotas.is_empty() => {
+                Some("ResourceQuotas are not visible to kube-scheduler-wasm-extension guests")
+            }
+            _ => None,
+        }
+    }
+
     /// A fresh engine with an empty ledger and the default configuration.
     pub fn start(&self) -> Result<Engine, EngineFault> {
         match self {
