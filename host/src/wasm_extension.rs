@@ -796,6 +796,9 @@ pub struct WasmExtensionScheduler {
     shown: BTreeMap<String, (u64, Vec<u8>)>,
 }
 
+/// A cycle up to Reserve: the verdicts, whether the plugin manages the pod, the chosen node.
+type CycleOutcome = (Vec<api::NodeVerdict>, bool, Option<String>);
+
 /// Whether a verdict code from the guest is one of the framework's.
 fn verdict_code(code: i32) -> Option<api::Code> {
     match code {
@@ -891,7 +894,7 @@ impl WasmExtensionScheduler {
         pod: &api::Pod,
         candidates: &[String],
         now: i64,
-    ) -> Result<Result<(Vec<api::NodeVerdict>, bool, Option<String>), api::Error>, Fault> {
+    ) -> Result<Result<CycleOutcome, api::Error>, Fault> {
         let success = |n: &String| api::NodeVerdict {
             node: n.clone(),
             code: api::Code::Success,
@@ -1033,7 +1036,7 @@ impl WasmExtensionScheduler {
                     .as_str()
                     .and_then(|n| serde_json::from_str::<DecisionNote>(n).ok())
             })
-            .last();
+            .next_back();
         let decision = match note {
             Some(n) => api::Decision {
                 node: n.node,
