@@ -1,11 +1,15 @@
-//! Builds the guest component (`hamr-guest` for `wasm32-wasip2`, profile `guest`) so that the
-//! `hamr` binary embeds it and needs no flag to find it.
+//! Builds the two WebAssembly faces of the guest so that the `hamr` binary embeds them and
+//! needs no flag to find them:
 //!
-//! The nested cargo uses its own target directory (`target/component`), so it never waits on
-//! the lock of the build that runs this script. Set `HAMR_COMPONENT=/path/to/guest.wasm` to
-//! embed a prebuilt component instead.
+//! - the component (`hamr-guest` for `wasm32-wasip2`, profile `guest`), into `target/component`;
+//! - the kube-scheduler-wasm-extension core module (`hamr-wasm-extension` for `wasm32-wasip1`,
+//!   profile `guest`), into `target/wasm-extension`.
+//!
+//! Each nested cargo uses its own target directory, so it never waits on the lock of the build
+//! that runs this script. Set `HAMR_COMPONENT=/path/to/guest.wasm` or
+//! `HAMR_WASM_EXTENSION=/path/to/hamr_wasm_extension.wasm` to embed a prebuilt file instead.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
@@ -15,28 +19,72 @@ fn main() {
         .parent()
         .expect("host/ lives in the workspace root")
         .to_path_buf();
-    for path in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
+    for path in [
+        "guest/src",
+        "guest/Cargo.toml",
+        "wit",
+        "Cargo.lock",
+        "wasm-extension/src",
+        "wasm-extension/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
-    println!("cargo:rerun-if-env-changed=HAMR_COMPONENT");
-    let out =
-        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("guest.wasm");
-    if let Ok(prebuilt) = std::env::var("HAMR_COMPONENT") {
-        std::fs::copy(&prebuilt, &out).unwrap_or_else(|e| panic!("HAMR_COMPONENT={prebuilt}: {e}"));
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    build(
+        &root,
+        &out_dir.join("guest.wasm"),
+        Wasm {
+            prebuilt_env: "HAMR_COMPONENT",
+            package: "hamr-guest",
+            target: "wasm32-wasip2",
+            target_dir: "component",
+            file: "hamr_guest.wasm",
+        },
+    );
+    build(
+        &root,
+        &out_dir.join("wasm_extension.wasm"),
+        Wasm {
+            prebuilt_env: "HAMR_WASM_EXTENSION",
+            package: "hamr-wasm-extension",
+            target: "wasm32-wasip1",
+            target_dir: "wasm-extension",
+            file: "hamr_wasm_extension.wasm",
+        },
+    );
+}
+
+/// One WebAssembly build.
+struct Wasm {
+    /// Names a prebuilt file to embed instead.
+    prebuilt_env: &'static str,
+    package: &'static str,
+    target: &'static str,
+    /// Under `target/`.
+    target_dir: &'static str,
+    /// The artifact's file name.
+    file: &'static str,
+}
+
+fn build(root: &Path, out: &Path, w: Wasm) {
+    println!("cargo:rerun-if-env-changed={}", w.prebuilt_env);
+    if let Ok(prebuilt) = std::env::var(w.prebuilt_env) {
+        std::fs::copy(&prebuilt, out)
+            .unwrap_or_else(|e| panic!("{}={prebuilt}: {e}", w.prebuilt_env));
         return;
     }
-    let target_dir = root.join("target").join("component");
+    let target_dir = root.join("target").join(w.target_dir);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let status = Command::new(cargo)
-        .current_dir(&root)
+        .current_dir(root)
         .args([
             "build",
             "--quiet",
             "-p",
-            "hamr-guest",
+            w.package,
             "--lib",
             "--target",
-            "wasm32-wasip2",
+            w.target,
             "--profile",
             "guest",
         ])
@@ -50,14 +98,14 @@ fn main() {
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .env_remove("CARGO_MAKEFLAGS")
         .status()
-        .expect("cargo can be started to build the guest component");
+        .unwrap_or_else(|e| panic!("cargo can be started to build {}: {e}", w.package));
     assert!(
         status.success(),
-        "building the guest component failed; is the target installed? run: rustup target add wasm32-wasip2"
+        "building {} for {} failed; is the target installed? run: rustup target add {}",
+        w.package,
+        w.target,
+        w.target
     );
-    let built = target_dir
-        .join("wasm32-wasip2")
-        .join("guest")
-        .join("hamr_guest.wasm");
-    std::fs::copy(&built, &out).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
+    let built = target_dir.join(w.target).join("guest").join(w.file);
+    std::fs::copy(&built, out).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
 }

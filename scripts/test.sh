@@ -20,6 +20,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (guest, wasm32-wasip2)"
 cargo clippy -p hamr-guest --target wasm32-wasip2 --locked -- -D warnings
 
+step "clippy (kube-scheduler-wasm-extension module, wasm32-wasip1)"
+cargo clippy -p hamr-wasm-extension --target wasm32-wasip1 --locked -- -D warnings
+
 # Tests run in release: wasmtime in a debug build is 10-30x slower, and the binary that
 # the conformance step runs is the same release build.
 step "unit, integration and contract tests (release)"
@@ -31,6 +34,7 @@ cargo test --workspace --release --locked
 # Each benchmark once, without timing (so they never rot; figures live in BENCHMARKS.md).
 step "benchmarks, quick mode"
 cargo bench --workspace --locked --bench decide -- --test
+cargo bench --workspace --locked --bench wasm_extension -- --test
 
 # Last, so that the run ends with its `N passed, M failed` line.
 step "conformance: every scenario through every engine"

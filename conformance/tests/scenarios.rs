@@ -22,3 +22,34 @@ fn every_scenario_passes_on_the_native_engine() {
         failures.join("\n")
     );
 }
+
+/// The kube-scheduler-wasm-extension module, under hamr's host of that ABI, agrees with the
+/// native engine on every scenario it can be shown (the ones with ResourceQuotas are skipped:
+/// that host shows its guests nodes only).
+#[test]
+fn every_scenario_agrees_on_the_wasm_extension_module() {
+    let files = find(&[scenarios_dir()]).expect("the scenarios folder holds scenario files");
+    let mut failures = Vec::new();
+    let mut skipped = Vec::new();
+    for file in &files {
+        let result = run_scenario(&file.path, &[EngineKind::Native, EngineKind::WasmExtension]);
+        for r in &result.results {
+            if r.skipped.is_some() {
+                skipped.push(file.shown.clone());
+            } else if !r.failures.is_empty() {
+                failures.push(line(&file.shown, &result.name, r));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios fail on the wasm-extension engine:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+    assert!(
+        skipped.iter().all(|s| s.contains("quota")) && skipped.len() * 5 < files.len(),
+        "only the quota scenarios may be skipped: {skipped:?}"
+    );
+}

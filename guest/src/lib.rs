@@ -22,9 +22,12 @@ pub mod policy;
 pub mod quantity;
 pub mod reason;
 pub mod schedule;
+pub mod usage_annotation;
 pub mod vendor;
 
-#[cfg(target_arch = "wasm32")]
+// Only the component build (wasm32-wasip2) carries the WIT exports; the core module of
+// kube-scheduler-wasm-extension (wasm32-wasip1, `wasm-extension/`) links this library without them.
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
 #[allow(unsafe_code)] // wit-bindgen's generated export glue; the module's own code is safe
 mod component;
 

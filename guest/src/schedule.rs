@@ -52,7 +52,6 @@ struct PodPlan<'a> {
     node_policy: NodePolicy,
     /// Namespace quotas that apply to this pod (empty when none does).
     quota: Vec<QuotaView>,
-    config: crate::config::Config,
 }
 
 impl<'a> PodPlan<'a> {
@@ -68,7 +67,6 @@ impl<'a> PodPlan<'a> {
             gpu_policy: GpuPolicy::for_pod(pod, &ledger.config.gpu_scheduler_policy),
             node_policy: NodePolicy::for_pod(pod, &ledger.config.node_scheduler_policy),
             quota: QuotaView::for_pod(ledger, pod),
-            config: ledger.config.clone(),
         }))
     }
 }
@@ -589,6 +587,27 @@ fn assume(
         },
         grants,
     }
+}
+
+/// The verdict on each node, as `filter` gives it, without choosing or assuming anything (the
+/// per-node `filter` of kube-scheduler-wasm-extension). A pod that asks for no managed device
+/// succeeds everywhere; with no nodes, it only checks that the pod's requests are valid.
+pub fn verdicts(
+    ledger: &Ledger,
+    pod: &Pod,
+    nodes: &[String],
+    now: i64,
+) -> Result<Vec<NodeVerdict>, Error> {
+    let Some(plan) = PodPlan::new(ledger, pod)? else {
+        return Ok(nodes.iter().map(|n| success(n, 0)).collect());
+    };
+    Ok(evaluate_all(ledger, &plan, nodes, now)
+        .into_iter()
+        .map(|(name, r)| match r {
+            Ok(fit) => success(&name, plan.node_policy.normalise(fit.raw_score)),
+            Err(fail) => fail.verdict(&name),
+        })
+        .collect())
 }
 
 /// `score`: 0..=100 per node under the pod's node policy; 0 where it does not fit.

@@ -3,7 +3,8 @@
 //! Start reading at [`place`], the one loop every command shares (configure, feed the cluster
 //! as deltas, then admit, filter and place pods in order), written against
 //! [`hamr_guest::api::Scheduler`] so that every engine ([`engine`]: the native library or the
-//! component in [`runtime`]) runs the same code. [`input`] reads Kubernetes objects from files
+//! component in [`runtime`], or the kube-scheduler-wasm-extension core module in
+//! [`wasm_extension`]) runs the same code. [`input`] reads Kubernetes objects from files
 //! and [`k8s`] converts them to the contract's records. The commands: [`simulate`],
 //! [`explain`] and [`conformance`].
 #![forbid(unsafe_code)]
@@ -19,3 +20,4 @@ pub mod runtime;
 pub mod serve;
 pub mod simulate;
 pub mod table;
+pub mod wasm_extension;

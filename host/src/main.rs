@@ -124,6 +124,7 @@ enum ConfigTarget {
 enum EngineArg {
     Component,
     Native,
+    WasmExtension,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,6 +133,7 @@ enum EnginesArg {
     Component,
     /// A `hamr serve` on loopback (around the component), driven over HTTP.
     Http,
+    WasmExtension,
     All,
 }
 
@@ -156,6 +158,7 @@ impl EngineOpts {
         match self.engine {
             EngineArg::Native => EngineKind::Native,
             EngineArg::Component => EngineKind::Component(self.component.clone()),
+            EngineArg::WasmExtension => EngineKind::WasmExtension,
         }
     }
 }
@@ -503,10 +506,12 @@ fn run_conformance(a: ConformanceArgs) -> Result<ExitCode> {
         EnginesArg::Native => vec![EngineKind::Native],
         EnginesArg::Component => vec![component],
         EnginesArg::Http => vec![EngineKind::Http(Box::new(component))],
+        EnginesArg::WasmExtension => vec![EngineKind::WasmExtension],
         EnginesArg::All => vec![
             EngineKind::Native,
             component.clone(),
             EngineKind::Http(Box::new(component)),
+            EngineKind::WasmExtension,
         ],
     };
     let files = conformance::find(&a.paths)?;

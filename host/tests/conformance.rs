@@ -233,6 +233,50 @@ fn the_summary_counts_scenario_engine_lines() {
 }
 
 #[test]
+fn the_wasm_extension_engine_runs_scenarios_and_skips_those_with_quotas() {
+    let dir = tempfile::tempdir().expect("a temp dir can be created");
+    let plain = dir.path().join("plain.yaml");
+    std::fs::write(
+        &plain,
+        scenario_text(&pod("p1", P1), "- {pod: p1, node: gpu-node-1}\n"),
+    )
+    .expect("written");
+    let quota = dir.path().join("quota.yaml");
+    let with_quota = scenario_text(&pod("p1", P1), "- {pod: p1, node: gpu-node-1}\n")
+        .replace(
+            "schedule:\n",
+            "quotas:\n- metadata: {name: q, namespace: default}\n  spec: {hard: {limits.nvidia.com/gpumem: '100000'}}\nschedule:\n",
+        );
+    std::fs::write(&quota, with_quota).expect("written");
+    let files = vec![
+        ScenarioPath {
+            path: plain,
+            shown: "plain.yaml".into(),
+        },
+        ScenarioPath {
+            path: quota,
+            shown: "quota.yaml".into(),
+        },
+    ];
+    let mut out = Vec::new();
+    let engines = [EngineKind::Native, EngineKind::WasmExtension];
+    let summary = runner::run(&files, &engines, &mut out).expect("writes");
+    let out = String::from_utf8(out).expect("utf-8");
+    assert_eq!(
+        (summary.passed, summary.failed, summary.skipped),
+        (3, 0, 1),
+        "{out}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[1], "PASS  wasm-extension plain.yaml  test scenario");
+    assert_eq!(
+        lines[3],
+        "SKIP  wasm-extension quota.yaml  test scenario: ResourceQuotas are not visible to kube-scheduler-wasm-extension guests"
+    );
+    assert_eq!(lines[4], "3 passed, 0 failed, 1 skipped");
+}
+
+#[test]
 fn folders_are_searched_recursively_for_yaml_files_in_sorted_order() {
     let dir = tempfile::tempdir().expect("a temp dir can be created");
     for f in ["b/z.yaml", "b/a.yml", "a.yaml", "notes.txt"] {

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! With several engines, an engine whose observations differ from the first engine's fails
-//! too, even when both meet the expectations.
+//! too, even when both meet the expectations. An engine whose host cannot show an input of the
+//! scenario (quotas, for the kube-scheduler-wasm-extension module) prints `SKIP` with the
+//! reason instead, counted apart (`N passed, M failed, K skipped`).
 
 pub mod observe;
 pub mod scenario;
@@ -88,11 +90,14 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), FindError> {
     Ok(())
 }
 
-/// One engine's result for one scenario: empty `failures` means it passed.
+/// One engine's result for one scenario: empty `failures` means it passed, unless `skipped`
+/// says why the engine cannot run it (an input its host cannot show, e.g. quotas to the
+/// kube-scheduler-wasm-extension module).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineResult {
     pub engine: &'static str,
     pub failures: Vec<String>,
+    pub skipped: Option<String>,
 }
 
 /// A scenario's results, one per engine, in the order the engines were given.
@@ -113,6 +118,7 @@ pub fn run_scenario(path: &Path, engines: &[EngineKind]) -> ScenarioResult {
                 .map(|k| EngineResult {
                     engine: k.label(),
                     failures: vec![format!("cannot read the scenario: {e}")],
+                    skipped: None,
                 })
                 .collect();
             return ScenarioResult {
@@ -124,6 +130,14 @@ pub fn run_scenario(path: &Path, engines: &[EngineKind]) -> ScenarioResult {
     let mut results = Vec::new();
     let mut first: Option<(&'static str, observe::Run)> = None;
     for kind in engines {
+        if let Some(why) = kind.cannot_show(&scenario) {
+            results.push(EngineResult {
+                engine: kind.label(),
+                failures: Vec::new(),
+                skipped: Some(why.to_string()),
+            });
+            continue;
+        }
         let run = kind
             .start()
             .map_err(crate::place::PlaceError::Fault)
@@ -154,6 +168,7 @@ pub fn run_scenario(path: &Path, engines: &[EngineKind]) -> ScenarioResult {
         results.push(EngineResult {
             engine: kind.label(),
             failures,
+            skipped: None,
         });
     }
     ScenarioResult {
@@ -167,16 +182,25 @@ pub fn run_scenario(path: &Path, engines: &[EngineKind]) -> ScenarioResult {
 pub struct Summary {
     pub passed: usize,
     pub failed: usize,
+    /// Lines of an engine that cannot run the scenario (shown only when there are some).
+    pub skipped: usize,
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} passed, {} failed", self.passed, self.failed)
+        write!(f, "{} passed, {} failed", self.passed, self.failed)?;
+        if self.skipped > 0 {
+            write!(f, ", {} skipped", self.skipped)?;
+        }
+        Ok(())
     }
 }
 
 /// The line printed for one scenario on one engine.
 pub fn line(shown: &str, name: &str, r: &EngineResult) -> String {
+    if let Some(why) = &r.skipped {
+        return format!("SKIP  {:<10} {shown}  {name}: {why}", r.engine);
+    }
     if r.failures.is_empty() {
         format!("PASS  {:<10} {shown}  {name}", r.engine)
     } else {
@@ -197,7 +221,9 @@ pub fn run(
         let result = run_scenario(&file.path, engines);
         for r in &result.results {
             writeln!(out, "{}", line(&file.shown, &result.name, r))?;
-            if r.failures.is_empty() {
+            if r.skipped.is_some() {
+                summary.skipped += 1;
+            } else if r.failures.is_empty() {
                 summary.passed += 1;
             } else {
                 summary.failed += 1;
