@@ -171,9 +171,7 @@ fn evaluate(
         so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
         devices[position] = chosen;
     }
-    let raw_score = raw_score
-        + topology_score(plan, entry, &devices)
-        + vendor_scores(ledger, plan, entry, &devices);
+    let raw_score = raw_score + vendor_terms(ledger, plan, entry, &devices);
     let own_score = own_score(ledger, plan, entry, &devices);
     Ok(NodeFit {
         raw_score,
@@ -217,34 +215,19 @@ impl NodeFit {
     }
 }
 
-/// The vendors' topology terms (HAMi's `ScoreNode`), "higher is better": added under binpack,
-/// subtracted under spread, so that better topology wins under both (DEVIATIONS.md A5).
-fn topology_score(plan: &PodPlan<'_>, entry: &NodeEntry, devices: &[Vec<ContainerDevice>]) -> f64 {
-    let mut total = 0.0;
-    for v in VENDORS {
-        if !plan.requests.iter().flatten().any(|r| r.vendor == v.key()) {
-            continue;
-        }
-        let pd: PodDevices = devices
-            .iter()
-            .map(|c| c.iter().filter(|d| d.vendor == v.key()).cloned().collect())
-            .collect();
-        total += v.topology_score(&entry.node, &pd, &entry.cards);
-    }
-    match plan.node_policy {
-        NodePolicy::Binpack => total,
-        NodePolicy::Spread => -total,
-    }
-}
-
-/// The vendors' node score terms for the pod's devices (spec vendors §1.5).
-fn vendor_scores(
+/// The vendors' node score terms for the pod's devices (HAMi's `ScoreNode`, spec vendors §1.5),
+/// each requested vendor's devices gathered once:
+/// - the topology term, "higher is better": added under binpack, subtracted under spread, so
+///   that better topology wins under both (DEVIATIONS.md A5);
+/// - the vendor's own term, weighted by the vendor itself.
+fn vendor_terms(
     ledger: &Ledger,
     plan: &PodPlan<'_>,
     entry: &NodeEntry,
     devices: &[Vec<ContainerDevice>],
 ) -> f64 {
-    let mut total = 0.0;
+    let mut topology = 0.0;
+    let mut own = 0.0;
     for v in VENDORS {
         if !plan.requests.iter().flatten().any(|r| r.vendor == v.key()) {
             continue;
@@ -253,7 +236,8 @@ fn vendor_scores(
             .iter()
             .map(|c| c.iter().filter(|d| d.vendor == v.key()).cloned().collect())
             .collect();
-        total += v.score_node(&vendor::ScoreContext {
+        topology += v.topology_score(&entry.node, &pd, &entry.cards);
+        own += v.score_node(&vendor::ScoreContext {
             pod: plan.pod,
             node: &entry.node,
             config: &ledger.config,
@@ -262,7 +246,11 @@ fn vendor_scores(
             policy: plan.node_policy,
         });
     }
-    total
+    let topology = match plan.node_policy {
+        NodePolicy::Binpack => topology,
+        NodePolicy::Spread => -topology,
+    };
+    topology + own
 }
 
 /// Fits one container's requests (spec §6.3) on `cards`; the caller books the result.
