@@ -622,24 +622,40 @@ impl Server {
     async fn release(self: &Arc<Self>, uid: &str, p: Pending, why: Release) {
         let u = uid.to_string();
         let _ = self.with_engine(move |e| e.unreserve(&u)).await;
-        let mut annotations: Changes = p.annotations.iter().map(|k| (k.clone(), None)).collect();
-        if why == Release::BindFailed {
-            annotations.push((BIND_PHASE.to_string(), None));
-            annotations.push((BIND_TIME.to_string(), None));
-        }
-        let labels: Changes = p.labels.iter().map(|k| (k.clone(), None)).collect();
-        if !annotations.is_empty() || !labels.is_empty() {
-            match self
-                .backend
-                .patch_pod(&p.namespace, &p.name, &annotations, &labels)
-                .await
-            {
-                Ok(echo) => self.echo(echo).await,
-                Err(e) => tracing::warn!(pod = %format!("{}/{}", p.namespace, p.name), error = %e,
-                    "could not take the released decision off the pod"),
-            }
+        let extra: Changes = if why == Release::BindFailed {
+            vec![
+                (BIND_PHASE.to_string(), None),
+                (BIND_TIME.to_string(), None),
+            ]
+        } else {
+            Vec::new()
+        };
+        if let Err(e) = self.take_off(&p, extra).await {
+            tracing::warn!(pod = %format!("{}/{}", p.namespace, p.name), error = %e,
+                "could not take the released decision off the pod");
         }
         self.released(uid, &p, why).await;
+    }
+
+    /// Removes the decision keys written at filter (and `extra`) from the pod, feeding the
+    /// change back as a watch would.
+    pub(crate) async fn take_off(
+        self: &Arc<Self>,
+        p: &Pending,
+        mut extra: Changes,
+    ) -> Result<(), backend::WriteError> {
+        let mut annotations: Changes = p.annotations.iter().map(|k| (k.clone(), None)).collect();
+        annotations.append(&mut extra);
+        let labels: Changes = p.labels.iter().map(|k| (k.clone(), None)).collect();
+        if annotations.is_empty() && labels.is_empty() {
+            return Ok(());
+        }
+        let echo = self
+            .backend
+            .patch_pod(&p.namespace, &p.name, &annotations, &labels)
+            .await?;
+        self.echo(echo).await;
+        Ok(())
     }
 
     /// Reports a release: metric, log and event.

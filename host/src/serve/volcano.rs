@@ -21,7 +21,6 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::Server;
-use super::backend::Changes;
 use super::wire::{WireError, fold, object};
 use crate::k8s;
 
@@ -285,21 +284,12 @@ impl Server {
         };
         let u = uid.clone();
         let _ = self.with_engine(move |e| e.unreserve(&u)).await;
-        if let Some(p) = pending {
-            let annotations: Changes = p.annotations.iter().map(|k| (k.clone(), None)).collect();
-            let labels: Changes = p.labels.iter().map(|k| (k.clone(), None)).collect();
-            match self
-                .backend
-                .patch_pod(&p.namespace, &p.name, &annotations, &labels)
-                .await
-            {
-                Ok(echo) => self.echo(echo).await,
-                Err(e) => {
-                    return EventResponse {
-                        error_message: e.to_string(),
-                    };
-                }
-            }
+        if let Some(p) = pending
+            && let Err(e) = self.take_off(&p, Vec::new()).await
+        {
+            return EventResponse {
+                error_message: e.to_string(),
+            };
         }
         EventResponse::default()
     }
