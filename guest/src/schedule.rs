@@ -1,6 +1,7 @@
 //! Filter, score, reserve and explain over the ledger (spec §6.1–6.3, §6.8–6.9, §10.2).
 
 use std::cell::RefCell;
+use std::cmp::Ordering;
 
 use crate::api::{
     CardCheck, CardUsage, Code, Decision, DeviceGrant, Error, FilterOutcome, NodeExplanation,
@@ -212,6 +213,37 @@ impl NodeFit {
     fn score(&self, policy: NodePolicy) -> u32 {
         self.own_score
             .unwrap_or_else(|| policy.normalise(self.raw_score))
+    }
+
+    fn rank(&self) -> NodeRank {
+        NodeRank {
+            own: self.own_score,
+            raw: self.raw_score,
+        }
+    }
+}
+
+/// What `filter` orders fitting nodes by, unscaled: the contract's 0..=100 score can tie (or
+/// saturate, with the vendors' node-score terms) where this does not. Hosts that choose the
+/// node themselves from per-node scores (kube-scheduler-wasm-extension) use it to make the
+/// same choice.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NodeRank {
+    /// The vendors' own score, when every vendor the pod asks has one.
+    own: Option<u32>,
+    /// HAMi's node score plus the vendors' terms.
+    raw: f64,
+}
+
+impl NodeRank {
+    /// Orders two fitting nodes, the better first: the vendors' own score where both have one
+    /// (higher wins), else the raw score under the node policy; ties go to the name that sorts
+    /// first.
+    pub fn order(policy: NodePolicy, a: (&str, NodeRank), b: (&str, NodeRank)) -> Ordering {
+        match (a.1.own, b.1.own) {
+            (Some(x), Some(y)) => y.cmp(&x).then_with(|| a.0.cmp(b.0)),
+            _ => policy.better((a.0, a.1.raw), (b.0, b.1.raw)),
+        }
     }
 }
 
@@ -448,14 +480,8 @@ pub fn filter(
     let results = evaluate_all(ledger, &plan, candidates, now);
     let best = results
         .iter()
-        .filter_map(|(n, r)| r.as_ref().ok().map(|f| (n.as_str(), f)))
-        .min_by(|(na, a), (nb, b)| match (a.own_score, b.own_score) {
-            // A vendor's own score: the higher wins, ties to the name that sorts first.
-            (Some(x), Some(y)) => y.cmp(&x).then_with(|| na.cmp(nb)),
-            _ => plan
-                .node_policy
-                .better((na, a.raw_score), (nb, b.raw_score)),
-        })
+        .filter_map(|(n, r)| r.as_ref().ok().map(|f| (n.as_str(), f.rank())))
+        .min_by(|a, b| NodeRank::order(plan.node_policy, *a, *b))
         .map(|(n, _)| n.to_string());
     let mut decision = None;
     let mut verdicts = Vec::with_capacity(results.len());
@@ -605,20 +631,40 @@ pub fn score(
     nodes: &[String],
     now: i64,
 ) -> Result<Vec<NodeScore>, Error> {
+    Ok(ranked_scores(ledger, pod, nodes, now)?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect())
+}
+
+/// [`score`], with each fitting node's [`NodeRank`] (`None` where it does not fit, or for a
+/// pod that asks for no managed device).
+pub fn ranked_scores(
+    ledger: &Ledger,
+    pod: &Pod,
+    nodes: &[String],
+    now: i64,
+) -> Result<Vec<(NodeScore, Option<NodeRank>)>, Error> {
     let Some(plan) = PodPlan::new(ledger, pod)? else {
         return Ok(nodes
             .iter()
-            .map(|n| NodeScore {
-                node: n.clone(),
-                score: 0,
+            .map(|n| {
+                let s = NodeScore {
+                    node: n.clone(),
+                    score: 0,
+                };
+                (s, None)
             })
             .collect());
     };
     Ok(evaluate_all(ledger, &plan, nodes, now)
         .into_iter()
-        .map(|(node, r)| NodeScore {
-            node,
-            score: r.map_or(0, |f| f.score(plan.node_policy)),
+        .map(|(node, r)| match r {
+            Ok(f) => {
+                let score = f.score(plan.node_policy);
+                (NodeScore { node, score }, Some(f.rank()))
+            }
+            Err(_) => (NodeScore { node, score: 0 }, None),
         })
         .collect())
 }

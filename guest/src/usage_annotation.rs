@@ -7,17 +7,22 @@
 //! {"pods":["uid-a","uid-b"],
 //!  "cards":[{"vendor":"NVIDIA","uuid":"GPU-0","slots":2,"memoryMiB":3000,"cores":50},
 //!           {"vendor":"NVIDIA","uuid":"GPU-1","slots":1,"memoryMiB":10240,"cores":0,
-//!            "mig":[{"profile":"1g.10gb","start":0,"size":1}]}]}
+//!            "mig":[{"profile":"1g.10gb","start":0,"size":1}]},
+//!           {"vendor":"Metax-SGPU","uuid":"sgpu-0","slots":1,"memoryMiB":4096,"cores":20,
+//!            "tags":["|best-effort"]}]}
 //! ```
 //!
 //! `pods` lists the uids of the pods counted (sorted), so that a scheduler that booked a pod
 //! itself knows when the published figures include it. `cards` lists only cards in use: slots,
-//! memory (MiB) and cores (percent) as the ledger sums them, MIG slices in use, and `unusable`
+//! memory (MiB) and cores (percent) as the ledger sums them, MIG slices in use, the tags the pods leave on the card (a vendor's per-card
+//! state, e.g. a MetaX sGPU card's QoS identity and app classes, one entry per pod), and `unusable`
 //! when the pods' MIG state is inconsistent with the card (the ledger fails closed, spec §8.3).
 //!
 //! [`from_ledger`] derives the value from a ledger that knows the node's pods (the node
 //! agent's side); [`book`] books a decoded value into a ledger that knows only the node (the
 //! scheduler's side), so that both ledgers hold the same use for the node's cards.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +64,9 @@ pub struct CardUse {
     pub cores: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mig: Vec<MigSlice>,
+    /// The tags the pods leave on the card ([`crate::vendor::Vendor::card_tag`]), one per pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unusable: bool,
 }
@@ -132,6 +140,7 @@ pub fn from_ledger(ledger: &Ledger, node: &str) -> NodeDeviceUsage {
                         || c.used_cores != 0
                         || c.forced_unhealthy
                         || !c.mig_in_use.is_empty()
+                        || !c.tags.is_empty()
                 })
                 .map(|c| CardUse {
                     vendor: c.vendor.to_string(),
@@ -148,6 +157,7 @@ pub fn from_ledger(ledger: &Ledger, node: &str) -> NodeDeviceUsage {
                             size: m.placement.size,
                         })
                         .collect(),
+                    tags: c.tags.iter().map(|t| t.to_string()).collect(),
                     unusable: c.forced_unhealthy,
                 })
                 .collect()
@@ -178,6 +188,7 @@ pub fn book(ledger: &mut Ledger, node: &str, usage: &NodeDeviceUsage) {
     let mut usage_by_vendor: Vec<(&'static str, Vec<Usage>)> = Vec::new();
     let mut devices: Vec<(&'static str, Vec<Vec<ContainerDevice>>)> = Vec::new();
     let mut stray = Vec::new();
+    let mut tags: Vec<(&'static str, String, Arc<str>)> = Vec::new();
     for c in &usage.cards {
         let Some(v) = vendor::by_key(&c.vendor) else {
             continue;
@@ -190,6 +201,11 @@ pub fn book(ledger: &mut Ledger, node: &str, usage: &NodeDeviceUsage) {
             continue;
         };
         let is_mig = card.info.mode == "mig";
+        tags.extend(
+            c.tags
+                .iter()
+                .map(|t| (v.key(), c.uuid.clone(), Arc::<str>::from(t.as_str()))),
+        );
         if c.slots != 0 || c.memory_mib != 0 || c.cores != 0 {
             let u = Usage {
                 uuid: c.uuid.clone(),
@@ -238,7 +254,7 @@ pub fn book(ledger: &mut Ledger, node: &str, usage: &NodeDeviceUsage) {
             }
         }
     }
-    if usage_by_vendor.is_empty() && devices.is_empty() && stray.is_empty() {
+    if usage_by_vendor.is_empty() && devices.is_empty() && stray.is_empty() && tags.is_empty() {
         return;
     }
     ledger.insert_pod(
@@ -251,8 +267,7 @@ pub fn book(ledger: &mut Ledger, node: &str, usage: &NodeDeviceUsage) {
             usage: usage_by_vendor,
             stray_slices: stray,
             assumed: false,
-            // Card tags (MetaX QoS identity, app class) are not published yet.
-            tags: Vec::new(),
+            tags,
         },
     );
 }
@@ -280,6 +295,7 @@ mod tests {
                 memory_mib: 1000,
                 cores: 30,
                 mig: vec![],
+                tags: vec![],
                 unusable: false,
             }],
         };
@@ -439,5 +455,42 @@ mod tests {
         guest.upsert_node(node("n1")).expect("valid node");
         book(&mut guest, "n1", &published);
         assert_eq!(cards(&guest, "n1"), cards(&agent, "n1"));
+    }
+
+    #[test]
+    fn card_tags_are_published_one_per_pod() {
+        let mut agent = Ledger::default();
+        agent.upsert_node(node("n1")).expect("valid node");
+        for uid in ["p1", "p2"] {
+            agent.insert_pod(
+                uid.into(),
+                PodEntry {
+                    tags: vec![("NVIDIA", "GPU-a".into(), Arc::from("online|-"))],
+                    namespace: "default".into(),
+                    name: uid.into(),
+                    node: "n1".into(),
+                    devices: vec![],
+                    usage: vec![],
+                    stray_slices: vec![],
+                    assumed: false,
+                },
+            );
+        }
+        let published = from_ledger(&agent, "n1");
+        assert_eq!(published.cards.len(), 1);
+        assert_eq!(published.cards[0].tags, vec!["online|-", "online|-"]);
+        assert!(
+            published
+                .encode()
+                .contains(r#""tags":["online|-","online|-"]"#)
+        );
+        let mut guest = Ledger::default();
+        guest.upsert_node(node("n1")).expect("valid node");
+        book(&mut guest, "n1", &published);
+        let tags = |l: &Ledger| l.nodes["n1"].cards[0].tags.clone();
+        assert_eq!(tags(&guest), tags(&agent));
+        // Publishing again replaces the tags, never adds to them.
+        book(&mut guest, "n1", &published);
+        assert_eq!(tags(&guest).len(), 2);
     }
 }

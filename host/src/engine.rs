@@ -10,91 +10,6 @@ use crate::runtime::ComponentScheduler;
 use crate::serve::engine::HttpEngine;
 use crate::wasm_extension::WasmExtensionScheduler;
 
-/// Scenarios the kube-scheduler-wasm-extension engine does not pass yet, with the reason. Found
-/// when the vendors landed after the engine; each is reported as a SKIP line (never hidden) and
-/// listed in wasm-extension/README.md, "Known gaps".
-const WASM_EXTENSION_GAPS: &[(&str, &str)] = &[
-    // ascend/network-id-score-binpack.yaml
-    (
-        "node choice prefers NPUs on one network under binpack",
-        SCORE_SATURATES,
-    ),
-    // ascend/network-id-score-spread.yaml
-    (
-        "node choice prefers NPUs on one network under spread",
-        SCORE_SATURATES,
-    ),
-    // kunlun/whole-bubble-score-binpack.yaml
-    (
-        "the Kunlun bubble score is added raw, so spread avoids the better topology (binpack)",
-        SCORE_SATURATES,
-    ),
-    // kunlun/whole-bubble-score-spread.yaml
-    (
-        "the Kunlun bubble score is added raw, so spread avoids the better topology (spread)",
-        SCORE_SATURATES,
-    ),
-    // metax/gpu-binpack-prefers-lowest-topology-loss.yaml
-    (
-        "binpack puts a two-card MetaX pod on the node with the lower topology loss",
-        SCORE_SATURATES,
-    ),
-    // metax/gpu-spread-prefers-highest-topology-score.yaml
-    (
-        "spread puts a two-card MetaX pod on the node with the best topology score",
-        SCORE_SATURATES,
-    ),
-    // metax/sgpu-app-class-compatibility.yaml
-    (
-        "sGPU app classes never mix classed and plain pods and offline never joins online",
-        CARD_TAGS,
-    ),
-    // metax/sgpu-busy-card-qos-and-exclusive.yaml
-    (
-        "a busy sGPU card refuses another QoS but exclusive requests skip the QoS check",
-        CARD_TAGS,
-    ),
-    // metax/sgpu-first-pod-sets-card-qos.yaml
-    (
-        "the first sGPU pod on an idle card sets its QoS and only matching pods join",
-        CARD_TAGS,
-    ),
-    // metax/sgpu-online-prioritises-fewest-online.yaml
-    (
-        "an online sGPU pod goes to the card with the fewest online pods, only-offline cards last",
-        CARD_TAGS,
-    ),
-    // metax/sgpu-online-score-binpack.yaml
-    (
-        "an online sGPU pod prefers the node with fewer co-located online pods under binpack",
-        CARD_TAGS,
-    ),
-    // metax/sgpu-online-score-spread.yaml
-    (
-        "an online sGPU pod prefers the node with fewer co-located online pods under spread",
-        CARD_TAGS,
-    ),
-    // metax/sgpu-topology-aware-node-score-spread.yaml
-    (
-        "with topology awareness an exclusive sGPU pod prefers the node where its cards are linked (spread)",
-        SCORE_SATURATES,
-    ),
-    // vastai/score-prefers-dies-on-one-card.yaml
-    (
-        "VastAI node choice prefers dies on one card",
-        SCORE_SATURATES,
-    ),
-];
-
-/// MetaX sGPU QoS identity and app class live in card tags, which the node usage annotation
-/// does not publish yet.
-const CARD_TAGS: &str =
-    "MetaX card tags (QoS identity, app class) are not in the node usage annotation yet";
-/// Vendor node-score terms (Kunlun, MetaX, Ascend, VastAI) exceed the 0..=100 score scale,
-/// so the scores kube-scheduler compares saturate and the node choice can differ.
-const SCORE_SATURATES: &str =
-    "vendor node-score terms saturate the 0..=100 score kube-scheduler compares";
-
 /// Which engine to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EngineKind {
@@ -131,10 +46,6 @@ impl EngineKind {
             EngineKind::WasmExtension if !scenario.quotas.is_empty() => {
                 Some("ResourceQuotas are not visible to kube-scheduler-wasm-extension guests")
             }
-            EngineKind::WasmExtension => WASM_EXTENSION_GAPS
-                .iter()
-                .find(|(name, _)| *name == scenario.name)
-                .map(|(_, why)| *why),
             _ => None,
         }
     }

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use hamr_guest::api::{self, Code, Reservation};
 use hamr_guest::config::Config;
 use hamr_guest::ledger::Ledger;
-use hamr_guest::policy::{self, NodePolicy};
-use hamr_guest::schedule;
+use hamr_guest::policy::NodePolicy;
+use hamr_guest::schedule::{self, NodeRank};
 use hamr_guest::usage_annotation::{self, NODE_DEVICE_USAGE, NodeDeviceUsage};
 use prost::Message;
 
@@ -69,6 +69,8 @@ struct Cycle {
     managed: bool,
     /// Nodes already brought up to date in this cycle.
     fresh: HashSet<String>,
+    /// The unscaled rank of each node `score` found fitting, for `normalizescore`.
+    ranks: HashMap<String, NodeRank>,
 }
 
 /// One guest instance's state.
@@ -148,6 +150,7 @@ impl Plugin {
             pod,
             managed,
             fresh: HashSet::new(),
+            ranks: HashMap::new(),
         });
         if managed {
             status::SUCCESS
@@ -172,6 +175,7 @@ impl Plugin {
                 pod,
                 managed,
                 fresh: HashSet::new(),
+                ranks: HashMap::new(),
             });
         }
         self.cycle
@@ -282,28 +286,30 @@ impl Plugin {
         let Some(cycle) = self.cycle.as_ref() else {
             return (status::ERROR, 0);
         };
-        match schedule::score(&self.ledger, &cycle.pod, std::slice::from_ref(&name), now) {
+        match schedule::ranked_scores(&self.ledger, &cycle.pod, std::slice::from_ref(&name), now) {
             Err(e) => (Self::fail(host, status::ERROR, &e.to_string()), 0),
-            Ok(s) => (
-                status::SUCCESS,
-                s.first()
-                    .map_or(0, |s| i32::try_from(s.score).unwrap_or(100)),
-            ),
+            Ok(s) => match s.into_iter().next() {
+                None => (status::SUCCESS, 0),
+                Some((score, rank)) => {
+                    if let (Some(rank), Some(c)) = (rank, self.cycle.as_mut()) {
+                        c.ranks.insert(name, rank);
+                    }
+                    (status::SUCCESS, i32::try_from(score.score).unwrap_or(100))
+                }
+            },
         }
     }
 
-    /// `normalizescore`: scores are already 0..=100; this only makes the node hamr prefers
-    /// (the one its `filter` decision takes: best raw node score, then name) the unique
-    /// maximum, because integer scores can tie where the raw scores do not and the framework
-    /// breaks ties at random. The list is set only when a tie is broken.
+    /// `normalizescore`: scores are already 0..=100, but they can tie where hamr's choice does
+    /// not (the framework then picks at random), and the vendors' node-score terms (Kunlun's
+    /// bubble score, MetaX topology loss, Ascend NetworkID, VastAI dies) do not fit the scale at
+    /// all. So the node hamr's `filter` decision would take (by the unscaled [`NodeRank`] that
+    /// `score` kept, then name) is made the unique maximum: it gets 100 and every other node at
+    /// most 99. The list is set only when that changes something.
     pub fn normalize_score(&mut self, host: &mut dyn Host) -> i32 {
         if !self.cycle(host).is_ok_and(|c| c.managed) {
             return status::SUCCESS;
         }
-        let Some(cycle) = self.cycle.as_ref() else {
-            return status::SUCCESS;
-        };
-        let policy = NodePolicy::for_pod(&cycle.pod, &self.ledger.config.node_scheduler_policy);
         let text = host.node_score_list();
         let mut scores: BTreeMap<String, i64> = match serde_json::from_slice(&text) {
             Ok(s) => s,
@@ -315,34 +321,49 @@ impl Plugin {
                 );
             }
         };
+        // Nodes scored on another instance of this guest have no rank here yet.
+        let missing: Vec<String> = match self.cycle.as_ref() {
+            Some(c) => scores
+                .keys()
+                .filter(|n| !c.ranks.contains_key(*n))
+                .cloned()
+                .collect(),
+            None => return status::SUCCESS,
+        };
+        if !missing.is_empty() {
+            for n in &missing {
+                self.refresh(host, n);
+            }
+            let now = host.now();
+            let Some(cycle) = self.cycle.as_mut() else {
+                return status::SUCCESS;
+            };
+            if let Ok(ranked) = schedule::ranked_scores(&self.ledger, &cycle.pod, &missing, now) {
+                for (s, rank) in ranked {
+                    if let Some(rank) = rank {
+                        cycle.ranks.insert(s.node, rank);
+                    }
+                }
+            }
+        }
+        let Some(cycle) = self.cycle.as_ref() else {
+            return status::SUCCESS;
+        };
+        let policy = NodePolicy::for_pod(&cycle.pod, &self.ledger.config.node_scheduler_policy);
         let best = scores
             .keys()
-            .filter_map(|n| {
-                self.ledger
-                    .nodes
-                    .get(n)
-                    .map(|e| (n.as_str(), policy::node_score(e.cards.iter())))
-            })
-            .min_by(|a, b| policy.better(*a, *b))
+            .filter_map(|n| cycle.ranks.get(n).map(|r| (n.as_str(), *r)))
+            .min_by(|a, b| NodeRank::order(policy, *a, *b))
             .map(|(n, _)| n.to_string());
         let Some(best) = best else {
             return status::SUCCESS;
         };
-        let top = scores.get(&best).copied().unwrap_or(0);
-        let ties: Vec<String> = scores
-            .iter()
-            .filter(|(n, s)| **n != best && **s >= top)
-            .map(|(n, _)| n.clone())
-            .collect();
-        if ties.is_empty() {
+        let unique_max = scores.iter().all(|(n, s)| *n == best || *s < scores[&best]);
+        if unique_max {
             return status::SUCCESS;
         }
-        if top > 0 {
-            for n in ties {
-                scores.insert(n, top - 1);
-            }
-        } else {
-            scores.insert(best, 1);
+        for (n, s) in scores.iter_mut() {
+            *s = if *n == best { 100 } else { (*s).min(99) };
         }
         let json = serde_json::to_string(&scores).unwrap_or_else(|_| "{}".to_string());
         host.set_normalized_score_list(&json);
@@ -554,10 +575,13 @@ mod tests {
     }
 
     #[test]
-    fn ties_are_broken_toward_hamrs_choice_and_only_ties() {
+    fn hamrs_choice_is_made_the_unique_maximum_and_only_when_needed() {
         for (config, input, want) in [
-            // binpack: both idle score 0; hamr prefers `a` (name order): raised to 1.
-            ("", r#"{"a":0,"b":0}"#, Some(r#"{"a":1,"b":0}"#)),
+            // binpack: both idle score 0; hamr prefers `a` (name order): raised to 100.
+            ("", r#"{"a":0,"b":0}"#, Some(r#"{"a":100,"b":0}"#)),
+            // A scale that disagrees with hamr's choice (as saturated vendor terms can): hamr's
+            // node is made the maximum, the others keep their score below it.
+            ("", r#"{"a":0,"b":100}"#, Some(r#"{"a":100,"b":99}"#)),
             // spread: both idle score 100; `b` is lowered.
             (
                 r#"{"nodeSchedulerPolicy":"spread"}"#,
