@@ -45,7 +45,7 @@ pub fn admit(ledger: &Ledger, pod: &Pod) -> Result<Admission, Error> {
     let object = pod.object();
     let mut mutations = Vec::new();
     let mut managed = false;
-    let mut nvidia_used = false;
+    let mut runtime_class: Option<&str> = None;
     for (init, list) in [(true, &pod.init_containers), (false, &pod.containers)] {
         for (index, c) in list.iter().enumerate() {
             let slot = Slot {
@@ -59,10 +59,12 @@ pub fn admit(ledger: &Ledger, pod: &Pod) -> Result<Admission, Error> {
             };
             for v in VENDORS {
                 let (has, m) = v
-                    .admit_pod_container(pod, c, slot, cref, cfg)
+                    .admit_pod_container(pod, c, slot, cref, ledger)
                     .map_err(Error::InvalidInput)?;
                 managed |= has;
-                nvidia_used |= has && v.key() == crate::vendor::nvidia::VENDOR;
+                if has && runtime_class.is_none() {
+                    runtime_class = v.runtime_class_name(cfg).filter(|n| !n.is_empty());
+                }
                 mutations.extend(m);
             }
         }
@@ -77,13 +79,8 @@ pub fn admit(ledger: &Ledger, pod: &Pod) -> Result<Admission, Error> {
         if let Some(c) = pod.all_containers().find(|c| c.privileged) {
             return Ok(deny(format!("container {} is privileged", c.name)));
         }
-        if nvidia_used
-            && pod.runtime_class_name.is_none()
-            && !cfg.nvidia.runtime_class_name.is_empty()
-        {
-            mutations.push(Mutation::SetRuntimeClassName(
-                cfg.nvidia.runtime_class_name.clone(),
-            ));
+        if let Some(name) = runtime_class.filter(|_| pod.runtime_class_name.is_none()) {
+            mutations.push(Mutation::SetRuntimeClassName(name.to_string()));
         }
         if !cfg.scheduler_name.is_empty() {
             if pod.node_name.is_some() {

@@ -167,6 +167,9 @@ pub struct AscendConfig {
     pub memory_factor: i64,
     /// Add `ASCEND_VISIBLE_DEVICES=""` to containers that ask for no NPU of a chip.
     pub overwrite_env: bool,
+    /// Runtime class set on pods that ask for an NPU and have none (HAMi's per-chip
+    /// `runtimeClassName`, one value for every chip); empty for none.
+    pub runtime_class_name: String,
 }
 
 /// HAMi's `nvidia:` device-config section (scheduler-side keys).

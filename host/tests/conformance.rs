@@ -71,6 +71,27 @@ fn a_wrong_expected_annotation_fails_with_expected_and_actual() {
 }
 
 #[test]
+fn mutated_expectations_compare_the_admitted_pod() {
+    // Admission adds no mutation here: the limits stay as written, there is no runtime class.
+    let text = scenario_text(
+        &pod("p1", P1),
+        "- pod: p1\n  mutated:\n    runtimeClassName: nvidia\n    annotations: {a: b}\n    \
+         limits:\n      main: {nvidia.com/gpumem: '8000', nvidia.com/gpucores: '50'}\n    \
+         requests:\n      other: {cpu: '1'}\n",
+    );
+    assert_eq!(
+        failures(&text),
+        vec![
+            "pod p1: mutated annotation a: expected \"b\", got null".to_string(),
+            "pod p1: mutated runtimeClassName: expected \"nvidia\", got null".to_string(),
+            "pod p1: mutated limits of main nvidia.com/gpucores: expected \"50\", got \"30\""
+                .to_string(),
+            "pod p1: mutated requests: no container \"other\"".to_string(),
+        ]
+    );
+}
+
+#[test]
 fn a_placed_pod_counts_for_the_next_and_reasons_are_compared_exactly() {
     let schedule = pod("p1", "nvidia.com/gpu: '1', nvidia.com/gpumem: '40000'")
         + &pod("p2", "nvidia.com/gpu: '1', nvidia.com/gpumem: '1000'");
@@ -168,6 +189,7 @@ fn observation(node: &str, time: &str) -> Observation {
     Observation {
         pod: "default/p1".into(),
         denied: None,
+        admitted: None,
         node: Some(node.into()),
         annotations: BTreeMap::from([
             ("hami.io/vgpu-node".to_string(), node.to_string()),

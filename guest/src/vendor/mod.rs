@@ -25,7 +25,7 @@ use std::sync::Arc;
 use crate::api::{CardCheck, Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
 use crate::config::Config;
 use crate::device::{Card, ContainerDevice, DeviceInfo, Placed, PodDevices};
-use crate::ledger::VGPU_NODE;
+use crate::ledger::{Ledger, VGPU_NODE};
 use crate::policy::{GpuPolicy, NodePolicy};
 use crate::reason::Counter;
 
@@ -194,17 +194,24 @@ pub trait Vendor: Sync {
     ) -> Result<Option<Request>, Invalid>;
 
     /// Admission for one container of `pod`: whether it uses this vendor, and the mutations.
-    /// Vendors whose webhook reads pod annotations (Ascend's `vnpu-mode`) override this; the
-    /// default ignores the pod.
+    /// Vendors whose webhook reads pod annotations (Ascend's `vnpu-mode`) or what the nodes
+    /// registered (Enflame v2.7's slices per card) override this; the default reads neither.
     fn admit_pod_container(
         &self,
         _pod: &Pod,
         container: &Container,
         slot: Slot<'_>,
         cref: ContainerRef,
-        config: &Config,
+        ledger: &Ledger,
     ) -> Result<(bool, Vec<Mutation>), Invalid> {
-        self.admit_container(container, slot, cref, config)
+        self.admit_container(container, slot, cref, &ledger.config)
+    }
+
+    /// The runtime class admission sets on a pod that uses this vendor and has none; `None`
+    /// when none is configured. The first one found wins (containers in order, init containers
+    /// first, then [`VENDORS`] in order).
+    fn runtime_class_name<'a>(&self, _config: &'a Config) -> Option<&'a str> {
+        None
     }
 
     /// Admission for one container: whether it uses this vendor, and the mutations.

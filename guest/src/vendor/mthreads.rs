@@ -15,6 +15,8 @@ pub const PREDICATE_TIME: &str = "mthreads.com/predicate-time";
 pub const PREDICATE_NODE: &str = "mthreads.com/predicate-node";
 pub const USE_UUID: &str = "mthreads.ai/use-gpuuuid";
 pub const NOUSE_UUID: &str = "mthreads.ai/nouse-gpuuuid";
+/// Pod annotation admission sets to the card count of a multi-GPU request.
+pub const REQUEST_GPU_NUM: &str = "mthreads.com/request-gpu-num";
 /// MiB per memory unit.
 pub const MEMORY_UNIT: i64 = 512;
 /// Core units of one GPU.
@@ -142,6 +144,12 @@ impl Vendor for Mthreads {
             (n, _) => {
                 mutations.push(set(names.core(), GPU_CORES * n));
                 mutations.push(set(names.memory(), GPU_MEMORY_UNITS * n));
+                if n > 1 {
+                    mutations.push(Mutation::SetAnnotation((
+                        REQUEST_GPU_NUM.to_string(),
+                        n.to_string(),
+                    )));
+                }
             }
         }
         Ok((true, mutations))

@@ -29,29 +29,40 @@ pub struct Die {
     pub aic: Option<String>,
 }
 
-/// Each registered device's die facts, by id.
-pub fn dies(node: &Node) -> BTreeMap<String, Die> {
-    let Ok(Some(list)) = common::parse_json_registration(node, REGISTER) else {
-        return BTreeMap::new();
+/// `custom` keys under which `parse_node` keeps a die's facts.
+const DIE_MODE: &str = "dieMode";
+const AIC: &str = "aic";
+
+/// A registered device's die facts from its `custominfo` (keys in any case).
+fn die_of(custom: &serde_json::Map<String, serde_json::Value>) -> Die {
+    let get = |k: &str| {
+        custom
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v)
     };
-    list.into_iter()
-        .map(|r| {
-            let get = |k: &str| {
-                r.custom
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                    .map(|(_, v)| v)
-            };
+    Die {
+        die_mode: get("DeviceStrategy").and_then(|v| v.as_str()) == Some("die"),
+        aic: get("AIC")
+            .map(|v| match v.as_str() {
+                Some(s) => s.to_string(),
+                None => v.to_string(),
+            })
+            .filter(|s| !s.is_empty()),
+    }
+}
+
+/// Each VastAI card's die facts, by card id, as `parse_node` kept them (the registration is
+/// parsed once per node change).
+pub fn dies<'a>(cards: impl Iterator<Item = &'a Card>) -> BTreeMap<&'a str, Die> {
+    cards
+        .filter(|c| c.vendor == VENDOR)
+        .map(|c| {
             let die = Die {
-                die_mode: get("DeviceStrategy").and_then(|v| v.as_str()) == Some("die"),
-                aic: get("AIC")
-                    .map(|v| match v.as_str() {
-                        Some(s) => s.to_string(),
-                        None => v.to_string(),
-                    })
-                    .filter(|s| !s.is_empty()),
+                die_mode: c.info.custom.contains_key(DIE_MODE),
+                aic: c.info.custom.get(AIC).cloned(),
             };
-            (r.info.id, die)
+            (c.info.id.as_str(), die)
         })
         .collect()
 }
@@ -69,9 +80,19 @@ impl Vendor for Vastai {
     fn parse_node(&self, node: &Node) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
         Ok(common::parse_json_registration(node, REGISTER)?.map(|l| {
             l.into_iter()
-                .map(|r| DeviceInfo {
-                    devcore: 100,
-                    ..r.info
+                .map(|r| {
+                    let die = die_of(&r.custom);
+                    let mut info = DeviceInfo {
+                        devcore: 100,
+                        ..r.info
+                    };
+                    if die.die_mode {
+                        info.custom.insert(DIE_MODE.into(), "true".into());
+                    }
+                    if let Some(aic) = die.aic {
+                        info.custom.insert(AIC.into(), aic);
+                    }
+                    info
                 })
                 .collect()
         }))
@@ -111,10 +132,10 @@ impl Vendor for Vastai {
     /// Die mode is read from the first candidate (A20). In die mode every fitting die is
     /// collected and the largest AIC groups are filled first.
     fn fit(&self, cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
-        let info = dies(ctx.node);
+        let info = dies(cards.iter().copied());
         let die_mode = cards
             .first()
-            .and_then(|c| info.get(&c.info.id))
+            .and_then(|c| info.get(c.info.id.as_str()))
             .is_some_and(|d| d.die_mode);
         let aic = |id: &str| info.get(id).and_then(|d| d.aic.clone());
         let busy: Vec<String> = if die_mode {
@@ -149,12 +170,12 @@ impl Vendor for Vastai {
 
     /// Per container, the share of its dies on its largest AIC; 0 when a device is not a die
     /// with an AIC.
-    fn topology_score(&self, node: &Node, devices: &PodDevices, _previous: &[Card]) -> f64 {
-        let info = dies(node);
+    fn topology_score(&self, _node: &Node, devices: &PodDevices, previous: &[Card]) -> f64 {
+        let info = dies(previous.iter());
         let mut total = 0.0;
         for container in devices.iter().filter(|c| !c.is_empty()) {
             let group = |d: &crate::device::ContainerDevice| {
-                info.get(&d.uuid)
+                info.get(d.uuid.as_str())
                     .filter(|x| x.die_mode)
                     .and_then(|x| x.aic.clone())
             };

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use hamr_guest::api::{self, Scheduler};
 
-use super::scenario::{AdmissionExpectation, Expectation, Scenario};
+use super::scenario::{AdmissionExpectation, Expectation, MutatedExpectation, Scenario};
 use crate::place::{self, Admitted, Cluster, PlaceError};
 
 /// Never compared across engines, nor against `expect` unless listed there.
@@ -18,6 +18,8 @@ pub struct Observation {
     pub pod: String,
     /// `None` when admitted; the webhook's message (or the guest's error) when denied.
     pub denied: Option<String>,
+    /// The pod as admission left it (`None` when it was not admitted).
+    pub admitted: Option<api::Pod>,
     /// The chosen node.
     pub node: Option<String>,
     /// The decision's annotations.
@@ -30,10 +32,10 @@ pub struct Observation {
 
 impl Observation {
     fn new(p: &place::Placement) -> Observation {
-        let denied = match &p.admitted {
-            Admitted::Allowed { .. } => None,
-            Admitted::Denied(message) => Some(message.clone()),
-            Admitted::Error(e) => Some(e.to_string()),
+        let (denied, admitted) = match &p.admitted {
+            Admitted::Allowed { pod, .. } => (None, Some(pod.clone())),
+            Admitted::Denied(message) => (Some(message.clone()), None),
+            Admitted::Error(e) => (Some(e.to_string()), None),
         };
         let (verdicts, error) = match &p.filter {
             Some(Ok(outcome)) => (
@@ -51,6 +53,7 @@ impl Observation {
         Observation {
             pod: p.id(),
             denied,
+            admitted,
             node: decision.map(|d| d.node.clone()),
             annotations: decision
                 .map(|d| d.annotations.iter().cloned().collect())
@@ -171,6 +174,12 @@ pub fn check(expect: &[Expectation], observed: &[Observation]) -> Vec<String> {
                 )),
             }
         }
+        if let Some(want) = &e.mutated {
+            match &o.admitted {
+                None => fail("mutated: the pod was not admitted".to_string()),
+                Some(pod) => check_mutated(want, pod, &mut fail),
+            }
+        }
         if let Some(want) = e.admission {
             match (want, &o.denied) {
                 (AdmissionExpectation::Allowed, Some(m)) => {
@@ -186,6 +195,50 @@ pub fn check(expect: &[Expectation], observed: &[Observation]) -> Vec<String> {
     out
 }
 
+/// Checks the admitted pod against `want`, one message per difference.
+fn check_mutated(want: &MutatedExpectation, pod: &api::Pod, fail: &mut impl FnMut(String)) {
+    for (key, value) in &want.annotations {
+        let got = pod.annotation(key);
+        if got != Some(value.as_str()) {
+            fail(format!(
+                "mutated annotation {key}: expected {value:?}, got {}",
+                shown(got)
+            ));
+        }
+    }
+    if let Some(class) = &want.runtime_class_name
+        && class != &pod.runtime_class_name
+    {
+        fail(format!(
+            "mutated runtimeClassName: expected {}, got {}",
+            shown(class.as_deref()),
+            shown(pod.runtime_class_name.as_deref())
+        ));
+    }
+    for (side, wanted) in [("limits", &want.limits), ("requests", &want.requests)] {
+        for (container, resources) in wanted {
+            let Some(c) = pod.all_containers().find(|c| &c.name == container) else {
+                fail(format!("mutated {side}: no container {container:?}"));
+                continue;
+            };
+            let pairs = if side == "limits" {
+                &c.limits
+            } else {
+                &c.requests
+            };
+            for (name, value) in resources {
+                let got = api::lookup(pairs, name);
+                if got != Some(value.as_str()) {
+                    fail(format!(
+                        "mutated {side} of {container} {name}: expected {value:?}, got {}",
+                        shown(got)
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// The first difference between two engines' observations, or `None` when they agree.
 pub fn difference(a: &[Observation], b: &[Observation]) -> Option<String> {
     for (x, y) in a.iter().zip(b) {
@@ -199,6 +252,8 @@ pub fn difference(a: &[Observation], b: &[Observation]) -> Option<String> {
                 shown(x.denied.as_deref()),
                 shown(y.denied.as_deref())
             )
+        } else if x.admitted != y.admitted {
+            format!("admitted pod {:?} vs {:?}", x.admitted, y.admitted)
         } else if x.node != y.node {
             format!(
                 "node {} vs {}",

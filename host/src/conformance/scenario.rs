@@ -45,6 +45,27 @@ pub struct Expectation {
     pub reasons: BTreeMap<String, String>,
     #[serde(default)]
     pub admission: Option<AdmissionExpectation>,
+    /// What admission changed on the pod: these values must be there after the mutations.
+    #[serde(default)]
+    pub mutated: Option<MutatedExpectation>,
+}
+
+/// Values of the admitted pod (after the webhook's mutations); absent fields are not checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MutatedExpectation {
+    /// Pod annotations, exact values.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// `spec.runtimeClassName`; `null` for none.
+    #[serde(default, deserialize_with = "present")]
+    pub runtime_class_name: Option<Option<String>>,
+    /// Container name -> resource -> exact `resources.limits` value.
+    #[serde(default)]
+    pub limits: BTreeMap<String, BTreeMap<String, String>>,
+    /// Container name -> resource -> exact `resources.requests` value.
+    #[serde(default)]
+    pub requests: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Expectation {

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::Node;
 use crate::device::{Card, ContainerDevice, PodDevices};
 use crate::reason::{self, Counter};
 use crate::vendor::common::{self, MODE_NOT_FIT, Sharing, Walk};
@@ -14,20 +13,29 @@ use super::Ascend;
 /// Weight of the NetworkID term of the node score (`Ascend910NetworkWeight`).
 pub const NETWORK_WEIGHT: f64 = 10.0;
 
-/// Each registered device's `custominfo.NetworkID`, by device id (devices without one are
-/// left out).
-pub fn network_ids(chip: &Ascend, node: &Node) -> BTreeMap<String, f64> {
-    let Ok(Some(list)) = chip.registration(node) else {
-        return BTreeMap::new();
-    };
-    list.into_iter()
-        .filter_map(|r| {
-            let id = r
-                .custom
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("NetworkID"))
-                .and_then(|(_, v)| v.as_f64())?;
-            Some((r.info.id, id))
+/// The `custom` key under which a registered device's `custominfo.NetworkID` is kept.
+pub const NETWORK_ID: &str = "networkId";
+
+/// The registered `custominfo.NetworkID` of a device, found in any case, as `parse_node` keeps
+/// it in [`NETWORK_ID`].
+pub fn network_id_of(custom: &serde_json::Map<String, serde_json::Value>) -> Option<f64> {
+    custom
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("NetworkID"))
+        .and_then(|(_, v)| v.as_f64())
+}
+
+/// Each card's NetworkID, by card id (cards without one are left out); read from what
+/// `parse_node` kept, so the registration is parsed once per node change.
+pub fn network_ids<'a>(
+    chip: &Ascend,
+    cards: impl Iterator<Item = &'a Card>,
+) -> BTreeMap<&'a str, f64> {
+    cards
+        .filter(|c| c.vendor == chip.common)
+        .filter_map(|c| {
+            let id = c.info.custom.get(NETWORK_ID)?.parse::<f64>().ok()?;
+            Some((c.info.id.as_str(), id))
         })
         .collect()
 }
@@ -43,12 +51,15 @@ pub fn fit(chip: &Ascend, cards: &[&Card], request: &Request, ctx: &FitContext<'
     // Only the 910 series groups by NetworkID; the others need not read the registration.
     let series_910 = chip.common.starts_with("Ascend910");
     let networks = if series_910 {
-        network_ids(chip, ctx.node)
+        network_ids(chip, cards.iter().copied())
     } else {
         BTreeMap::new()
     };
-    let need_topology =
-        series_910 && !cards.is_empty() && cards.iter().all(|c| networks.contains_key(&c.info.id));
+    let need_topology = series_910
+        && !cards.is_empty()
+        && cards
+            .iter()
+            .all(|c| networks.contains_key(c.info.id.as_str()));
     let pairing = chip.is_910c_pairing() && request.nums > 1;
     let sharing = Sharing {
         vendor: chip.common,
@@ -71,7 +82,7 @@ pub fn fit(chip: &Ascend, cards: &[&Card], request: &Request, ctx: &FitContext<'
         }
         return Fit::Fits(common::fill_by_group(
             picked,
-            |d| networks.get(&d.uuid).copied(),
+            |d| networks.get(d.uuid.as_str()).copied(),
             nums,
         ));
     }
@@ -105,14 +116,14 @@ fn pair_modules(walk: Walk<'_>, nums: usize) -> Fit {
 
 /// `ScoreNode` for the 910 series: per container, the share of its NPUs in its largest
 /// NetworkID group, summed and weighted by 10; 0 when a device has no NetworkID.
-pub fn score(chip: &Ascend, node: &Node, devices: &PodDevices) -> f64 {
+pub fn score(chip: &Ascend, cards: &[Card], devices: &PodDevices) -> f64 {
     if !chip.common.starts_with("Ascend910") {
         return 0.0;
     }
-    let networks = network_ids(chip, node);
+    let networks = network_ids(chip, cards.iter());
     let mut total = 0.0;
     for container in devices.iter().filter(|c| !c.is_empty()) {
-        match common::largest_group_share(container, |d| networks.get(&d.uuid).copied()) {
+        match common::largest_group_share(container, |d| networks.get(d.uuid.as_str()).copied()) {
             Some(share) => total += share,
             None => return 0.0,
         }

@@ -8,9 +8,11 @@ use serde_json::Value;
 
 use crate::api::{
     Container, ContainerEnv, ContainerLimit, ContainerRef, Invalid, Mutation, Node, Pairs, Pod,
+    lookup,
 };
 use crate::config::Config;
 use crate::device::{self, Card, DeviceInfo, Placed, PodDevices};
+use crate::ledger::Ledger;
 use crate::vendor::common::{self, Resources};
 use crate::vendor::{DecisionContext, Fit, FitContext, QuotaResources, Request, Slot, Vendor};
 
@@ -180,13 +182,13 @@ impl Ascend {
     ) -> Result<(bool, Vec<Mutation>), Invalid> {
         let r = Resources { container: c, slot };
         let mut mutations = Vec::new();
-        let set_limit = |name: &str, value: i64| {
-            Mutation::SetLimit(ContainerLimit {
-                container: cref,
-                name: name.to_string(),
-                value: value.to_string(),
-            })
+        let item = |name: &str, value: i64| ContainerLimit {
+            container: cref,
+            name: name.to_string(),
+            value: value.to_string(),
         };
+        let set_limit = |name: &str, value: i64| Mutation::SetLimit(item(name, value));
+        let set_request = |name: &str, value: i64| Mutation::SetRequest(item(name, value));
         let Some(count) = r.integer(self.resource, 0, i64::from(i32::MAX), false)? else {
             if config.ascend.overwrite_env
                 && !c.env_names.iter().any(|n| n == "ASCEND_VISIBLE_DEVICES")
@@ -205,6 +207,9 @@ impl Ascend {
             if count == 1 {
                 count = 2;
                 mutations.push(set_limit(self.resource, 2));
+                if lookup(&c.requests, self.resource).is_some() {
+                    mutations.push(set_request(self.resource, 2));
+                }
             } else if count % 2 == 1 {
                 return Err(r.invalid(
                     self.resource,
@@ -248,8 +253,10 @@ impl Ascend {
                 "vNPU not supported for multiple devices",
             ));
         }
-        // 6. The memory is written into the limit (hamr's contract has no request mutation).
+        // 6. The memory is written into the limit and the request. (7, the runtime class, is
+        // pod-wide: `runtime_class_name`.)
         mutations.push(set_limit(self.resource_memory, memory));
+        mutations.push(set_request(self.resource_memory, memory));
         Ok((true, mutations))
     }
 
@@ -319,9 +326,17 @@ impl Vendor for Ascend {
     }
 
     fn parse_node(&self, node: &Node) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
-        Ok(self
-            .registration(node)?
-            .map(|l| l.into_iter().map(|r| r.info).collect()))
+        Ok(self.registration(node)?.map(|l| {
+            l.into_iter()
+                .map(|r| {
+                    let mut info = r.info;
+                    if let Some(id) = fit::network_id_of(&r.custom) {
+                        info.custom.insert(fit::NETWORK_ID.into(), id.to_string());
+                    }
+                    info
+                })
+                .collect()
+        }))
     }
 
     fn node_live(&self, node: &Node, _config: &Config, now: i64) -> bool {
@@ -343,9 +358,13 @@ impl Vendor for Ascend {
         container: &Container,
         slot: Slot<'_>,
         cref: ContainerRef,
-        config: &Config,
+        ledger: &Ledger,
     ) -> Result<(bool, Vec<Mutation>), Invalid> {
-        self.admit(pod, container, slot, cref, config)
+        self.admit(pod, container, slot, cref, &ledger.config)
+    }
+
+    fn runtime_class_name<'a>(&self, config: &'a Config) -> Option<&'a str> {
+        Some(config.ascend.runtime_class_name.as_str())
     }
 
     fn admit_container(
@@ -392,8 +411,8 @@ impl Vendor for Ascend {
         out
     }
 
-    fn topology_score(&self, node: &Node, devices: &PodDevices, _previous: &[Card]) -> f64 {
-        fit::score(self, node, devices)
+    fn topology_score(&self, _node: &Node, devices: &PodDevices, previous: &[Card]) -> f64 {
+        fit::score(self, previous, devices)
     }
 
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {

@@ -56,6 +56,8 @@ pub const MODE_VGCU: i64 = 101;
 pub const KIND: &str = "kind";
 pub const KIND_DRS: &str = "drs";
 pub const KIND_VGCU: &str = "vgcu";
+/// v2.7 cards: the slices per card the node registered (`shared-gcu / gcu-count`).
+pub const SLICES: &str = "slices";
 
 /// No DRS profile matches the request.
 pub const MODE_NOT_FIT: &str = "ModeNotFit";

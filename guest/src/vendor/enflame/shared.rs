@@ -8,6 +8,7 @@ use crate::api::{
 };
 use crate::config::Config;
 use crate::device::{self, Card, ContainerDevice, DeviceInfo, Placed, PodDevices};
+use crate::ledger::Ledger;
 use crate::vendor::kit::{self, GFit};
 use crate::vendor::{DecisionContext, Fit, FitContext, Request, Slot, Vendor};
 
@@ -20,6 +21,12 @@ pub struct EnflameShared;
 /// units of memory and cores each.
 fn vgcu_cards(node: &Node) -> Vec<DeviceInfo> {
     let n = kit::capacity(node, GCU_COUNT).min(i64::from(u16::MAX));
+    // Slices per card: `capacity[shared-gcu] / cards` (what admission rounds to, EF-15).
+    let slices = if n > 0 {
+        kit::capacity(node, SHARED_GCU) / n
+    } else {
+        0
+    };
     (0..n)
         .map(|i| {
             let mut info = DeviceInfo {
@@ -33,6 +40,9 @@ fn vgcu_cards(node: &Node) -> Vec<DeviceInfo> {
                 ..DeviceInfo::default()
             };
             info.custom.insert(KIND.into(), KIND_VGCU.into());
+            if slices > 0 {
+                info.custom.insert(SLICES.into(), slices.to_string());
+            }
             info
         })
         .collect()
@@ -56,6 +66,58 @@ fn mirror(c: &Container, cref: ContainerRef, name: &str, out: &mut Vec<Mutation>
         (None, Some(r)) => out.push(Mutation::SetLimit(item(r))),
         _ => {}
     }
+}
+
+/// The slices per card admission rounds v2.7 percentages to: the fewest any known v2.7 node
+/// registered (a boundary of coarser slices is one of finer ones when the counts divide each
+/// other, as 1, 2 and 4 do); `None` while no v2.7 node with `shared-gcu` is known.
+fn slices_per_card(ledger: &Ledger) -> Option<i64> {
+    ledger
+        .nodes
+        .values()
+        .flat_map(|e| e.cards.iter())
+        .filter(|c| c.vendor == SHARED_VENDOR)
+        .filter_map(|c| c.info.custom.get(SLICES)?.parse::<i64>().ok())
+        .filter(|s| *s > 0)
+        .min()
+}
+
+/// v2.7's webhook (spec §4.3, EF-15): a multi-card request takes whole cards (100 percent,
+/// `slices × count` shared-gcu); one card's percentage (default 100, at least 1, at most 100)
+/// is rounded up to the next slice boundary, `shared-gcu` set to the slices it takes; both in
+/// limits and requests. Integer arithmetic: `k = ⌈p·slices/100⌉`, `p' = ⌊100·k/slices⌋` (HAMi's
+/// `int(slice·(i+1))` with `slice = 100/slices`).
+fn round_vgcu(
+    c: &Container,
+    slot: Slot<'_>,
+    cref: ContainerRef,
+    slices: i64,
+    out: &mut Vec<Mutation>,
+) -> Result<(), Invalid> {
+    let Some(n) = either(c, VGCU_RESOURCE, slot)?.filter(|n| *n > 0) else {
+        return Ok(());
+    };
+    let n = int32(slot, VGCU_RESOURCE, n)?;
+    let (pct, shared) = if n > 1 {
+        (100, slices * n)
+    } else {
+        let p = match either(c, VGCU_PERCENTAGE, slot)? {
+            Some(p) => int32(slot, VGCU_PERCENTAGE, p)?.clamp(1, 100),
+            None => 100,
+        };
+        let k = (p * slices + 99) / 100;
+        (100 * k / slices, k)
+    };
+    for (name, value) in [(VGCU_PERCENTAGE, pct), (SHARED_GCU, shared)] {
+        let item = ContainerLimit {
+            container: cref,
+            name: name.to_string(),
+            value: value.to_string(),
+        };
+        out.push(Mutation::SetLimit(item.clone()));
+        out.push(Mutation::SetRequest(item));
+    }
+    Ok(())
 }
 
 /// A resource from limits, else requests.
@@ -139,6 +201,30 @@ impl Vendor for EnflameShared {
             mem_pct: MODE_VGCU,
             coresreq: 0,
         }))
+    }
+
+    /// v2.7 requests are rounded to the registered slices ([`round_vgcu`]), which needs the
+    /// ledger's nodes; the rest is [`Vendor::admit_container`].
+    fn admit_pod_container(
+        &self,
+        _pod: &Pod,
+        container: &Container,
+        slot: Slot<'_>,
+        cref: ContainerRef,
+        ledger: &Ledger,
+    ) -> Result<(bool, Vec<Mutation>), Invalid> {
+        let (found, mut out) = self.admit_container(container, slot, cref, &ledger.config)?;
+        // The DRS resources take precedence, as in `request`.
+        let drs = [DRS_RESOURCE, GCU_MEMORY, GCU_CORE].iter().any(|r| {
+            lookup(&container.limits, r)
+                .or(lookup(&container.requests, r))
+                .is_some()
+        });
+        let vgcu = found && !drs && kit::in_limits(container, VGCU_RESOURCE);
+        if let Some(slices) = slices_per_card(ledger).filter(|_| vgcu) {
+            round_vgcu(container, slot, cref, slices, &mut out)?;
+        }
+        Ok((found, out))
     }
 
     /// DRS: positive sizes, memory > 0, cores in (0, 100], each value mirrored between limits

@@ -26,6 +26,10 @@ pub const VGPU_MODE: &str = "nvidia.com/vgpu-mode";
 pub struct Nvidia;
 
 impl Vendor for Nvidia {
+    fn runtime_class_name<'a>(&self, config: &'a Config) -> Option<&'a str> {
+        Some(config.nvidia.runtime_class_name.as_str())
+    }
+
     fn key(&self) -> &'static str {
         VENDOR
     }
