@@ -35,6 +35,7 @@ cargo test --workspace --release --locked
 step "benchmarks, quick mode"
 cargo bench --workspace --locked --bench decide -- --test
 cargo bench --workspace --locked --bench wasm_extension -- --test
+cargo bench --workspace --locked --bench extender -- --test
 
 # Last, so that the run ends with its `N passed, M failed` line.
 step "conformance: every scenario through every engine"
