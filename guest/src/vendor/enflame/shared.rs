@@ -70,7 +70,7 @@ fn mirror(c: &Container, cref: ContainerRef, name: &str, out: &mut Vec<Mutation>
 
 /// The slices per card admission rounds v2.7 percentages to: the fewest any known v2.7 node
 /// registered (a boundary of coarser slices is one of finer ones when the counts divide each
-/// other, as 1, 2 and 4 do); `None` while no v2.7 node with `shared-gcu` is known.
+/// other, as 1, 2 and 4 do); `None` while no v2.7 node with 1..=100 slices per card is known.
 fn slices_per_card(ledger: &Ledger) -> Option<i64> {
     ledger
         .nodes
@@ -78,7 +78,8 @@ fn slices_per_card(ledger: &Ledger) -> Option<i64> {
         .flat_map(|e| e.cards.iter())
         .filter(|c| c.vendor == SHARED_VENDOR)
         .filter_map(|c| c.info.custom.get(SLICES)?.parse::<i64>().ok())
-        .filter(|s| *s > 0)
+        // More slices than percent points is no slicing HAMi could express; ignored.
+        .filter(|s| (1..=100).contains(s))
         .min()
 }
 
@@ -87,7 +88,7 @@ fn slices_per_card(ledger: &Ledger) -> Option<i64> {
 /// is rounded up to the next slice boundary, `shared-gcu` set to the slices it takes; both in
 /// limits and requests. Integer arithmetic: `k = ⌈p·slices/100⌉`, `p' = ⌊100·k/slices⌋` (HAMi's
 /// `int(slice·(i+1))` with `slice = 100/slices`).
-fn round_vgcu(
+pub(super) fn round_vgcu(
     c: &Container,
     slot: Slot<'_>,
     cref: ContainerRef,

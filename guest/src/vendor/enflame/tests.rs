@@ -138,3 +138,66 @@ fn out_of_bounds_profiles_never_fit_ef_09() {
         );
     }
 }
+
+/// EF-15 and the integer rounding: (slices per card, count, percentage) -> (percentage, shared-gcu).
+#[test]
+fn ef15_vgcu_admission_rounds_to_the_slice_boundary() {
+    use crate::api::{Container, ContainerRef, Mutation};
+    use crate::vendor::Slot;
+    for (slices, count, pct, want) in [
+        (4, "1", Some("15"), (25, 1)), // EF-15
+        (4, "1", Some("25"), (25, 1)), // on a boundary: unchanged
+        (4, "1", Some("26"), (50, 2)),
+        (4, "1", None, (100, 4)),        // default 100
+        (4, "1", Some("0"), (25, 1)),    // at least 1
+        (4, "1", Some("150"), (100, 4)), // at most 100
+        (3, "1", Some("15"), (33, 1)),   // HAMi: int(33.33…)
+        (3, "1", Some("50"), (66, 2)),
+        (3, "1", Some("100"), (100, 3)),
+        (4, "2", Some("30"), (100, 8)), // several cards are whole
+    ] {
+        let mut limits = vec![(VGCU_RESOURCE.to_string(), count.to_string())];
+        if let Some(p) = pct {
+            limits.push((VGCU_PERCENTAGE.to_string(), p.to_string()));
+        }
+        let c = Container {
+            name: "main".into(),
+            limits,
+            ..Container::default()
+        };
+        let slot = Slot {
+            object: "pod/default/p",
+            init: false,
+            index: 0,
+        };
+        let cref = ContainerRef {
+            init: false,
+            index: 0,
+        };
+        let mut out = Vec::new();
+        super::shared::round_vgcu(&c, slot, cref, slices, &mut out).expect("valid");
+        let limit = |name: &str| {
+            out.iter().find_map(|m| match m {
+                Mutation::SetLimit(l) if l.name == name => l.value.parse::<i64>().ok(),
+                _ => None,
+            })
+        };
+        let request = |name: &str| {
+            out.iter().find_map(|m| match m {
+                Mutation::SetRequest(l) if l.name == name => l.value.parse::<i64>().ok(),
+                _ => None,
+            })
+        };
+        let case = format!("{slices} slices, vgcu {count}, {pct:?}%");
+        assert_eq!(
+            (limit(VGCU_PERCENTAGE), limit(SHARED_GCU)),
+            (Some(want.0), Some(want.1)),
+            "{case}"
+        );
+        assert_eq!(
+            (request(VGCU_PERCENTAGE), request(SHARED_GCU)),
+            (Some(want.0), Some(want.1)),
+            "{case}"
+        );
+    }
+}
