@@ -12,12 +12,15 @@
 //!
 //! `pods` lists the uids of the pods counted (sorted), so that a scheduler that booked a pod
 //! itself knows when the published figures include it. `cards` lists only cards in use: slots,
-//! memory (MiB) and cores (percent) as the ledger sums them, MIG slices in use, and `unusable`
-//! when the pods' MIG state is inconsistent with the card (the ledger fails closed, spec §8.3).
+//! memory (MiB) and cores (percent) as the ledger sums them, MIG slices in use, `unusable`
+//! when the pods' MIG state is inconsistent with the card (the ledger fails closed, spec §8.3),
+//! and the tags the pods leave on the card (`tags`, omitted when none).
 //!
 //! [`from_ledger`] derives the value from a ledger that knows the node's pods (the node
 //! agent's side); [`book`] books a decoded value into a ledger that knows only the node (the
 //! scheduler's side), so that both ledgers hold the same use for the node's cards.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +64,10 @@ pub struct CardUse {
     pub mig: Vec<MigSlice>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unusable: bool,
+    /// The tags the pods leave on the card ([`crate::device::Card::tags`]: MetaX sGPU app class
+    /// and QoS, Volcano PodGroup membership), in the ledger's order; omitted when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// A MIG slice in use: the profile and its placement.
@@ -132,6 +139,7 @@ pub fn from_ledger(ledger: &Ledger, node: &str) -> NodeDeviceUsage {
                         || c.used_cores != 0
                         || c.forced_unhealthy
                         || !c.mig_in_use.is_empty()
+                        || !c.tags.is_empty()
                 })
                 .map(|c| CardUse {
                     vendor: c.vendor.to_string(),
@@ -149,6 +157,7 @@ pub fn from_ledger(ledger: &Ledger, node: &str) -> NodeDeviceUsage {
                         })
                         .collect(),
                     unusable: c.forced_unhealthy,
+                    tags: c.tags.iter().map(|t| t.to_string()).collect(),
                 })
                 .collect()
         })
@@ -178,6 +187,7 @@ pub fn book(ledger: &mut Ledger, node: &str, usage: &NodeDeviceUsage) {
     let mut usage_by_vendor: Vec<(&'static str, Vec<Usage>)> = Vec::new();
     let mut devices: Vec<(&'static str, Vec<Vec<ContainerDevice>>)> = Vec::new();
     let mut stray = Vec::new();
+    let mut tags: Vec<(&'static str, String, Arc<str>)> = Vec::new();
     for c in &usage.cards {
         let Some(v) = vendor::by_key(&c.vendor) else {
             continue;
@@ -190,6 +200,11 @@ pub fn book(ledger: &mut Ledger, node: &str, usage: &NodeDeviceUsage) {
             continue;
         };
         let is_mig = card.info.mode == "mig";
+        tags.extend(
+            c.tags
+                .iter()
+                .map(|t| (v.key(), c.uuid.clone(), Arc::from(t.as_str()))),
+        );
         if c.slots != 0 || c.memory_mib != 0 || c.cores != 0 {
             let u = Usage {
                 uuid: c.uuid.clone(),
@@ -238,7 +253,7 @@ pub fn book(ledger: &mut Ledger, node: &str, usage: &NodeDeviceUsage) {
             }
         }
     }
-    if usage_by_vendor.is_empty() && devices.is_empty() && stray.is_empty() {
+    if usage_by_vendor.is_empty() && devices.is_empty() && stray.is_empty() && tags.is_empty() {
         return;
     }
     ledger.insert_pod(
@@ -251,8 +266,7 @@ pub fn book(ledger: &mut Ledger, node: &str, usage: &NodeDeviceUsage) {
             usage: usage_by_vendor,
             stray_slices: stray,
             assumed: false,
-            // Card tags (MetaX QoS identity, app class) are not published yet.
-            tags: Vec::new(),
+            tags,
         },
     );
 }
@@ -281,6 +295,7 @@ mod tests {
                 cores: 30,
                 mig: vec![],
                 unusable: false,
+                tags: vec![],
             }],
         };
         assert_eq!(
@@ -423,6 +438,61 @@ mod tests {
         book(&mut guest, "n1", &published);
         assert_eq!(cards(&guest, "n1"), cards(&agent, "n1"));
         assert_eq!(from_ledger(&guest, "n1").cards, published.cards);
+    }
+
+    #[test]
+    fn card_tags_travel_with_the_published_use() {
+        let node = crate::api::Node {
+            name: "vc-1".into(),
+            annotations: vec![(
+                "volcano.sh/node-vgpu-register".into(),
+                "GPU-v0,10,40960,NVIDIA-NVIDIA A100-SXM4-40GB,true,hami-core:\
+                 GPU-v1,10,40960,NVIDIA-NVIDIA A100-SXM4-40GB,true,hami-core:"
+                    .into(),
+            )],
+            ..Default::default()
+        };
+        let worker = crate::api::Pod {
+            uid: "w0".into(),
+            namespace: "ml".into(),
+            name: "w0".into(),
+            annotations: vec![
+                ("volcano.sh/vgpu-node".into(), "vc-1".into()),
+                (
+                    "volcano.sh/vgpu-ids-new".into(),
+                    "GPU-v1,NVIDIA,1000,10:".into(),
+                ),
+                ("scheduling.k8s.io/group-name".into(), "train".into()),
+            ],
+            containers: vec![crate::api::Container::default()],
+            phase: crate::api::PodPhase::Running,
+            ..Default::default()
+        };
+        let mut agent = Ledger::default();
+        agent.upsert_node(node.clone()).expect("valid node");
+        agent.upsert_pod(&worker).expect("valid pod");
+        let published = from_ledger(&agent, "vc-1");
+        assert!(
+            published.encode().contains(r#""tags":["w0 ml/train"]"#),
+            "{}",
+            published.encode()
+        );
+        let mut guest = Ledger::default();
+        guest.upsert_node(node).expect("valid node");
+        book(
+            &mut guest,
+            "vc-1",
+            &NodeDeviceUsage::decode("vc-1", &published.encode()).expect("round trip"),
+        );
+        let tags = |l: &Ledger| -> Vec<Vec<String>> {
+            l.nodes["vc-1"]
+                .cards
+                .iter()
+                .map(|c| c.tags.iter().map(|t| t.to_string()).collect())
+                .collect()
+        };
+        assert_eq!(tags(&guest), vec![vec![], vec!["w0 ml/train".to_string()]]);
+        assert_eq!(tags(&guest), tags(&agent));
     }
 
     #[test]

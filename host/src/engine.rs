@@ -44,36 +44,6 @@ const WASM_EXTENSION_GAPS: &[(&str, &str)] = &[
         "spread puts a two-card MetaX pod on the node with the best topology score",
         SCORE_SATURATES,
     ),
-    // metax/sgpu-app-class-compatibility.yaml
-    (
-        "sGPU app classes never mix classed and plain pods and offline never joins online",
-        CARD_TAGS,
-    ),
-    // metax/sgpu-busy-card-qos-and-exclusive.yaml
-    (
-        "a busy sGPU card refuses another QoS but exclusive requests skip the QoS check",
-        CARD_TAGS,
-    ),
-    // metax/sgpu-first-pod-sets-card-qos.yaml
-    (
-        "the first sGPU pod on an idle card sets its QoS and only matching pods join",
-        CARD_TAGS,
-    ),
-    // metax/sgpu-online-prioritises-fewest-online.yaml
-    (
-        "an online sGPU pod goes to the card with the fewest online pods, only-offline cards last",
-        CARD_TAGS,
-    ),
-    // metax/sgpu-online-score-binpack.yaml
-    (
-        "an online sGPU pod prefers the node with fewer co-located online pods under binpack",
-        CARD_TAGS,
-    ),
-    // metax/sgpu-online-score-spread.yaml
-    (
-        "an online sGPU pod prefers the node with fewer co-located online pods under spread",
-        CARD_TAGS,
-    ),
     // metax/sgpu-topology-aware-node-score-spread.yaml
     (
         "with topology awareness an exclusive sGPU pod prefers the node where its cards are linked (spread)",
@@ -86,10 +56,6 @@ const WASM_EXTENSION_GAPS: &[(&str, &str)] = &[
     ),
 ];
 
-/// MetaX sGPU QoS identity and app class live in card tags, which the node usage annotation
-/// does not publish yet.
-const CARD_TAGS: &str =
-    "MetaX card tags (QoS identity, app class) are not in the node usage annotation yet";
 /// Vendor node-score terms (Kunlun, MetaX, Ascend, VastAI) exceed the 0..=100 score scale,
 /// so the scores kube-scheduler compares saturate and the node choice can differ.
 const SCORE_SATURATES: &str =
