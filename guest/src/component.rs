@@ -101,6 +101,10 @@ impl scheduler::Guest for Component {
     fn usage(nodes: Vec<String>, now: i64) -> Vec<w::NodeUsage> {
         with(|e| e.usage(&nodes, now)).cv()
     }
+
+    fn quotas() -> Vec<w::QuotaUsage> {
+        with(|e| e.quotas()).cv()
+    }
 }
 
 export!(Component);

@@ -35,7 +35,7 @@ use std::convert::Infallible;
 
 use api::{
     Admission, Delta, DeltaError, Error, FilterOutcome, NodeExplanation, NodeScore, NodeUsage, Pod,
-    Reservation,
+    QuotaUsage, Reservation,
 };
 use config::Config;
 use ledger::Ledger;
@@ -114,6 +114,10 @@ impl Engine {
     pub fn usage(&self, nodes: &[String], now: i64) -> Vec<NodeUsage> {
         schedule::usage(&self.ledger, nodes, now)
     }
+
+    pub fn quotas(&self) -> Vec<QuotaUsage> {
+        self.ledger.quotas.report()
+    }
 }
 
 impl api::Scheduler for Engine {
@@ -173,5 +177,8 @@ impl api::Scheduler for Engine {
     }
     fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<NodeUsage>, Infallible> {
         Ok(Engine::usage(self, nodes, now))
+    }
+    fn quotas(&mut self) -> Result<Vec<QuotaUsage>, Infallible> {
+        Ok(Engine::quotas(self))
     }
 }

@@ -215,4 +215,7 @@ impl Scheduler for Engine {
     fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<api::NodeUsage>, EngineFault> {
         dispatch!(self.usage(nodes, now))
     }
+    fn quotas(&mut self) -> Result<Vec<api::QuotaUsage>, EngineFault> {
+        dispatch!(self.quotas())
+    }
 }

@@ -478,4 +478,9 @@ impl Scheduler for ComponentScheduler {
         })?;
         Ok(r.cv())
     }
+
+    fn quotas(&mut self) -> Result<Vec<api::QuotaUsage>, Fault> {
+        let r = self.call("quotas", |g, s| g.hamr_scheduler_scheduler().call_quotas(s))?;
+        Ok(r.cv())
+    }
 }

@@ -626,3 +626,109 @@ fn volcano_verbs_use_volcanos_shapes() {
         "{answer}"
     );
 }
+
+/// One blocking HTTP/1.1 GET; returns the body as text.
+fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+const QUOTA_CLUSTER: &str = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: n1
+  annotations:
+    hami.io/node-nvidia-register: '[{"id":"GPU-a","index":0,"count":10,"devmem":40960,"devcore":100,"type":"NVIDIA A100-SXM4-40GB","numa":0,"mode":"hami-core","health":true}]'
+status:
+  allocatable: {nvidia.com/gpu: "10"}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: train
+  namespace: ml
+  uid: uid-train
+  annotations:
+    hami.io/vgpu-node: n1
+    hami.io/vgpu-devices-allocated: "GPU-a,NVIDIA,3000,30:;"
+    hami.io/vgpu-devices-to-allocate: ";"
+    hami.io/bind-phase: success
+spec:
+  schedulerName: hamr-scheduler
+  nodeName: n1
+  containers:
+  - name: c
+    image: cuda
+    resources:
+      limits: {nvidia.com/gpu: "1", nvidia.com/gpumem: "3000", nvidia.com/gpucores: "30"}
+status: {phase: Running}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: gpu-memory, namespace: ml}
+spec:
+  hard: {limits.nvidia.com/gpumem: "8192", requests.cpu: "8"}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: gpu-cores, namespace: dev}
+spec:
+  hard: {limits.nvidia.com/gpucores: "50"}
+"#;
+
+#[test]
+fn quota_metrics_show_each_namespaces_use_and_its_limits() {
+    let objects = hamr::input::parse_objects(QUOTA_CLUSTER, "quota cluster", None).unwrap();
+    let mut engine = EngineKind::Native.start().unwrap();
+    engine.configure("{}").unwrap().unwrap();
+    let mut h = HttpEngine::start(engine).unwrap();
+    let mut deltas = Vec::new();
+    deltas.extend(objects.nodes.iter().cloned().map(api::Delta::NodeUpsert));
+    deltas.extend(objects.pods.iter().cloned().map(api::Delta::PodUpsert));
+    deltas.extend(objects.quotas.iter().cloned().map(api::Delta::QuotaUpsert));
+    assert_eq!(h.apply(&deltas).unwrap(), vec![]);
+
+    let text = get(h.addr(), "/metrics");
+    // Label sets within one metric come in no particular order.
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("hami_resource_quota"))
+        .collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        vec![
+            r#"hami_resource_quota_limit{zone="vGPU",namespace="dev",quota_name="nvidia.com/gpucores"} 50"#,
+            r#"hami_resource_quota_limit{zone="vGPU",namespace="ml",quota_name="nvidia.com/gpumem"} 8192"#,
+            r#"hami_resource_quota_used{zone="vGPU",namespace="dev",quota_name="nvidia.com/gpucores",limit="50"} 0"#,
+            r#"hami_resource_quota_used{zone="vGPU",namespace="ml",quota_name="nvidia.com/gpucores",limit="0"} 30"#,
+            r#"hami_resource_quota_used{zone="vGPU",namespace="ml",quota_name="nvidia.com/gpumem",limit="8192"} 3000"#,
+        ],
+        "{text}"
+    );
+
+    // The pod finishes: its use is given back, the limits stay.
+    let mut done = objects.pods[0].clone();
+    done.phase = api::PodPhase::Succeeded;
+    h.apply(&[api::Delta::PodUpsert(done)]).unwrap();
+    let text = get(h.addr(), "/metrics");
+    assert!(
+        text.contains(r#"hami_resource_quota_used{zone="vGPU",namespace="ml",quota_name="nvidia.com/gpumem",limit="8192"} 0"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"namespace="ml",quota_name="nvidia.com/gpucores""#),
+        "a pair no quota limits and nothing uses is not reported: {text}"
+    );
+}

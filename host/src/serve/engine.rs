@@ -323,4 +323,8 @@ impl Scheduler for HttpEngine {
     fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<api::NodeUsage>, EngineFault> {
         self.server.with_engine_now(|e| e.usage(nodes, now))
     }
+
+    fn quotas(&mut self) -> Result<Vec<api::QuotaUsage>, EngineFault> {
+        self.server.with_engine_now(|e| e.quotas())
+    }
 }

@@ -765,11 +765,17 @@ impl Server {
         }
     }
 
-    /// Refreshes the per-card gauges and returns the metrics text.
+    /// Refreshes the per-card and quota gauges and returns the metrics text.
     pub async fn metrics_text(self: &Arc<Self>) -> String {
         let now = self.clock.now();
-        if let Ok(usage) = self.with_engine(move |e| e.usage(&[], now)).await {
+        let (usage, quotas) = self
+            .with_engine(move |e| (e.usage(&[], now), e.quotas()))
+            .await;
+        if let Ok(usage) = usage {
             self.metrics.cards(&usage);
+        }
+        if let Ok(quotas) = quotas {
+            self.metrics.quotas(&quotas);
         }
         self.metrics.encode()
     }
