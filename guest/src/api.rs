@@ -315,6 +315,13 @@ pub struct QuotaUsage {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHandshake {
+    pub node: String,
+    pub annotations: Pairs,
+    pub stale: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reservation {
     Reserved(Decision),
     Rejected(NodeVerdict),
@@ -359,4 +366,5 @@ pub trait Scheduler {
     ) -> Result<Result<Vec<NodeExplanation>, Error>, Self::Fault>;
     fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<NodeUsage>, Self::Fault>;
     fn quotas(&mut self) -> Result<Vec<QuotaUsage>, Self::Fault>;
+    fn handshakes(&mut self, now: i64) -> Result<Vec<NodeHandshake>, Self::Fault>;
 }

@@ -105,6 +105,10 @@ impl scheduler::Guest for Component {
     fn quotas() -> Vec<w::QuotaUsage> {
         with(|e| e.quotas()).cv()
     }
+
+    fn handshakes(now: i64) -> Vec<w::NodeHandshake> {
+        with(|e| e.handshakes(now)).cv()
+    }
 }
 
 export!(Component);

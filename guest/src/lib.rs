@@ -17,6 +17,7 @@ pub mod api;
 pub mod config;
 pub mod convert;
 pub mod device;
+pub mod handshake;
 pub mod ledger;
 pub mod policy;
 pub mod quantity;
@@ -34,8 +35,8 @@ mod component;
 use std::convert::Infallible;
 
 use api::{
-    Admission, Delta, DeltaError, Error, FilterOutcome, NodeExplanation, NodeScore, NodeUsage, Pod,
-    QuotaUsage, Reservation,
+    Admission, Delta, DeltaError, Error, FilterOutcome, NodeExplanation, NodeHandshake, NodeScore,
+    NodeUsage, Pod, QuotaUsage, Reservation,
 };
 use config::Config;
 use ledger::Ledger;
@@ -118,6 +119,10 @@ impl Engine {
     pub fn quotas(&self) -> Vec<QuotaUsage> {
         self.ledger.quotas.report()
     }
+
+    pub fn handshakes(&self, now: i64) -> Vec<NodeHandshake> {
+        handshake::handshakes(&self.ledger, now)
+    }
 }
 
 impl api::Scheduler for Engine {
@@ -180,5 +185,8 @@ impl api::Scheduler for Engine {
     }
     fn quotas(&mut self) -> Result<Vec<QuotaUsage>, Infallible> {
         Ok(Engine::quotas(self))
+    }
+    fn handshakes(&mut self, now: i64) -> Result<Vec<NodeHandshake>, Infallible> {
+        Ok(Engine::handshakes(self, now))
     }
 }

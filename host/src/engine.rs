@@ -218,4 +218,7 @@ impl Scheduler for Engine {
     fn quotas(&mut self) -> Result<Vec<api::QuotaUsage>, EngineFault> {
         dispatch!(self.quotas())
     }
+    fn handshakes(&mut self, now: i64) -> Result<Vec<api::NodeHandshake>, EngineFault> {
+        dispatch!(self.handshakes(now))
+    }
 }

@@ -483,4 +483,11 @@ impl Scheduler for ComponentScheduler {
         let r = self.call("quotas", |g, s| g.hamr_scheduler_scheduler().call_quotas(s))?;
         Ok(r.cv())
     }
+
+    fn handshakes(&mut self, now: i64) -> Result<Vec<api::NodeHandshake>, Fault> {
+        let r = self.call("handshakes", |g, s| {
+            g.hamr_scheduler_scheduler().call_handshakes(s, now)
+        })?;
+        Ok(r.cv())
+    }
 }

@@ -28,8 +28,8 @@
 //! `hamr.io/node-device-usage`, computed by the library from the pods the engine was fed, and
 //! its resourceVersion changes whenever the node's bytes do. The decision (the annotations
 //! HAMi's device plugin reads) comes back as the reservation's event. Admission, `explain`,
-//! `usage` and `quotas` are not hooks of this host: they are answered by the library (the
-//! webhook, the CLI and `hamr serve` run it natively).
+//! `usage`, `quotas` and `handshakes` are not hooks of this host: they are answered by the
+//! library (the webhook, the CLI and `hamr serve` run it natively).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -1214,5 +1214,9 @@ impl Scheduler for WasmExtensionScheduler {
 
     fn quotas(&mut self) -> Result<Vec<api::QuotaUsage>, Fault> {
         Ok(self.agent.quotas())
+    }
+
+    fn handshakes(&mut self, now: i64) -> Result<Vec<api::NodeHandshake>, Fault> {
+        Ok(self.agent.handshakes(now))
     }
 }

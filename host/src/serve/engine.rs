@@ -327,4 +327,8 @@ impl Scheduler for HttpEngine {
     fn quotas(&mut self) -> Result<Vec<api::QuotaUsage>, EngineFault> {
         self.server.with_engine_now(|e| e.quotas())
     }
+
+    fn handshakes(&mut self, now: i64) -> Result<Vec<api::NodeHandshake>, EngineFault> {
+        self.server.with_engine_now(|e| e.handshakes(now))
+    }
 }
