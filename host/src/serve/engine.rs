@@ -152,6 +152,8 @@ impl Scheduler for HttpEngine {
             match d {
                 api::Delta::PodUpsert(p) => memory.put(p),
                 api::Delta::PodRemove(uid) => memory.remove(uid),
+                api::Delta::NodeUpsert(n) => memory.put_node(n),
+                api::Delta::NodeRemove(name) => memory.remove_node(name),
                 _ => {}
             }
         }

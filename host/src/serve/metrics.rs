@@ -1,7 +1,8 @@
 //! `/metrics`: HAMi's `hami_*` per-card and quota gauges (refreshed from the guest's `usage`
 //! and `quotas` at each scrape) and what HAMi lacks: filter and bind latency, decisions by
 //! outcome and reason, reservations assumed but not yet bound and why they were released,
-//! guest traps and rebuilds, leadership and cache state.
+//! guest traps and rebuilds, leadership and cache state, and the registrations whose handshake
+//! went stale.
 
 use std::sync::Mutex;
 
@@ -52,6 +53,13 @@ pub struct QuotaLimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StaleLabels {
+    pub node: String,
+    /// The vendor key (`NVIDIA`).
+    pub vendor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// `placed`, `unschedulable` or `error`.
     pub result: &'static str,
@@ -93,6 +101,8 @@ pub struct Metrics {
     memory_ratio: Family<CardLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     quota_used: Family<QuotaUsedLabels, Gauge>,
     quota_limit: Family<QuotaLimitLabels, Gauge>,
+    stale: Family<StaleLabels, Gauge>,
+    pub handshake_writes: Family<ResultLabels, Counter>,
     /// Last trap and rebuild totals seen, so the counters advance by the difference.
     seen: Mutex<(u64, u64)>,
 }
@@ -133,6 +143,8 @@ impl Metrics {
             memory_ratio: Family::default(),
             quota_used: Family::default(),
             quota_limit: Family::default(),
+            stale: Family::default(),
+            handshake_writes: Family::default(),
             seen: Mutex::new((0, 0)),
             registry: Registry::default(),
         };
@@ -231,6 +243,16 @@ impl Metrics {
             "Device resource limit of each namespace, where a ResourceQuota sets one",
             m.quota_limit.clone(),
         );
+        registry.register(
+            "hamr_node_devices_stale",
+            "1 for each vendor registered on a node whose registration is not live (an unanswered handshake, or no allocatable devices)",
+            m.stale.clone(),
+        );
+        registry.register(
+            "hamr_node_handshake_writes",
+            "Handshake stamps (Requesting_<time>) patched onto nodes",
+            m.handshake_writes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -256,6 +278,21 @@ impl Metrics {
                         quota_name: q.resource_name.clone(),
                     })
                     .set(i64::try_from(limit).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Replaces the stale-registration gauges with the guest's latest handshake answer.
+    pub fn stale(&self, handshakes: &[api::NodeHandshake]) {
+        self.stale.clear();
+        for h in handshakes {
+            for vendor in &h.stale {
+                self.stale
+                    .get_or_create(&StaleLabels {
+                        node: h.node.clone(),
+                        vendor: vendor.clone(),
+                    })
+                    .set(1);
             }
         }
     }
