@@ -307,6 +307,21 @@ pub struct NodeUsage {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaUsage {
+    pub namespace: String,
+    pub resource_name: String,
+    pub used: u64,
+    pub limit: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHandshake {
+    pub node: String,
+    pub annotations: Pairs,
+    pub stale: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reservation {
     Reserved(Decision),
     Rejected(NodeVerdict),
@@ -350,4 +365,6 @@ pub trait Scheduler {
         now: i64,
     ) -> Result<Result<Vec<NodeExplanation>, Error>, Self::Fault>;
     fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<NodeUsage>, Self::Fault>;
+    fn quotas(&mut self) -> Result<Vec<QuotaUsage>, Self::Fault>;
+    fn handshakes(&mut self, now: i64) -> Result<Vec<NodeHandshake>, Self::Fault>;
 }

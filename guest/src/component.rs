@@ -101,6 +101,14 @@ impl scheduler::Guest for Component {
     fn usage(nodes: Vec<String>, now: i64) -> Vec<w::NodeUsage> {
         with(|e| e.usage(&nodes, now)).cv()
     }
+
+    fn quotas() -> Vec<w::QuotaUsage> {
+        with(|e| e.quotas()).cv()
+    }
+
+    fn handshakes(now: i64) -> Vec<w::NodeHandshake> {
+        with(|e| e.handshakes(now)).cv()
+    }
 }
 
 export!(Component);

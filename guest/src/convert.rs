@@ -121,5 +121,7 @@ macro_rules! cv_contract {
         $crate::cv_struct!($x::NodeExplanation => $y::NodeExplanation { node, verdict, cards });
         $crate::cv_struct!($x::CardUsage => $y::CardUsage { vendor, uuid, index, model, healthy, cordoned, numa, used_slots, total_slots, used_memory_mib, total_memory_mib, used_cores, total_cores });
         $crate::cv_struct!($x::NodeUsage => $y::NodeUsage { node, live, cards });
+        $crate::cv_struct!($x::QuotaUsage => $y::QuotaUsage { namespace, resource_name, used, limit });
+        $crate::cv_struct!($x::NodeHandshake => $y::NodeHandshake { node, annotations, stale });
     };
 }

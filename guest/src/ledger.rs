@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::api::{Delta, DeltaError, Error, Invalid, Node, Pod, PodPhase, Quota, lookup};
+use crate::api::{
+    Delta, DeltaError, Error, Invalid, Node, Pod, PodPhase, Quota, QuotaUsage, lookup,
+};
 use crate::config::Config;
 use crate::device::{self, Card, MigInUse, PodDevices, Usage};
 use crate::quantity;
@@ -80,6 +82,22 @@ impl Quotas {
             .get(&(namespace.to_string(), resource.to_string()))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Use and limit of every (namespace, resource) a quota limits or a pod uses, sorted.
+    /// A pair whose use dropped back to 0 and that no quota limits is left out, so the report
+    /// does not depend on which pods came and went.
+    pub fn report(&self) -> Vec<QuotaUsage> {
+        let mut keys: BTreeSet<&(String, String)> = self.limits.keys().collect();
+        keys.extend(self.used.iter().filter(|(_, n)| **n > 0).map(|(k, _)| k));
+        keys.into_iter()
+            .map(|(namespace, resource)| QuotaUsage {
+                namespace: namespace.clone(),
+                resource_name: resource.clone(),
+                used: self.used(namespace, resource).max(0) as u64,
+                limit: self.limit(namespace, resource).map(|n| n.max(0) as u64),
+            })
+            .collect()
     }
 }
 
@@ -462,4 +480,36 @@ fn init_done(pod: &Pod) -> bool {
             .iter()
             .any(|s| s.name == c.name && s.terminated_exit_code == Some(0))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_report_lists_limited_and_used_pairs_only() {
+        let mut q = Quotas::default();
+        let key = |ns: &str, r: &str| (ns.to_string(), r.to_string());
+        q.limits
+            .entry(key("ml", "nvidia.com/gpumem"))
+            .or_default()
+            .extend([("a".to_string(), 4096), ("b".to_string(), 2048)]);
+        q.used.insert(key("ml", "nvidia.com/gpumem"), 1000);
+        q.used.insert(key("ml", "nvidia.com/gpucores"), 30);
+        // A pair whose pods all left, and that no quota limits: not reported.
+        q.used.insert(key("dev", "nvidia.com/gpumem"), 0);
+        let row = |r: &str, used, limit| QuotaUsage {
+            namespace: "ml".into(),
+            resource_name: r.into(),
+            used,
+            limit,
+        };
+        assert_eq!(
+            q.report(),
+            vec![
+                row("nvidia.com/gpucores", 30, None),
+                row("nvidia.com/gpumem", 1000, Some(2048)),
+            ]
+        );
+    }
 }

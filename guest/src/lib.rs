@@ -17,6 +17,7 @@ pub mod api;
 pub mod config;
 pub mod convert;
 pub mod device;
+pub mod handshake;
 pub mod ledger;
 pub mod policy;
 pub mod quantity;
@@ -34,8 +35,8 @@ mod component;
 use std::convert::Infallible;
 
 use api::{
-    Admission, Delta, DeltaError, Error, FilterOutcome, NodeExplanation, NodeScore, NodeUsage, Pod,
-    Reservation,
+    Admission, Delta, DeltaError, Error, FilterOutcome, NodeExplanation, NodeHandshake, NodeScore,
+    NodeUsage, Pod, QuotaUsage, Reservation,
 };
 use config::Config;
 use ledger::Ledger;
@@ -114,6 +115,14 @@ impl Engine {
     pub fn usage(&self, nodes: &[String], now: i64) -> Vec<NodeUsage> {
         schedule::usage(&self.ledger, nodes, now)
     }
+
+    pub fn quotas(&self) -> Vec<QuotaUsage> {
+        self.ledger.quotas.report()
+    }
+
+    pub fn handshakes(&self, now: i64) -> Vec<NodeHandshake> {
+        handshake::handshakes(&self.ledger, now)
+    }
 }
 
 impl api::Scheduler for Engine {
@@ -173,5 +182,11 @@ impl api::Scheduler for Engine {
     }
     fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<NodeUsage>, Infallible> {
         Ok(Engine::usage(self, nodes, now))
+    }
+    fn quotas(&mut self) -> Result<Vec<QuotaUsage>, Infallible> {
+        Ok(Engine::quotas(self))
+    }
+    fn handshakes(&mut self, now: i64) -> Result<Vec<NodeHandshake>, Infallible> {
+        Ok(Engine::handshakes(self, now))
     }
 }

@@ -17,6 +17,9 @@ pub const CARD_INSUFFICIENT_CORE: &str = "CardInsufficientCore";
 pub const CARD_COMPUTE_UNITS_EXHAUSTED: &str = "CardComputeUnitsExhausted";
 pub const CARD_MIG_TOPOLOGY_INFEASIBLE: &str = "CardMigTopologyInfeasible";
 pub const ALLOCATED_CARDS_INSUFFICIENT_REQUEST: &str = "AllocatedCardsInsufficientRequest";
+/// hamr's (Volcano has no per-card reasons): the card already holds a pod of the same PodGroup
+/// and the pod asks `volcano.sh/vgpu-podgroup-policy: spread`.
+pub const CARD_POD_GROUP_CONFLICT: &str = "CardPodGroupConflict";
 /// Node level, bare (not in `n/m` form): more cards requested than the node has of that type.
 pub const NODE_INSUFFICIENT_DEVICE: &str = "NodeInsufficientDevice";
 /// Node level, bare: the node has no live registration for the requested vendor.

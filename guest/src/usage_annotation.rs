@@ -7,16 +7,14 @@
 //! {"pods":["uid-a","uid-b"],
 //!  "cards":[{"vendor":"NVIDIA","uuid":"GPU-0","slots":2,"memoryMiB":3000,"cores":50},
 //!           {"vendor":"NVIDIA","uuid":"GPU-1","slots":1,"memoryMiB":10240,"cores":0,
-//!            "mig":[{"profile":"1g.10gb","start":0,"size":1}]},
-//!           {"vendor":"Metax-SGPU","uuid":"sgpu-0","slots":1,"memoryMiB":4096,"cores":20,
-//!            "tags":["|best-effort"]}]}
+//!            "mig":[{"profile":"1g.10gb","start":0,"size":1}]}]}
 //! ```
 //!
 //! `pods` lists the uids of the pods counted (sorted), so that a scheduler that booked a pod
 //! itself knows when the published figures include it. `cards` lists only cards in use: slots,
-//! memory (MiB) and cores (percent) as the ledger sums them, MIG slices in use, the tags the pods leave on the card (a vendor's per-card
-//! state, e.g. a MetaX sGPU card's QoS identity and app classes, one entry per pod), and `unusable`
-//! when the pods' MIG state is inconsistent with the card (the ledger fails closed, spec §8.3).
+//! memory (MiB) and cores (percent) as the ledger sums them, MIG slices in use, `unusable`
+//! when the pods' MIG state is inconsistent with the card (the ledger fails closed, spec §8.3),
+//! and the tags the pods leave on the card (`tags`, omitted when none).
 //!
 //! [`from_ledger`] derives the value from a ledger that knows the node's pods (the node
 //! agent's side); [`book`] books a decoded value into a ledger that knows only the node (the
@@ -64,11 +62,12 @@ pub struct CardUse {
     pub cores: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mig: Vec<MigSlice>,
-    /// The tags the pods leave on the card ([`crate::vendor::Vendor::card_tag`]), one per pod.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unusable: bool,
+    /// The tags the pods leave on the card ([`crate::device::Card::tags`]: MetaX sGPU app class
+    /// and QoS, Volcano PodGroup membership), in the ledger's order; omitted when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// A MIG slice in use: the profile and its placement.
@@ -157,8 +156,8 @@ pub fn from_ledger(ledger: &Ledger, node: &str) -> NodeDeviceUsage {
                             size: m.placement.size,
                         })
                         .collect(),
-                    tags: c.tags.iter().map(|t| t.to_string()).collect(),
                     unusable: c.forced_unhealthy,
+                    tags: c.tags.iter().map(|t| t.to_string()).collect(),
                 })
                 .collect()
         })
@@ -204,7 +203,7 @@ pub fn book(ledger: &mut Ledger, node: &str, usage: &NodeDeviceUsage) {
         tags.extend(
             c.tags
                 .iter()
-                .map(|t| (v.key(), c.uuid.clone(), Arc::<str>::from(t.as_str()))),
+                .map(|t| (v.key(), c.uuid.clone(), Arc::from(t.as_str()))),
         );
         if c.slots != 0 || c.memory_mib != 0 || c.cores != 0 {
             let u = Usage {
@@ -295,8 +294,8 @@ mod tests {
                 memory_mib: 1000,
                 cores: 30,
                 mig: vec![],
-                tags: vec![],
                 unusable: false,
+                tags: vec![],
             }],
         };
         assert_eq!(
@@ -442,6 +441,61 @@ mod tests {
     }
 
     #[test]
+    fn card_tags_travel_with_the_published_use() {
+        let node = crate::api::Node {
+            name: "vc-1".into(),
+            annotations: vec![(
+                "volcano.sh/node-vgpu-register".into(),
+                "GPU-v0,10,40960,NVIDIA-NVIDIA A100-SXM4-40GB,true,hami-core:\
+                 GPU-v1,10,40960,NVIDIA-NVIDIA A100-SXM4-40GB,true,hami-core:"
+                    .into(),
+            )],
+            ..Default::default()
+        };
+        let worker = crate::api::Pod {
+            uid: "w0".into(),
+            namespace: "ml".into(),
+            name: "w0".into(),
+            annotations: vec![
+                ("volcano.sh/vgpu-node".into(), "vc-1".into()),
+                (
+                    "volcano.sh/vgpu-ids-new".into(),
+                    "GPU-v1,NVIDIA,1000,10:".into(),
+                ),
+                ("scheduling.k8s.io/group-name".into(), "train".into()),
+            ],
+            containers: vec![crate::api::Container::default()],
+            phase: crate::api::PodPhase::Running,
+            ..Default::default()
+        };
+        let mut agent = Ledger::default();
+        agent.upsert_node(node.clone()).expect("valid node");
+        agent.upsert_pod(&worker).expect("valid pod");
+        let published = from_ledger(&agent, "vc-1");
+        assert!(
+            published.encode().contains(r#""tags":["w0 ml/train"]"#),
+            "{}",
+            published.encode()
+        );
+        let mut guest = Ledger::default();
+        guest.upsert_node(node).expect("valid node");
+        book(
+            &mut guest,
+            "vc-1",
+            &NodeDeviceUsage::decode("vc-1", &published.encode()).expect("round trip"),
+        );
+        let tags = |l: &Ledger| -> Vec<Vec<String>> {
+            l.nodes["vc-1"]
+                .cards
+                .iter()
+                .map(|c| c.tags.iter().map(|t| t.to_string()).collect())
+                .collect()
+        };
+        assert_eq!(tags(&guest), vec![vec![], vec!["w0 ml/train".to_string()]]);
+        assert_eq!(tags(&guest), tags(&agent));
+    }
+
+    #[test]
     fn inconsistent_mig_state_stays_failed_closed() {
         let mut agent = Ledger::default();
         agent.upsert_node(node("n1")).expect("valid node");
@@ -455,42 +509,5 @@ mod tests {
         guest.upsert_node(node("n1")).expect("valid node");
         book(&mut guest, "n1", &published);
         assert_eq!(cards(&guest, "n1"), cards(&agent, "n1"));
-    }
-
-    #[test]
-    fn card_tags_are_published_one_per_pod() {
-        let mut agent = Ledger::default();
-        agent.upsert_node(node("n1")).expect("valid node");
-        for uid in ["p1", "p2"] {
-            agent.insert_pod(
-                uid.into(),
-                PodEntry {
-                    tags: vec![("NVIDIA", "GPU-a".into(), Arc::from("online|-"))],
-                    namespace: "default".into(),
-                    name: uid.into(),
-                    node: "n1".into(),
-                    devices: vec![],
-                    usage: vec![],
-                    stray_slices: vec![],
-                    assumed: false,
-                },
-            );
-        }
-        let published = from_ledger(&agent, "n1");
-        assert_eq!(published.cards.len(), 1);
-        assert_eq!(published.cards[0].tags, vec!["online|-", "online|-"]);
-        assert!(
-            published
-                .encode()
-                .contains(r#""tags":["online|-","online|-"]"#)
-        );
-        let mut guest = Ledger::default();
-        guest.upsert_node(node("n1")).expect("valid node");
-        book(&mut guest, "n1", &published);
-        let tags = |l: &Ledger| l.nodes["n1"].cards[0].tags.clone();
-        assert_eq!(tags(&guest), tags(&agent));
-        // Publishing again replaces the tags, never adds to them.
-        book(&mut guest, "n1", &published);
-        assert_eq!(tags(&guest).len(), 2);
     }
 }

@@ -160,4 +160,10 @@ impl Scheduler for Engine {
     fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<api::NodeUsage>, EngineFault> {
         dispatch!(self.usage(nodes, now))
     }
+    fn quotas(&mut self) -> Result<Vec<api::QuotaUsage>, EngineFault> {
+        dispatch!(self.quotas())
+    }
+    fn handshakes(&mut self, now: i64) -> Result<Vec<api::NodeHandshake>, EngineFault> {
+        dispatch!(self.handshakes(now))
+    }
 }

@@ -81,6 +81,10 @@ struct ServeArgs {
     /// Event source and scheduler name in logs.
     #[arg(long, default_value = "hamr-scheduler")]
     scheduler_name: String,
+    /// Stamp a node's handshake annotations (`Requesting_<time>`) at most once per this many
+    /// seconds; 0 leaves the handshake to another scheduler (e.g. HAMi's, side by side).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    handshake_interval: u64,
     /// Elect a leader on a coordination.k8s.io Lease; only the leader decides.
     #[arg(long)]
     leader_elect: bool,
@@ -298,6 +302,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             sync_wait: std::time::Duration::from_secs(a.sync_wait),
             max_body_bytes: a.max_body_bytes,
             component: a.scheduler_name,
+            handshake_interval: std::time::Duration::from_secs(a.handshake_interval),
         },
         election: a
             .leader_elect

@@ -478,4 +478,16 @@ impl Scheduler for ComponentScheduler {
         })?;
         Ok(r.cv())
     }
+
+    fn quotas(&mut self) -> Result<Vec<api::QuotaUsage>, Fault> {
+        let r = self.call("quotas", |g, s| g.hamr_scheduler_scheduler().call_quotas(s))?;
+        Ok(r.cv())
+    }
+
+    fn handshakes(&mut self, now: i64) -> Result<Vec<api::NodeHandshake>, Fault> {
+        let r = self.call("handshakes", |g, s| {
+            g.hamr_scheduler_scheduler().call_handshakes(s, now)
+        })?;
+        Ok(r.cv())
+    }
 }

@@ -27,9 +27,9 @@
 //! the pods on them reach the guest as a node agent would publish them: each node carries
 //! `hamr.io/node-device-usage`, computed by the library from the pods the engine was fed, and
 //! its resourceVersion changes whenever the node's bytes do. The decision (the annotations
-//! HAMi's device plugin reads) comes back as the reservation's event. Admission, `explain` and
-//! `usage` are not hooks of this host: they are answered by the library (the webhook and the
-//! CLI run it natively).
+//! HAMi's device plugin reads) comes back as the reservation's event. Admission, `explain`,
+//! `usage`, `quotas` and `handshakes` are not hooks of this host: they are answered by the
+//! library (the webhook, the CLI and `hamr serve` run it natively).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -1210,5 +1210,13 @@ impl Scheduler for WasmExtensionScheduler {
 
     fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<api::NodeUsage>, Fault> {
         Ok(self.agent.usage(nodes, now))
+    }
+
+    fn quotas(&mut self) -> Result<Vec<api::QuotaUsage>, Fault> {
+        Ok(self.agent.quotas())
+    }
+
+    fn handshakes(&mut self, now: i64) -> Result<Vec<api::NodeHandshake>, Fault> {
+        Ok(self.agent.handshakes(now))
     }
 }

@@ -161,6 +161,64 @@ async fn decision_patch_binding_and_event() {
     api.await.unwrap();
 }
 
+#[tokio::test]
+async fn handshake_stamp_is_a_merge_patch_of_the_node() {
+    let (client, mut handle) = client();
+    let backend = backend(client);
+    let api = tokio::spawn(async move {
+        let (body, ct) = expect(
+            &mut handle,
+            "PATCH",
+            "/api/v1/nodes/gpu-1",
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-1"}}),
+        )
+        .await;
+        assert_eq!(ct, "application/merge-patch+json");
+        assert_eq!(
+            body,
+            json!({"metadata": {"annotations": {
+                "hami.io/node-handshake": "Requesting_2026-11-28 12:00:00",
+                "hami.io/node-handshake-dcu": "Requesting_2026-11-28 12:00:00"}}})
+        );
+        expect(
+            &mut handle,
+            "PATCH",
+            "/api/v1/nodes/gone",
+            StatusCode::FORBIDDEN,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "message": "nodes \"gone\" is forbidden", "reason": "Forbidden", "code": 403}),
+        )
+        .await;
+    });
+    let stamp = |k: &str| {
+        (
+            k.to_string(),
+            Some("Requesting_2026-11-28 12:00:00".to_string()),
+        )
+    };
+    let echo = backend
+        .patch_node(
+            "gpu-1",
+            &vec![
+                stamp("hami.io/node-handshake"),
+                stamp("hami.io/node-handshake-dcu"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        echo, None,
+        "the watch, not the write, feeds the change back"
+    );
+    let err = backend
+        .patch_node("gone", &vec![stamp("hami.io/node-handshake")])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("patch node gone: "), "{err}");
+    api.await.unwrap();
+}
+
 fn lease(holder: &str, renewed: &str, transitions: i32) -> Value {
     json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
            "metadata": {"name": "hamr-scheduler", "namespace": "kube-system", "resourceVersion": "41"},

@@ -626,3 +626,327 @@ fn volcano_verbs_use_volcanos_shapes() {
         "{answer}"
     );
 }
+
+/// One blocking HTTP/1.1 GET; returns the body as text.
+fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// A server with the native engine, fed `yaml` (nodes, pods, quotas) as its watches would.
+fn server_with(yaml: &str, settings: Settings) -> (tokio::runtime::Runtime, Arc<Server>) {
+    let objects = hamr::input::parse_objects(yaml, "test cluster", None).unwrap();
+    let mut engine = EngineKind::Native.start().unwrap();
+    engine.configure("{}").unwrap().unwrap();
+    let memory = MemoryBackend::default();
+    for n in &objects.nodes {
+        memory.put_node(n);
+    }
+    for p in &objects.pods {
+        memory.put(p);
+    }
+    let server = Arc::new(Server::new(engine, Backend::Memory(memory), settings, true));
+    let mut deltas = Vec::new();
+    deltas.extend(objects.nodes.iter().cloned().map(api::Delta::NodeUpsert));
+    deltas.extend(objects.pods.iter().cloned().map(api::Delta::PodUpsert));
+    deltas.extend(objects.quotas.iter().cloned().map(api::Delta::QuotaUpsert));
+    server.apply_now(&deltas);
+    server.set_synced();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (rt, server)
+}
+
+const QUOTA_CLUSTER: &str = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: n1
+  annotations:
+    hami.io/node-nvidia-register: '[{"id":"GPU-a","index":0,"count":10,"devmem":40960,"devcore":100,"type":"NVIDIA A100-SXM4-40GB","numa":0,"mode":"hami-core","health":true}]'
+status:
+  allocatable: {nvidia.com/gpu: "10"}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: train
+  namespace: ml
+  uid: uid-train
+  annotations:
+    hami.io/vgpu-node: n1
+    hami.io/vgpu-devices-allocated: "GPU-a,NVIDIA,3000,30:;"
+    hami.io/vgpu-devices-to-allocate: ";"
+    hami.io/bind-phase: success
+spec:
+  schedulerName: hamr-scheduler
+  nodeName: n1
+  containers:
+  - name: c
+    image: cuda
+    resources:
+      limits: {nvidia.com/gpu: "1", nvidia.com/gpumem: "3000", nvidia.com/gpucores: "30"}
+status: {phase: Running}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: gpu-memory, namespace: ml}
+spec:
+  hard: {limits.nvidia.com/gpumem: "8192", requests.cpu: "8"}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: gpu-cores, namespace: dev}
+spec:
+  hard: {limits.nvidia.com/gpucores: "50"}
+"#;
+
+#[test]
+fn quota_metrics_show_each_namespaces_use_and_its_limits() {
+    let objects = hamr::input::parse_objects(QUOTA_CLUSTER, "quota cluster", None).unwrap();
+    let mut engine = EngineKind::Native.start().unwrap();
+    engine.configure("{}").unwrap().unwrap();
+    let mut h = HttpEngine::start(engine).unwrap();
+    let mut deltas = Vec::new();
+    deltas.extend(objects.nodes.iter().cloned().map(api::Delta::NodeUpsert));
+    deltas.extend(objects.pods.iter().cloned().map(api::Delta::PodUpsert));
+    deltas.extend(objects.quotas.iter().cloned().map(api::Delta::QuotaUpsert));
+    assert_eq!(h.apply(&deltas).unwrap(), vec![]);
+
+    let text = get(h.addr(), "/metrics");
+    // Label sets within one metric come in no particular order.
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("hami_resource_quota"))
+        .collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        vec![
+            r#"hami_resource_quota_limit{zone="vGPU",namespace="dev",quota_name="nvidia.com/gpucores"} 50"#,
+            r#"hami_resource_quota_limit{zone="vGPU",namespace="ml",quota_name="nvidia.com/gpumem"} 8192"#,
+            r#"hami_resource_quota_used{zone="vGPU",namespace="dev",quota_name="nvidia.com/gpucores",limit="50"} 0"#,
+            r#"hami_resource_quota_used{zone="vGPU",namespace="ml",quota_name="nvidia.com/gpucores",limit="0"} 30"#,
+            r#"hami_resource_quota_used{zone="vGPU",namespace="ml",quota_name="nvidia.com/gpumem",limit="8192"} 3000"#,
+        ],
+        "{text}"
+    );
+
+    // The pod finishes: its use is given back, the limits stay.
+    let mut done = objects.pods[0].clone();
+    done.phase = api::PodPhase::Succeeded;
+    h.apply(&[api::Delta::PodUpsert(done)]).unwrap();
+    let text = get(h.addr(), "/metrics");
+    assert!(
+        text.contains(r#"hami_resource_quota_used{zone="vGPU",namespace="ml",quota_name="nvidia.com/gpumem",limit="8192"} 0"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"namespace="ml",quota_name="nvidia.com/gpucores""#),
+        "a pair no quota limits and nothing uses is not reported: {text}"
+    );
+}
+
+/// The handshake's node: one NVIDIA card, `allocatable` GPUs, and an optional handshake value.
+fn handshake_node(name: &str, allocatable: &str, handshake: Option<&str>) -> api::Node {
+    let mut annotations = vec![(
+        "hami.io/node-nvidia-register".to_string(),
+        r#"[{"id":"GPU-a","index":0,"count":10,"devmem":40960,"devcore":100,"type":"NVIDIA A100-SXM4-40GB","numa":0,"mode":"hami-core","health":true}]"#.to_string(),
+    )];
+    if let Some(h) = handshake {
+        annotations.push(("hami.io/node-handshake".to_string(), h.to_string()));
+    }
+    api::Node {
+        name: name.into(),
+        annotations,
+        allocatable: vec![("nvidia.com/gpu".into(), allocatable.into())],
+        ..api::Node::default()
+    }
+}
+
+/// A node change as the watch delivers it: in the in-memory cluster and in the guest.
+fn node_changed(server: &Server, node: api::Node) {
+    memory(server).put_node(&node);
+    server.apply_now(&[api::Delta::NodeUpsert(node)]);
+}
+
+/// 2026-11-28 12:00:00 UTC.
+const T0: i64 = 1_795_867_200;
+
+#[test]
+fn handshake_stamps_registered_nodes_at_most_once_per_interval() {
+    let (rt, server) = server_with("", Settings::default());
+    node_changed(&server, handshake_node("n1", "0", None));
+    node_changed(
+        &server,
+        handshake_node("n2", "4", Some("Requesting_2026-11-28 11:59:50")),
+    );
+    node_changed(
+        &server,
+        api::Node {
+            name: "cpu-1".into(),
+            ..api::Node::default()
+        },
+    );
+    server.clock.set(T0);
+    assert_eq!(rt.block_on(server.handshake()), 1);
+    let stamp = |t: &str| {
+        (
+            "n1".to_string(),
+            vec![(
+                "hami.io/node-handshake".to_string(),
+                format!("Requesting_{t}"),
+            )],
+        )
+    };
+    assert_eq!(
+        memory(&server).node_patches(),
+        vec![stamp("2026-11-28 12:00:00")],
+        "only n1 is registered and unstamped"
+    );
+    // The patch came back as the watch would show it: nothing more to write.
+    assert_eq!(rt.block_on(server.handshake()), 0);
+
+    // The device plugin answers; the next stamp waits for the interval (30 s).
+    let mut answered = handshake_node("n1", "0", Some("Reported_2026-11-28 12:00:05"));
+    node_changed(&server, answered.clone());
+    server.clock.set(T0 + 10);
+    assert_eq!(rt.block_on(server.handshake()), 0, "rate-limited");
+    server.clock.set(T0 + 30);
+    assert_eq!(rt.block_on(server.handshake()), 1);
+    assert_eq!(
+        memory(&server).node_patches().last(),
+        Some(&stamp("2026-11-28 12:00:30"))
+    );
+
+    // Nobody answers within 60 s and n1 has no allocatable GPUs: its registration is stale.
+    server.clock.set(T0 + 91);
+    assert_eq!(rt.block_on(server.handshake()), 0);
+    let text = rt.block_on(server.metrics_text());
+    assert!(
+        text.contains(r#"hamr_node_devices_stale{node="n1",vendor="NVIDIA"} 1"#),
+        "{text}"
+    );
+    let usage = server
+        .with_engine_now(|e| e.usage(&["n1".to_string()], T0 + 91))
+        .unwrap();
+    assert!(!usage[0].live, "a stale node offers no devices");
+    assert!(
+        text.contains(r#"hamr_node_handshake_writes_total{result="ok"} 2"#),
+        "{text}"
+    );
+
+    // The plugin comes back with allocatable GPUs: live again, and no longer stale.
+    answered.allocatable = vec![("nvidia.com/gpu".into(), "10".into())];
+    answered
+        .annotations
+        .retain(|(k, _)| k != "hami.io/node-handshake");
+    answered.annotations.push((
+        "hami.io/node-handshake".into(),
+        "Requesting_2026-11-28 12:00:30".into(),
+    ));
+    node_changed(&server, answered);
+    assert_eq!(rt.block_on(server.handshake()), 0);
+    let text = rt.block_on(server.metrics_text());
+    assert!(!text.contains("hamr_node_devices_stale{"), "{text}");
+}
+
+#[test]
+fn only_the_leader_stamps_and_a_zero_interval_turns_the_writer_off() {
+    let (rt, server) = server_with("", Settings::default());
+    node_changed(&server, handshake_node("n1", "0", None));
+    server.clock.set(T0);
+    server.set_leader(false);
+    assert_eq!(rt.block_on(server.handshake()), 0);
+    assert_eq!(memory(&server).node_patches(), vec![]);
+    server.set_leader(true);
+    assert_eq!(rt.block_on(server.handshake()), 1);
+
+    let (rt, server) = server_with(
+        "",
+        Settings {
+            handshake_interval: Duration::ZERO,
+            ..Settings::default()
+        },
+    );
+    node_changed(&server, handshake_node("n1", "0", None));
+    server.clock.set(T0);
+    assert_eq!(rt.block_on(server.handshake()), 0);
+    assert_eq!(memory(&server).node_patches(), vec![]);
+}
+
+/// The calls the host makes outside scheduling answer the same on every engine.
+#[test]
+fn every_engine_reports_quota_use_and_handshakes_alike() {
+    let objects = hamr::input::parse_objects(QUOTA_CLUSTER, "quota cluster", None).unwrap();
+    let mut deltas = Vec::new();
+    deltas.extend(objects.nodes.iter().cloned().map(api::Delta::NodeUpsert));
+    deltas.push(api::Delta::NodeUpsert(handshake_node("n2", "0", None)));
+    deltas.push(api::Delta::NodeUpsert(handshake_node(
+        "n3",
+        "0",
+        Some("Requesting_2026-11-28 10:00:00"),
+    )));
+    deltas.extend(objects.pods.iter().cloned().map(api::Delta::PodUpsert));
+    deltas.extend(objects.quotas.iter().cloned().map(api::Delta::QuotaUpsert));
+    let mut answers = Vec::new();
+    for kind in [
+        EngineKind::Native,
+        EngineKind::Component(None),
+        EngineKind::Http(Box::new(EngineKind::Native)),
+        EngineKind::WasmExtension,
+    ] {
+        let mut engine = kind.start().unwrap();
+        engine.configure("{}").unwrap().unwrap();
+        assert_eq!(engine.apply(&deltas).unwrap(), vec![], "{}", kind.label());
+        answers.push((
+            kind.label(),
+            engine.quotas().unwrap(),
+            engine.handshakes(T0).unwrap(),
+        ));
+    }
+    let (_, quotas, handshakes) = &answers[0];
+    assert_eq!(quotas.len(), 3, "{quotas:?}");
+    assert_eq!(
+        handshakes,
+        &vec![
+            api::NodeHandshake {
+                node: "n1".into(),
+                annotations: vec![(
+                    "hami.io/node-handshake".into(),
+                    "Requesting_2026-11-28 12:00:00".into()
+                )],
+                stale: vec![],
+            },
+            api::NodeHandshake {
+                node: "n2".into(),
+                annotations: vec![(
+                    "hami.io/node-handshake".into(),
+                    "Requesting_2026-11-28 12:00:00".into()
+                )],
+                stale: vec![],
+            },
+            api::NodeHandshake {
+                node: "n3".into(),
+                annotations: vec![],
+                stale: vec!["NVIDIA".into()],
+            },
+        ]
+    );
+    for (label, q, hs) in &answers[1..] {
+        assert_eq!(q, quotas, "{label}");
+        assert_eq!(hs, handshakes, "{label}");
+    }
+}

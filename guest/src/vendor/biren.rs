@@ -67,6 +67,10 @@ impl Vendor for Biren {
         common::handshake_live(node, HANDSHAKE, config.biren.count(), now)
     }
 
+    fn handshake_key(&self) -> Option<&'static str> {
+        Some(HANDSHAKE)
+    }
+
     fn request(
         &self,
         c: &Container,

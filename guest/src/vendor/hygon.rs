@@ -38,6 +38,10 @@ impl Vendor for Hygon {
         common::handshake_live(node, HANDSHAKE, config.hygon.count(), now)
     }
 
+    fn handshake_key(&self) -> Option<&'static str> {
+        Some(HANDSHAKE)
+    }
+
     fn request(
         &self,
         c: &Container,

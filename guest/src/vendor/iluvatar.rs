@@ -71,6 +71,10 @@ impl Vendor for Iluvatar {
         common::handshake_live(node, self.handshake, self.resource, now)
     }
 
+    fn handshake_key(&self) -> Option<&'static str> {
+        Some(self.handshake)
+    }
+
     /// Memory in units of 256 MiB, cores default 0: vMem 1000 and vCore 100 give 256000 MiB
     /// and 100 cores (IL-01).
     fn request(

@@ -185,6 +185,13 @@ pub trait Vendor: Sync {
     /// Whether the node's registration is live at `now` (handshake rules).
     fn node_live(&self, node: &Node, config: &Config, now: i64) -> bool;
 
+    /// The node annotation of HAMi's handshake that [`Vendor::node_live`] reads
+    /// (`hami.io/node-handshake`, `hami.io/node-handshake-dcu`, ...), which the scheduler stamps
+    /// `Requesting_<time>` ([`crate::handshake`]); `None` for vendors without a handshake.
+    fn handshake_key(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Derives one container's request, `None` when it asks for nothing of this vendor.
     fn request(
         &self,

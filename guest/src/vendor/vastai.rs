@@ -102,6 +102,10 @@ impl Vendor for Vastai {
         common::handshake_live(node, HANDSHAKE, config.vastai.count(), now)
     }
 
+    fn handshake_key(&self) -> Option<&'static str> {
+        Some(HANDSHAKE)
+    }
+
     fn request(
         &self,
         c: &Container,

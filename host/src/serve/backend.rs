@@ -1,12 +1,13 @@
 //! Where the server's writes go: the API server (kube-rs), or an in-memory cluster
 //! (`hamr serve --snapshot`, the HTTP conformance engine and the tests). Both take the same
-//! three writes: a merge patch of a pod's annotations and labels, a Binding, and an Event.
+//! four writes: a merge patch of a pod's annotations and labels, a merge patch of a node's
+//! annotations (the handshake), a Binding, and an Event.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use hamr_guest::api;
-use k8s_openapi::api::core::v1::{Binding, Event, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Binding, Event, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Map, Value, json};
@@ -79,16 +80,22 @@ pub struct KubeBackend {
     pub instance: String,
 }
 
-/// Writes into an in-memory cluster: pods by `namespace/name`, and the events emitted.
+/// Writes into an in-memory cluster: pods by `namespace/name`, nodes by name, and the events
+/// emitted.
 #[derive(Default)]
 pub struct MemoryBackend {
     pods: Mutex<HashMap<String, api::Pod>>,
+    nodes: Mutex<HashMap<String, api::Node>>,
     events: Mutex<Vec<PodEvent>>,
     patches: Mutex<Vec<Patched>>,
+    node_patches: Mutex<Vec<NodePatched>>,
 }
 
 /// One patch written: namespace, name, and the annotations and labels it set.
 pub type Patched = (String, String, api::Pairs, api::Pairs);
+
+/// One node patch written: the node and the annotations it set.
+pub type NodePatched = (String, api::Pairs);
 
 fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
@@ -124,9 +131,39 @@ impl MemoryBackend {
         pods.retain(|_, p| p.uid != uid);
     }
 
-    /// Forgets every pod, event and patch.
+    /// Stores a node as given (replacing the one of that name).
+    pub fn put_node(&self, node: &api::Node) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.insert(node.name.clone(), node.clone());
+    }
+
+    /// Forgets the node of that name.
+    pub fn remove_node(&self, name: &str) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.remove(name);
+    }
+
+    pub fn node(&self, name: &str) -> Option<api::Node> {
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.get(name).cloned()
+    }
+
+    /// Every node patch written so far, oldest first.
+    pub fn node_patches(&self) -> Vec<NodePatched> {
+        self.node_patches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forgets every pod, node, event and patch.
     pub fn clear(&self) {
         self.pods.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.node_patches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -188,6 +225,25 @@ impl MemoryBackend {
             ));
         tracing::info!(pod = %key(namespace, name), patch = %metadata_patch(annotations, labels), "patched pod (in memory)");
         Ok(pod.clone())
+    }
+
+    fn patch_node(&self, name: &str, annotations: &Changes) -> Result<api::Node, WriteError> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let node = nodes.get_mut(name).ok_or(WriteError {
+            what: format!("patch node {name}"),
+            message: "nodes not found".into(),
+        })?;
+        set(&mut node.annotations, annotations);
+        let written: api::Pairs = annotations
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect();
+        self.node_patches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_string(), written));
+        tracing::info!(node = name, patch = %metadata_patch(annotations, &Vec::new()), "patched node (in memory)");
+        Ok(node.clone())
     }
 
     fn bind(
@@ -252,6 +308,33 @@ impl Backend {
                     what: format!("patch pod {namespace}/{name}"),
                     message: e.to_string(),
                 })
+            }
+        }
+    }
+
+    /// Sets and removes a node's annotations in one merge patch (the handshake). The in-memory
+    /// cluster returns the node as changed, for the server to feed back as a watch would.
+    pub async fn patch_node(
+        &self,
+        name: &str,
+        annotations: &Changes,
+    ) -> Result<Option<api::Node>, WriteError> {
+        match self {
+            Backend::Memory(m) => m.patch_node(name, annotations).map(Some),
+            Backend::Kube(k) => {
+                let nodes: Api<Node> = Api::all(k.client.clone());
+                nodes
+                    .patch(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(metadata_patch(annotations, &Vec::new())),
+                    )
+                    .await
+                    .map(|_| None)
+                    .map_err(|e| WriteError {
+                        what: format!("patch node {name}"),
+                        message: e.to_string(),
+                    })
             }
         }
     }

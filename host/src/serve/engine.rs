@@ -152,6 +152,8 @@ impl Scheduler for HttpEngine {
             match d {
                 api::Delta::PodUpsert(p) => memory.put(p),
                 api::Delta::PodRemove(uid) => memory.remove(uid),
+                api::Delta::NodeUpsert(n) => memory.put_node(n),
+                api::Delta::NodeRemove(name) => memory.remove_node(name),
                 _ => {}
             }
         }
@@ -322,5 +324,13 @@ impl Scheduler for HttpEngine {
 
     fn usage(&mut self, nodes: &[String], now: i64) -> Result<Vec<api::NodeUsage>, EngineFault> {
         self.server.with_engine_now(|e| e.usage(nodes, now))
+    }
+
+    fn quotas(&mut self) -> Result<Vec<api::QuotaUsage>, EngineFault> {
+        self.server.with_engine_now(|e| e.quotas())
+    }
+
+    fn handshakes(&mut self, now: i64) -> Result<Vec<api::NodeHandshake>, EngineFault> {
+        self.server.with_engine_now(|e| e.handshakes(now))
     }
 }

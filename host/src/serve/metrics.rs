@@ -1,7 +1,8 @@
-//! `/metrics`: HAMi's `hami_*` per-card gauges (refreshed from the guest's `usage` at each
-//! scrape) and what HAMi lacks: filter and bind latency, decisions by outcome and reason,
-//! reservations assumed but not yet bound and why they were released, guest traps and
-//! rebuilds, leadership and cache state.
+//! `/metrics`: HAMi's `hami_*` per-card and quota gauges (refreshed from the guest's `usage`
+//! and `quotas` at each scrape) and what HAMi lacks: filter and bind latency, decisions by
+//! outcome and reason, reservations assumed but not yet bound and why they were released,
+//! guest traps and rebuilds, leadership and cache state, and the registrations whose handshake
+//! went stale.
 
 use std::sync::Mutex;
 
@@ -32,6 +33,30 @@ pub struct CardCoreLabels {
     pub device_index: String,
     pub device_cores: String,
     pub device_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaUsedLabels {
+    pub zone: &'static str,
+    pub namespace: String,
+    /// The device resource (`nvidia.com/gpumem`), as HAMi names its quota entries.
+    pub quota_name: String,
+    /// The limit as written, `0` when no quota sets one (HAMi's `fmt.Sprint(Limit)`).
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLimitLabels {
+    pub zone: &'static str,
+    pub namespace: String,
+    pub quota_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StaleLabels {
+    pub node: String,
+    /// The vendor key (`NVIDIA`).
+    pub vendor: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,6 +99,10 @@ pub struct Metrics {
     shared_count: Family<CardLabels, Gauge>,
     core_allocated: Family<CardLabels, Gauge>,
     memory_ratio: Family<CardLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    quota_used: Family<QuotaUsedLabels, Gauge>,
+    quota_limit: Family<QuotaLimitLabels, Gauge>,
+    stale: Family<StaleLabels, Gauge>,
+    pub handshake_writes: Family<ResultLabels, Counter>,
     /// Last trap and rebuild totals seen, so the counters advance by the difference.
     seen: Mutex<(u64, u64)>,
 }
@@ -112,6 +141,10 @@ impl Metrics {
             shared_count: Family::default(),
             core_allocated: Family::default(),
             memory_ratio: Family::default(),
+            quota_used: Family::default(),
+            quota_limit: Family::default(),
+            stale: Family::default(),
+            handshake_writes: Family::default(),
             seen: Mutex::new((0, 0)),
             registry: Registry::default(),
         };
@@ -200,7 +233,68 @@ impl Metrics {
             "Allocated over total memory of each card",
             m.memory_ratio.clone(),
         );
+        registry.register(
+            "hami_resource_quota_used",
+            "Device resource used in each namespace (MiB for memory, percent for cores)",
+            m.quota_used.clone(),
+        );
+        registry.register(
+            "hami_resource_quota_limit",
+            "Device resource limit of each namespace, where a ResourceQuota sets one",
+            m.quota_limit.clone(),
+        );
+        registry.register(
+            "hamr_node_devices_stale",
+            "1 for each vendor registered on a node whose registration is not live (an unanswered handshake, or no allocatable devices)",
+            m.stale.clone(),
+        );
+        registry.register(
+            "hamr_node_handshake_writes",
+            "Handshake stamps (Requesting_<time>) patched onto nodes",
+            m.handshake_writes.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Replaces the quota gauges with the guest's current quota use.
+    pub fn quotas(&self, usage: &[api::QuotaUsage]) {
+        self.quota_used.clear();
+        self.quota_limit.clear();
+        for q in usage {
+            let used = i64::try_from(q.used).unwrap_or(i64::MAX);
+            self.quota_used
+                .get_or_create(&QuotaUsedLabels {
+                    zone: "vGPU",
+                    namespace: q.namespace.clone(),
+                    quota_name: q.resource_name.clone(),
+                    limit: q.limit.unwrap_or(0).to_string(),
+                })
+                .set(used);
+            if let Some(limit) = q.limit {
+                self.quota_limit
+                    .get_or_create(&QuotaLimitLabels {
+                        zone: "vGPU",
+                        namespace: q.namespace.clone(),
+                        quota_name: q.resource_name.clone(),
+                    })
+                    .set(i64::try_from(limit).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Replaces the stale-registration gauges with the guest's latest handshake answer.
+    pub fn stale(&self, handshakes: &[api::NodeHandshake]) {
+        self.stale.clear();
+        for h in handshakes {
+            for vendor in &h.stale {
+                self.stale
+                    .get_or_create(&StaleLabels {
+                        node: h.node.clone(),
+                        vendor: vendor.clone(),
+                    })
+                    .set(1);
+            }
+        }
     }
 
     /// Advances the trap and rebuild counters to the engine's totals.

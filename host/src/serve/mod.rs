@@ -15,6 +15,11 @@
 //! too. Each release is an event and a metric. There is no node lock: the guest's ledger is
 //! the only book, filters are serialised on it, and the decision is on the pod before bind.
 //!
+//! The leader also writes the scheduler's side of HAMi's node handshake: the guest says which
+//! nodes want a `Requesting_<time>` stamp in a vendor's handshake annotation
+//! ([`Server::handshake`]); the server patches each such node at most once per
+//! `handshake_interval` and exports the registrations the guest treats as stale.
+//!
 //! Only the replica holding the Lease ([`leader`]) decides; it labels its pod
 //! `hamr.io/scheduler-role=leader` and the Service selects that label. The others keep warm
 //! caches (ready, and `/readyz` says they follow) and answer `/filter` and `/bind` with an
@@ -58,6 +63,9 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// The scheduler's name, the source of events.
     pub component: String,
+    /// A node's handshake annotations are patched at most once per this long (the pass runs
+    /// twice as often); zero turns the handshake writer off.
+    pub handshake_interval: Duration,
 }
 
 impl Default for Settings {
@@ -67,6 +75,7 @@ impl Default for Settings {
             sync_wait: Duration::from_secs(25),
             max_body_bytes: 8 << 20,
             component: "hamr-scheduler".into(),
+            handshake_interval: Duration::from_secs(30),
         }
     }
 }
@@ -138,6 +147,10 @@ pub struct Server {
     leader: AtomicBool,
     synced_notify: tokio::sync::Notify,
     pub(crate) pending: Mutex<HashMap<String, Pending>>,
+    /// Node -> server-clock second of its last handshake patch (written or refused).
+    handshake_written: Mutex<HashMap<String, i64>>,
+    /// Node -> the vendors last reported stale there, to log each change once.
+    stale: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 /// What a failed engine call becomes on the wire.
@@ -158,6 +171,8 @@ impl Server {
             leader: AtomicBool::new(leader),
             synced_notify: tokio::sync::Notify::new(),
             pending: Mutex::new(HashMap::new()),
+            handshake_written: Mutex::new(HashMap::new()),
+            stale: Mutex::new(BTreeMap::new()),
         };
         s.metrics.leader.set(i64::from(leader));
         s
@@ -765,13 +780,123 @@ impl Server {
         }
     }
 
-    /// Refreshes the per-card gauges and returns the metrics text.
+    /// Refreshes the per-card and quota gauges and returns the metrics text.
     pub async fn metrics_text(self: &Arc<Self>) -> String {
         let now = self.clock.now();
-        if let Ok(usage) = self.with_engine(move |e| e.usage(&[], now)).await {
+        let (usage, quotas) = self
+            .with_engine(move |e| (e.usage(&[], now), e.quotas()))
+            .await;
+        if let Ok(usage) = usage {
             self.metrics.cards(&usage);
         }
+        if let Ok(quotas) = quotas {
+            self.metrics.quotas(&quotas);
+        }
         self.metrics.encode()
+    }
+
+    /// One pass of the scheduler's side of the node handshake (spec hami-core-nvidia.md §2.3):
+    /// asks the guest which nodes want a `Requesting_<time>` stamp and patches each of them,
+    /// none more than once per `handshake_interval` (the stamp shows up in the guest only when
+    /// the watch echoes the node); updates the stale-registration gauges and logs each change.
+    /// Only the leader writes. Returns the number of nodes patched.
+    pub async fn handshake(self: &Arc<Self>) -> usize {
+        let interval = self.settings.handshake_interval.as_secs() as i64;
+        if interval == 0 || !self.leader() || !self.synced() {
+            return 0;
+        }
+        let now = self.clock.now();
+        let answer = match self.with_engine(move |e| e.handshakes(now)).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "handshake: asking the scheduler engine");
+                return 0;
+            }
+        };
+        self.metrics.stale(&answer);
+        self.log_stale(&answer);
+        let due: Vec<&api::NodeHandshake> = {
+            let mut written = self
+                .handshake_written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            written.retain(|_, at| now - *at < interval);
+            let mut due = Vec::new();
+            for h in answer.iter().filter(|h| !h.annotations.is_empty()) {
+                if !written.contains_key(&h.node) {
+                    written.insert(h.node.clone(), now);
+                    due.push(h);
+                }
+            }
+            due
+        };
+        let mut patched = 0;
+        for h in due {
+            let changes: Changes = h
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            match self.backend.patch_node(&h.node, &changes).await {
+                Ok(echo) => {
+                    patched += 1;
+                    self.metrics
+                        .handshake_writes
+                        .get_or_create(&metrics::ResultLabels { result: "ok" })
+                        .inc();
+                    tracing::debug!(node = %h.node, annotations = ?h.annotations, "handshake: stamped");
+                    if let Some(node) = echo {
+                        let me = self.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            me.apply_now(&[api::Delta::NodeUpsert(node)])
+                        })
+                        .await;
+                    }
+                }
+                Err(e) => {
+                    self.metrics
+                        .handshake_writes
+                        .get_or_create(&metrics::ResultLabels { result: "error" })
+                        .inc();
+                    tracing::warn!(node = %h.node, error = %e, "handshake: could not stamp the node");
+                }
+            }
+        }
+        patched
+    }
+
+    /// Logs the registrations that went stale or came back since the last pass.
+    fn log_stale(&self, answer: &[api::NodeHandshake]) {
+        let now: BTreeMap<String, Vec<String>> = answer
+            .iter()
+            .filter(|h| !h.stale.is_empty())
+            .map(|h| (h.node.clone(), h.stale.clone()))
+            .collect();
+        let mut seen = self.stale.lock().unwrap_or_else(|e| e.into_inner());
+        for (node, vendors) in &now {
+            if seen.get(node) != Some(vendors) {
+                tracing::warn!(%node, ?vendors, "handshake: registrations not live; their devices are left out");
+            }
+        }
+        for node in seen.keys() {
+            if !now.contains_key(node) {
+                tracing::info!(%node, "handshake: every registration is live again");
+            }
+        }
+        *seen = now;
+    }
+
+    /// Runs [`Server::handshake`] forever, twice per `handshake_interval` (HAMi's registration
+    /// loop ticks every 15 s).
+    pub async fn handshake_loop(self: Arc<Self>) {
+        if self.settings.handshake_interval.is_zero() {
+            return;
+        }
+        let mut tick = tokio::time::interval(self.settings.handshake_interval / 2);
+        loop {
+            tick.tick().await;
+            self.handshake().await;
+        }
     }
 }
 
@@ -924,6 +1049,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             for p in &objects.pods {
                 memory.observe(p);
             }
+            for n in &objects.nodes {
+                memory.put_node(n);
+            }
             let server = Arc::new(Server::new(
                 engine,
                 Backend::Memory(memory),
@@ -991,6 +1119,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     };
     tokio::spawn(server.clone().expire_loop());
+    tokio::spawn(server.clone().handshake_loop());
     if let Some(addr) = options.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -343,6 +343,10 @@ impl Vendor for Ascend {
         common::handshake_live(node, self.handshake, self.resource, now)
     }
 
+    fn handshake_key(&self) -> Option<&'static str> {
+        Some(self.handshake)
+    }
+
     fn request(
         &self,
         container: &Container,

@@ -100,6 +100,10 @@ impl Vendor for KunlunVxpu {
         kit::handshake_live(node, HANDSHAKE, VXPU_RESOURCE, now)
     }
 
+    fn handshake_key(&self) -> Option<&'static str> {
+        Some(HANDSHAKE)
+    }
+
     /// Count from limits else requests; memory (limits else requests) aligned; cores follow
     /// the memory (`mem × 100 / 98304`); no memory is a whole card.
     fn request(

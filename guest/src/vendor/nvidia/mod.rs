@@ -57,6 +57,10 @@ impl Vendor for Nvidia {
         register::Handshake::read(node, &config.nvidia.resource_count_name).live(now)
     }
 
+    fn handshake_key(&self) -> Option<&'static str> {
+        Some(register::HANDSHAKE)
+    }
+
     fn request(
         &self,
         container: &Container,

@@ -12,7 +12,7 @@ use crate::vendor::{Fit, FitContext, Request};
 
 use super::{
     MODE_MIG, NOUSE_GPU_TYPE, NOUSE_GPU_UUID, USE_GPU_TYPE, USE_GPU_UUID, VENDOR, VGPU_MODE,
-    device_on, memreq, mig,
+    device_on, memreq, mig, podgroup,
 };
 
 /// The order cards are tried in under `deviceshare.SchedulePolicy`: `binpack` takes the card
@@ -69,8 +69,9 @@ pub fn node_score(policy: &str, cards: &[Card], chosen: &[&ContainerDevice]) -> 
 /// Fits `request` on the node's Volcano cards. Checks per card, the first failure counts:
 /// health (`CardNotHealth`); the pod's `volcano.sh/vgpu-mode` and `nvidia.com/(no)use-gputype`
 /// (`CardTypeMismatch`); `volcano.sh/vgpu-(no)use-gpuuuid` (`CardUuidMismatch`); a free slot
-/// (`CardTimeSlicingExhausted`); memory (`CardInsufficientMemory`); cores ≤ 100 in all
-/// (`CardInsufficientCore`); a 100-core request on a used card
+/// (`CardTimeSlicingExhausted`); under `volcano.sh/vgpu-podgroup-policy: spread`, no other pod of
+/// the pod's PodGroup on the card (`CardPodGroupConflict`); memory (`CardInsufficientMemory`);
+/// cores ≤ 100 in all (`CardInsufficientCore`); a 100-core request on a used card
 /// (`ExclusiveDeviceAllocateConflict`); a 0-core request on a card whose cores are all booked
 /// (`CardComputeUnitsExhausted`); on a `mig` card a slice that fits
 /// (`CardMigTopologyInfeasible`).
@@ -82,6 +83,7 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
     let nouse_type = list(pod, NOUSE_GPU_TYPE);
     let use_uuid = list(pod, USE_GPU_UUID);
     let nouse_uuid = list(pod, NOUSE_GPU_UUID);
+    let spread = podgroup::spread_key(pod);
     let mut order: Vec<&Card> = cards.to_vec();
     order.sort_by(|a, b| try_order(&cfg.schedule_policy, a, b));
 
@@ -136,6 +138,13 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
             Some((
                 reason::CARD_TIME_SLICING_EXHAUSTED,
                 format!("all {} slots in use", d.count),
+            ))
+        } else if let Some(key) = spread.as_deref()
+            && podgroup::conflict(card, key, &pod.uid)
+        {
+            Some((
+                reason::CARD_POD_GROUP_CONFLICT,
+                format!("holds a pod of PodGroup {key} (vgpu-podgroup-policy: spread)"),
             ))
         } else if d.devmem - card.used_mem < mem {
             Some((

@@ -7,7 +7,9 @@
 //! - Containers ask `volcano.sh/vgpu-number`, `-memory`, `-memory-percentage`, `-cores`
 //!   ([`request`]); only regular containers count.
 //! - Cards are tried in Volcano's policy order and checked one by one ([`fit`]); cards in
-//!   `mig` mode are carved by best fit from `knownMigGeometries` ([`mig`]).
+//!   `mig` mode are carved by best fit from `knownMigGeometries` ([`mig`]); a pod asking
+//!   `volcano.sh/vgpu-podgroup-policy: spread` never shares a card with its PodGroup
+//!   ([`podgroup`]).
 //! - The decision is written as `volcano.sh/vgpu-ids-new` and `volcano.sh/devices-to-allocate`
 //!   (`UUID,NVIDIA,MiB,cores:` per device, containers joined by `;`), `volcano.sh/vgpu-node`,
 //!   `volcano.sh/vgpu-time`, `volcano.sh/bind-phase: allocating` and `volcano.sh/bind-time`;
@@ -18,8 +20,11 @@
 
 pub mod fit;
 pub mod mig;
+pub mod podgroup;
 pub mod register;
 pub mod request;
+
+use std::sync::Arc;
 
 use crate::api::{Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
 use crate::config::Config;
@@ -36,6 +41,12 @@ pub const USE_GPU_UUID: &str = "volcano.sh/vgpu-use-gpuuuid";
 pub const NOUSE_GPU_UUID: &str = "volcano.sh/vgpu-nouse-gpuuuid";
 pub const USE_GPU_TYPE: &str = "nvidia.com/use-gputype";
 pub const NOUSE_GPU_TYPE: &str = "nvidia.com/nouse-gputype";
+/// `spread`: no two pods of the pod's PodGroup on one card ([`podgroup`]).
+pub const PODGROUP_POLICY: &str = "volcano.sh/vgpu-podgroup-policy";
+/// The PodGroup a pod belongs to, read first.
+pub const KUBE_GROUP_NAME: &str = "scheduling.k8s.io/group-name";
+/// The PodGroup a pod belongs to, read when [`KUBE_GROUP_NAME`] is absent or empty.
+pub const VOLCANO_GROUP_NAME: &str = "scheduling.volcano.sh/group-name";
 
 pub const VGPU_NODE: &str = "volcano.sh/vgpu-node";
 pub const VGPU_TIME: &str = "volcano.sh/vgpu-time";
@@ -111,6 +122,11 @@ impl Vendor for Volcano {
 
     fn owns(&self, card: &Card) -> bool {
         card.vendor == VENDOR
+    }
+
+    /// The pod's PodGroup membership, on each card it uses memory or cores of.
+    fn card_tag(&self, pod: &Pod, device: &ContainerDevice) -> Option<Arc<str>> {
+        podgroup::tag(pod, device)
     }
 
     fn fit(&self, cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
