@@ -31,18 +31,39 @@ fn fault(e: impl std::fmt::Display) -> EngineFault {
 }
 
 /// One blocking HTTP/1.1 POST on a fresh connection; returns the status and the body.
+///
+/// The body is written from a second thread while this one reads, so that an answer the
+/// server sends before reading the whole body (a body over its limit) is read before the
+/// reset that its close causes; a reset after some of the answer ends the answer.
 pub fn post(addr: SocketAddr, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(
-        stream,
+    let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    )?;
-    stream.write_all(body)?;
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let mut writer = stream.try_clone()?;
+    let sent = std::thread::spawn(move || writer.write_all(&request));
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => break,
+            Err(e) => return Err(e),
+        }
+    }
+    // A body the server stopped reading fails to send; the answer says why.
+    let sent = sent
+        .join()
+        .map_err(|_| std::io::Error::other("the writer thread panicked"))?;
+    if raw.is_empty() {
+        sent?;
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
