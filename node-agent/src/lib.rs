@@ -12,6 +12,7 @@ pub mod annotate;
 pub mod config;
 pub mod discovery;
 pub mod k8s;
+pub mod kubelet;
 pub mod plugin;
 pub mod pods;
 pub mod register;

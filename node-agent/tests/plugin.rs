@@ -3,25 +3,24 @@
 //! `hamr simulate` makes for `examples/pods/vgpu-share.yaml` on `examples/cluster.yaml`, and a
 //! health change streamed to kubelet.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hamr_node_agent::allocate::{Allocator, BIND_PHASE, BIND_TIME};
 use hamr_node_agent::api::device_plugin_client::DevicePluginClient;
-use hamr_node_agent::api::registration_server::{Registration, RegistrationServer};
 use hamr_node_agent::api::{
-    AllocateRequest, ContainerAllocateRequest, Empty, ListAndWatchResponse, Mount, RegisterRequest,
+    AllocateRequest, ContainerAllocateRequest, Empty, ListAndWatchResponse, Mount,
 };
 use hamr_node_agent::config::Config;
 use hamr_node_agent::discovery::Inventory;
 use hamr_node_agent::discovery::fake::FakeDiscovery;
 use hamr_node_agent::plugin::{Plugin, register_with_kubelet, unix_channel};
 use hamr_node_agent::pods::{ContainerInfo, MemoryPods, PodInfo};
-use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Streaming;
 
 const NODE: &str = "gpu-a100-1";
 const CARD_A: &str = "GPU-d4cce389-fd14-aca7-7c50-f995f0424fa0";
@@ -65,23 +64,6 @@ fn vgpu_share() -> PodInfo {
     }
 }
 
-/// A stand-in for kubelet's Registration service that records what it was sent.
-#[derive(Clone, Default)]
-struct Kubelet {
-    seen: Arc<Mutex<Vec<RegisterRequest>>>,
-}
-
-#[tonic::async_trait]
-impl Registration for Kubelet {
-    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<Empty>, Status> {
-        self.seen
-            .lock()
-            .map_err(|_| Status::internal("poisoned"))?
-            .push(request.into_inner());
-        Ok(Response::new(Empty {}))
-    }
-}
-
 async fn next(stream: &mut Streaming<ListAndWatchResponse>) -> ListAndWatchResponse {
     tokio::time::timeout(Duration::from_secs(5), stream.message())
         .await
@@ -112,13 +94,8 @@ async fn kubelet_registers_lists_allocates_and_sees_a_card_turn_unhealthy() {
     };
 
     // A stand-in kubelet on kubelet.sock.
-    let kubelet = Kubelet::default();
-    let kubelet_listener = UnixListener::bind(dir.path().join("kubelet.sock")).expect("bind");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RegistrationServer::new(kubelet.clone()))
-            .serve_with_incoming(UnixListenerStream::new(kubelet_listener)),
-    );
+    let kubelet = common::Kubelet::default();
+    kubelet.start(&dir.path().join("kubelet.sock"));
 
     // The agent: fake discovery, in-memory pods, the plugin on nvidia-gpu.sock.
     let inventory = Inventory::new(Arc::new(FakeDiscovery::new(&file))).expect("first scan");
@@ -155,7 +132,7 @@ async fn kubelet_registers_lists_allocates_and_sees_a_card_turn_unhealthy() {
     )
     .await
     .expect("kubelet accepts");
-    let seen = kubelet.seen.lock().expect("lock").clone();
+    let seen = kubelet.registrations();
     assert_eq!(seen.len(), 1);
     assert_eq!(
         (
