@@ -11,6 +11,7 @@ pub mod allocate;
 pub mod annotate;
 pub mod config;
 pub mod discovery;
+pub mod health;
 pub mod k8s;
 pub mod kubelet;
 pub mod plugin;

@@ -4,14 +4,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::Parser;
 use hamr_node_agent::allocate::Allocator;
 use hamr_node_agent::config::Config;
 use hamr_node_agent::discovery::fake::FakeDiscovery;
-use hamr_node_agent::discovery::nvml::NvmlDiscovery;
+use hamr_node_agent::discovery::nvml::{NvmlDiscovery, XidWatcher};
 use hamr_node_agent::discovery::{Discovery, Inventory};
+use hamr_node_agent::health::XidPolicy;
 use hamr_node_agent::kubelet::{KubeletLink, supervise};
 use hamr_node_agent::plugin::Plugin;
 use hamr_node_agent::pods::KubePods;
@@ -59,11 +61,18 @@ async fn agent() -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let discovery: Arc<dyn Discovery> = match &args.fake {
-        Some(path) => Arc::new(FakeDiscovery::new(path)),
-        None => Arc::new(NvmlDiscovery::init()?),
+    let (discovery, xids): (Arc<dyn Discovery>, Option<XidWatcher>) = match &args.fake {
+        Some(path) => (Arc::new(FakeDiscovery::new(path)), None),
+        None => {
+            let nvml = NvmlDiscovery::init()?;
+            let xids = nvml.xid_watcher();
+            (Arc::new(nvml), Some(xids))
+        }
     };
-    let inventory = Inventory::new(discovery)?;
+    let policy = XidPolicy::from_process_env()?;
+    let recovery =
+        (config.xid_recovery_seconds > 0).then(|| Duration::from_secs(config.xid_recovery_seconds));
+    let inventory = Inventory::new(discovery)?.with_recovery(recovery);
 
     if args.print_registration {
         for (key, value) in registration(&inventory.current(), &config) {
@@ -75,6 +84,14 @@ async fn agent() -> anyhow::Result<()> {
         !args.node_name.is_empty(),
         "the node name is unknown: set NODE_NAME or --node-name"
     );
+    if let Some(xids) = xids {
+        let inventory = inventory.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        std::thread::Builder::new()
+            .name("xid-events".into())
+            .spawn(move || xids.run(policy, inventory, stop))
+            .map_err(|e| anyhow::anyhow!("starting the XID event thread: {e}"))?;
+    }
     run(args.node_name, config, inventory).await
 }
 

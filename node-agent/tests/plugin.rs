@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hamr_guest::vendor::nvidia::register::REGISTER;
 use hamr_node_agent::allocate::{Allocator, BIND_PHASE, BIND_TIME};
 use hamr_node_agent::api::device_plugin_client::DevicePluginClient;
 use hamr_node_agent::api::{
@@ -20,6 +21,7 @@ use hamr_node_agent::discovery::Inventory;
 use hamr_node_agent::discovery::fake::FakeDiscovery;
 use hamr_node_agent::plugin::{Plugin, register_with_kubelet, unix_channel};
 use hamr_node_agent::pods::{ContainerInfo, MemoryPods, PodInfo};
+use hamr_node_agent::register::registration;
 use tonic::Streaming;
 
 const NODE: &str = "gpu-a100-1";
@@ -256,6 +258,29 @@ async fn kubelet_registers_lists_allocates_and_sees_a_card_turn_unhealthy() {
         vec!["Unhealthy".to_string(); 10]
     );
     assert_eq!(health_of(&second, CARD_A), vec!["Healthy".to_string(); 10]);
+    let registered = registration(&inventory.current(), &config);
+    assert!(
+        registered[REGISTER].contains(&format!(
+            r#"{{"id":"{CARD_D}","index":3,"count":10,"devmem":81920,"devcore":100,"type":"NVIDIA A100-SXM4-80GB","numa":1,"mode":"hami-core"}}"#
+        )),
+        "the registration drops card 3's health flag: {}",
+        registered[REGISTER]
+    );
+
+    // 5. The card is fine again: its replicas are streamed Healthy.
+    devices_file(&file, true);
+    assert!(inventory.refresh().expect("rescan"));
+    let third = next(&mut stream).await;
+    assert_eq!(health_of(&third, CARD_D), vec!["Healthy".to_string(); 10]);
+
+    // 6. An XID event on card 0 is streamed at once, without waiting for a scan.
+    assert!(inventory.mark_unhealthy(CARD_A, "XID 79"));
+    let fourth = next(&mut stream).await;
+    assert_eq!(
+        health_of(&fourth, CARD_A),
+        vec!["Unhealthy".to_string(); 10]
+    );
+    assert_eq!(health_of(&fourth, CARD_D), vec!["Healthy".to_string(); 10]);
 
     let _ = stop.send(());
     drop(stream);
