@@ -63,6 +63,7 @@ fn vgpu_share() -> PodInfo {
             name: "cuda".into(),
             disable_control: false,
         }],
+        init_containers: 0,
     }
 }
 
