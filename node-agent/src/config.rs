@@ -67,9 +67,6 @@ pub struct Config {
     pub register_hami: bool,
     /// Volcano's protocol (`volcano.sh/node-vgpu-register`).
     pub volcano: VolcanoConfig,
-    /// Write the NVLink/PCIe pair scores `hami.io/node-nvidia-score` (HAMi's
-    /// `ENABLE_TOPOLOGY_SCORE=true`; only the `nvml` backend knows the links).
-    pub topology_score: bool,
     /// Publish `hamr.io/node-device-usage` (the use of this node's cards by its pods) for
     /// schedulers that see nodes but not pods (kube-scheduler-wasm-extension).
     pub publish_usage: bool,
@@ -77,9 +74,6 @@ pub struct Config {
     /// healthy again (HAMi never recovers; see DEVIATIONS.md). 0 keeps it unhealthy until the
     /// agent restarts, as HAMi.
     pub xid_recovery_seconds: u64,
-    /// Seconds between dynamic-MIG reconciliations (instances of pods that are gone are
-    /// destroyed).
-    pub mig_reconcile_seconds: u64,
 }
 
 /// Volcano's registration settings (interfaces.md §3.6).
@@ -119,10 +113,8 @@ impl Default for Config {
             enable_get_preferred_allocation: false,
             register_hami: true,
             volcano: VolcanoConfig::default(),
-            topology_score: false,
             publish_usage: true,
             xid_recovery_seconds: 300,
-            mig_reconcile_seconds: 5,
         }
     }
 }
@@ -229,6 +221,31 @@ mod tests {
             err.to_string()
                 .starts_with("agent.yaml: deviceSplitCount: "),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/node-agent/config.yaml");
+        let c = Config::load(&path).expect("the example parses");
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn the_deployed_config_map_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy/node-agent.yaml");
+        let text = std::fs::read_to_string(&path).expect("manifest");
+        let (_, rest) = text
+            .split_once("  config.yaml: |\n")
+            .expect("the ConfigMap's file");
+        let body: String = rest
+            .lines()
+            .take_while(|l| l.starts_with("    "))
+            .map(|l| format!("{}\n", &l[4..]))
+            .collect();
+        assert_eq!(
+            Config::parse(&path, &body).expect("valid"),
+            Config::default()
         );
     }
 
