@@ -62,6 +62,37 @@ pub struct Config {
     pub disable_core_limit: bool,
     /// Offer `GetPreferredAllocation` to kubelet (`enablegetpreferredallocation`).
     pub enable_get_preferred_allocation: bool,
+    /// Write HAMi's `hami.io/node-nvidia-register`. Turn it off on a node that only Volcano
+    /// schedules: hamr books a card listed by both protocols as HAMi's.
+    pub register_hami: bool,
+    /// Volcano's protocol (`volcano.sh/node-vgpu-register`).
+    pub volcano: VolcanoConfig,
+    /// Publish `hamr.io/node-device-usage` (the use of this node's cards by its pods) for
+    /// schedulers that see nodes but not pods (kube-scheduler-wasm-extension).
+    pub publish_usage: bool,
+    /// Seconds without a new critical XID after which a card marked unhealthy by one is
+    /// healthy again (HAMi never recovers; see DEVIATIONS.md). 0 keeps it unhealthy until the
+    /// agent restarts, as HAMi.
+    pub xid_recovery_seconds: u64,
+}
+
+/// Volcano's registration settings (interfaces.md §3.6).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct VolcanoConfig {
+    /// Write `volcano.sh/node-vgpu-register`.
+    pub register: bool,
+    /// Registered memory = MiB ÷ this (`gpuMemoryFactor`).
+    pub gpu_memory_factor: u32,
+}
+
+impl Default for VolcanoConfig {
+    fn default() -> VolcanoConfig {
+        VolcanoConfig {
+            register: false,
+            gpu_memory_factor: 1,
+        }
+    }
 }
 
 impl Default for Config {
@@ -80,6 +111,10 @@ impl Default for Config {
             lib_cuda_log_level: None,
             disable_core_limit: false,
             enable_get_preferred_allocation: false,
+            register_hami: true,
+            volcano: VolcanoConfig::default(),
+            publish_usage: true,
+            xid_recovery_seconds: 300,
         }
     }
 }
@@ -118,6 +153,9 @@ impl Config {
         }
         if !config.device_core_scaling.is_finite() || config.device_core_scaling <= 0.0 {
             return Err(invalid("deviceCoreScaling", "must be a number above 0"));
+        }
+        if config.volcano.gpu_memory_factor == 0 {
+            return Err(invalid("volcano.gpuMemoryFactor", "must be at least 1"));
         }
         if !["hami-core", "mig", "mps"].contains(&config.operating_mode.as_str()) {
             return Err(invalid("operatingMode", "must be hami-core, mig or mps"));
@@ -183,6 +221,31 @@ mod tests {
             err.to_string()
                 .starts_with("agent.yaml: deviceSplitCount: "),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/node-agent/config.yaml");
+        let c = Config::load(&path).expect("the example parses");
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn the_deployed_config_map_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy/node-agent.yaml");
+        let text = std::fs::read_to_string(&path).expect("manifest");
+        let (_, rest) = text
+            .split_once("  config.yaml: |\n")
+            .expect("the ConfigMap's file");
+        let body: String = rest
+            .lines()
+            .take_while(|l| l.starts_with("    "))
+            .map(|l| format!("{}\n", &l[4..]))
+            .collect();
+        assert_eq!(
+            Config::parse(&path, &body).expect("valid"),
+            Config::default()
         );
     }
 

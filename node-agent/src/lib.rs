@@ -8,11 +8,16 @@
 #![forbid(unsafe_code)]
 
 pub mod allocate;
+pub mod annotate;
 pub mod config;
 pub mod discovery;
+pub mod health;
+pub mod k8s;
+pub mod kubelet;
 pub mod plugin;
 pub mod pods;
 pub mod register;
+pub mod usage;
 
 /// The kubelet device plugin API v1beta1, generated from `proto/deviceplugin.proto`.
 pub mod api {

@@ -4,18 +4,21 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::Parser;
-use hamr_guest::vendor::nvidia::register::REGISTER;
 use hamr_node_agent::allocate::Allocator;
 use hamr_node_agent::config::Config;
 use hamr_node_agent::discovery::fake::FakeDiscovery;
-use hamr_node_agent::discovery::nvml::NvmlDiscovery;
+use hamr_node_agent::discovery::nvml::{NvmlDiscovery, XidWatcher};
 use hamr_node_agent::discovery::{Discovery, Inventory};
-use hamr_node_agent::plugin::{Plugin, register_with_kubelet, unix_channel};
+use hamr_node_agent::health::XidPolicy;
+use hamr_node_agent::kubelet::{KubeletLink, supervise};
+use hamr_node_agent::plugin::Plugin;
 use hamr_node_agent::pods::KubePods;
-use hamr_node_agent::register::{Registrar, encode_register, nvidia_devices};
+use hamr_node_agent::register::{Registrar, registration};
+use hamr_node_agent::usage::UsagePublisher;
 
 #[derive(Parser)]
 #[command(
@@ -58,21 +61,37 @@ async fn agent() -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let discovery: Arc<dyn Discovery> = match &args.fake {
-        Some(path) => Arc::new(FakeDiscovery::new(path)),
-        None => Arc::new(NvmlDiscovery::init()?),
+    let (discovery, xids): (Arc<dyn Discovery>, Option<XidWatcher>) = match &args.fake {
+        Some(path) => (Arc::new(FakeDiscovery::new(path)), None),
+        None => {
+            let nvml = NvmlDiscovery::init()?;
+            let xids = nvml.xid_watcher();
+            (Arc::new(nvml), Some(xids))
+        }
     };
-    let inventory = Inventory::new(discovery)?;
+    let policy = XidPolicy::from_process_env()?;
+    let recovery =
+        (config.xid_recovery_seconds > 0).then(|| Duration::from_secs(config.xid_recovery_seconds));
+    let inventory = Inventory::new(discovery)?.with_recovery(recovery);
 
     if args.print_registration {
-        let value = encode_register(&nvidia_devices(&inventory.current(), &config));
-        println!("{REGISTER}: {value}");
+        for (key, value) in registration(&inventory.current(), &config) {
+            println!("{key}: {value}");
+        }
         return Ok(());
     }
     anyhow::ensure!(
         !args.node_name.is_empty(),
         "the node name is unknown: set NODE_NAME or --node-name"
     );
+    if let Some(xids) = xids {
+        let inventory = inventory.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        std::thread::Builder::new()
+            .name("xid-events".into())
+            .spawn(move || xids.run(policy, inventory, stop))
+            .map_err(|e| anyhow::anyhow!("starting the XID event thread: {e}"))?;
+    }
     run(args.node_name, config, inventory).await
 }
 
@@ -81,59 +100,55 @@ async fn run(node: String, config: Config, inventory: Inventory) -> anyhow::Resu
         .await
         .map_err(|e| anyhow::anyhow!("building the Kubernetes client: {e}"))?;
 
-    let registrar = Registrar::new(client.clone(), node.clone());
-    let interval = Duration::from_secs(config.register_interval_seconds);
-    tokio::spawn(registrar.run(inventory.subscribe(), config.clone(), interval));
-
-    let health = inventory.clone();
+    // Discovery: re-scan periodically; health changes reach ListAndWatch and the registration
+    // through the inventory.
+    let scans = inventory.clone();
     let every = Duration::from_secs(config.health_interval_seconds.max(1));
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
-            if let Err(error) = health.refresh() {
+            if let Err(error) = scans.refresh() {
                 tracing::warn!(%error, "device scan failed; keeping the last list");
             }
         }
     });
 
+    // Registration, then the usage annotation derived from it and the node's pods.
+    let registrar = Registrar::new(client.clone(), node.clone());
+    let registered = registrar.subscribe();
+    let interval = Duration::from_secs(config.register_interval_seconds.max(1));
+    tokio::spawn(registrar.run(inventory.subscribe(), config.clone(), interval));
+    if config.publish_usage {
+        tokio::spawn(UsagePublisher::new(client.clone(), node.clone(), registered).run());
+    }
+
+    // The device plugin, kept registered across kubelet restarts until SIGTERM or Ctrl-C.
     let allocator = Arc::new(Allocator::new(node, config.clone(), KubePods::new(client)));
     let plugin = Plugin::new(inventory.subscribe(), allocator);
-    let options = plugin.options();
-    let socket_name = config.socket_name();
-    let socket = config.plugin_dir.join(&socket_name);
-    let server = tokio::spawn({
-        let socket = socket.clone();
-        async move {
-            let stop = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            plugin.serve(&socket, stop).await
-        }
-    });
-    // kubelet dials back at once: register only when our socket answers (5 s at most).
-    let mut ready = false;
-    for _ in 0..50 {
-        if unix_channel(&socket).await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::ensure!(
-        ready,
-        "the device plugin socket {} did not answer within 5 s",
-        socket.display()
-    );
-    register_with_kubelet(
-        &config.plugin_dir.join("kubelet.sock"),
-        &socket_name,
-        &config.resource_name,
-        options,
-    )
-    .await?;
-    tracing::info!(socket = %socket.display(), resource = %config.resource_name, "registered with kubelet");
-    server
-        .await
-        .map_err(|e| anyhow::anyhow!("the device plugin server stopped: {e}"))??;
+    let link = KubeletLink {
+        plugin_dir: config.plugin_dir.clone(),
+        socket_name: config.socket_name(),
+        resource: config.resource_name.clone(),
+        poll: Duration::from_secs(1),
+        retry: Duration::from_secs(5),
+    };
+    supervise(plugin, link, stopped()).await?;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves on SIGTERM (the kubelet stopping the pod) or Ctrl-C.
+async fn stopped() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }

@@ -94,6 +94,15 @@ pub struct Plugin<P> {
     allocator: Arc<Allocator<P>>,
 }
 
+impl<P> Clone for Plugin<P> {
+    fn clone(&self) -> Plugin<P> {
+        Plugin {
+            devices: self.devices.clone(),
+            allocator: self.allocator.clone(),
+        }
+    }
+}
+
 impl<P: PodSource> Plugin<P> {
     pub fn new(devices: watch::Receiver<Vec<Device>>, allocator: Arc<Allocator<P>>) -> Plugin<P> {
         Plugin { devices, allocator }

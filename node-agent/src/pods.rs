@@ -18,8 +18,10 @@ pub struct PodInfo {
     /// `status.phase` (`Pending` while kubelet admits it).
     pub phase: String,
     pub annotations: BTreeMap<String, String>,
-    /// Init containers, then regular containers: the order of the device-list annotation.
+    /// Init containers, then regular containers: the order of HAMi's device-list annotation.
     pub containers: Vec<ContainerInfo>,
+    /// How many of `containers` are init containers (Volcano's lists skip them).
+    pub init_containers: usize,
 }
 
 /// One container, in annotation order.
@@ -190,6 +192,7 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
             .unwrap_or_default(),
         annotations: pod.metadata.annotations.clone().unwrap_or_default(),
         containers: init.iter().chain(regular).map(container_info).collect(),
+        init_containers: init.len(),
     }
 }
 

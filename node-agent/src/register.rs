@@ -2,29 +2,20 @@
 //! discovered cards, and the [`Registrar`] that patches it on the Node only when it changed
 //! (§2.7).
 
+pub mod volcano;
+
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hamr_guest::device::{DeviceInfo, MigProfile};
 use hamr_guest::vendor::nvidia::register::REGISTER;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, Patch, PatchParams};
+use hamr_guest::vendor::volcano::register::REGISTER as VOLCANO_REGISTER;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::annotate::{NodeAnnotations, PatchError};
 use crate::config::Config;
 use crate::discovery::{Device, NVIDIA};
-
-/// Why the registration could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum RegisterError {
-    /// The API server refused or could not be reached; the registrar retries after 5 s.
-    #[error("patching node {node} with {annotation}: {source}")]
-    Patch {
-        node: String,
-        annotation: &'static str,
-        source: kube::Error,
-    },
-}
 
 /// One device object exactly as HAMi's Go struct encodes it: fields in declaration order, every
 /// field `omitempty` (zero, false and empty are left out).
@@ -133,44 +124,62 @@ pub fn nvidia_devices(devices: &[Device], config: &Config) -> Vec<DeviceInfo> {
         .collect()
 }
 
-/// Writes the registration annotation on one Node, remembering the last value written so that
-/// an unchanged value sends nothing (as HAMi, the memory is per process: a restart patches once).
+/// Every registration annotation this node carries, by key: HAMi's
+/// `hami.io/node-nvidia-register` unless `registerHami` is off, and Volcano's
+/// `volcano.sh/node-vgpu-register` when `volcano.register` is set.
+pub fn registration(devices: &[Device], config: &Config) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if config.register_hami {
+        out.insert(
+            REGISTER.to_string(),
+            encode_register(&nvidia_devices(devices, config)),
+        );
+    }
+    if config.volcano.register {
+        out.insert(
+            VOLCANO_REGISTER.to_string(),
+            crate::register::volcano::encode(devices, config),
+        );
+    }
+    out
+}
+
+/// Keeps the node's registration annotations current, patching only what changed (node-side.md
+/// §2.7), and shares the values it registered with the usage publisher.
 pub struct Registrar {
-    nodes: Api<Node>,
-    node: String,
-    last: Option<String>,
+    node: NodeAnnotations,
+    registered: watch::Sender<BTreeMap<String, String>>,
 }
 
 impl Registrar {
     pub fn new(client: kube::Client, node: impl Into<String>) -> Registrar {
         Registrar {
-            nodes: Api::all(client),
-            node: node.into(),
-            last: None,
+            node: NodeAnnotations::new(client, node),
+            registered: watch::Sender::new(BTreeMap::new()),
         }
     }
 
-    /// Patches `value` onto the Node unless it was the last value written. Returns whether a
-    /// patch was sent.
-    pub async fn sync(&mut self, value: &str) -> Result<bool, RegisterError> {
-        if self.last.as_deref() == Some(value) {
-            return Ok(false);
-        }
-        let patch = serde_json::json!({ "metadata": { "annotations": { REGISTER: value } } });
-        self.nodes
-            .patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|source| RegisterError::Patch {
-                node: self.node.clone(),
-                annotation: REGISTER,
-                source,
-            })?;
-        self.last = Some(value.to_string());
-        Ok(true)
+    /// Follows the registration values computed from each scan (the Node's own annotations
+    /// are not read back).
+    pub fn subscribe(&self) -> watch::Receiver<BTreeMap<String, String>> {
+        self.registered.subscribe()
     }
 
-    /// Keeps the annotation current: on every inventory change and every `interval`, 5 s after
-    /// an error. Runs until the inventory is dropped.
+    /// Patches the annotations that differ from the last ones written. Returns whether a patch
+    /// was sent.
+    pub async fn sync(&mut self, values: &BTreeMap<String, String>) -> Result<bool, PatchError> {
+        self.registered.send_if_modified(|current| {
+            let changed = current != values;
+            if changed {
+                current.clone_from(values);
+            }
+            changed
+        });
+        self.node.sync(values).await
+    }
+
+    /// Keeps the annotations current: on every inventory change and every `interval`, 5 s
+    /// after an error. Runs until the inventory is dropped.
     pub async fn run(
         mut self,
         mut devices: watch::Receiver<Vec<Device>>,
@@ -178,11 +187,11 @@ impl Registrar {
         interval: Duration,
     ) {
         loop {
-            let value = encode_register(&nvidia_devices(&devices.borrow_and_update(), &config));
-            let wait = match self.sync(&value).await {
+            let values = registration(&devices.borrow_and_update(), &config);
+            let wait = match self.sync(&values).await {
                 Ok(sent) => {
                     if sent {
-                        tracing::info!(node = %self.node, "registration patched");
+                        tracing::info!(node = %self.node.node(), "registration patched");
                     }
                     interval
                 }

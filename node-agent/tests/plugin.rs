@@ -1,85 +1,109 @@
 //! The device plugin as kubelet drives it, over real unix sockets: register with a stand-in
-//! kubelet, GetDevicePluginOptions, ListAndWatch, Allocate for a pod carrying the decision
-//! `hamr simulate` makes for `examples/pods/vgpu-share.yaml` on `examples/cluster.yaml`, and a
-//! health change streamed to kubelet.
+//! kubelet, GetDevicePluginOptions, ListAndWatch, Allocate for a pod whose decision the guest
+//! library makes (as `hamr simulate` does) on `examples/cluster.yaml` with this agent's own
+//! registration, then health changes streamed to kubelet (a scan, a recovery, an XID mark).
+
+mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use hamr_guest::vendor::nvidia::register::REGISTER;
 use hamr_node_agent::allocate::{Allocator, BIND_PHASE, BIND_TIME};
 use hamr_node_agent::api::device_plugin_client::DevicePluginClient;
-use hamr_node_agent::api::registration_server::{Registration, RegistrationServer};
 use hamr_node_agent::api::{
-    AllocateRequest, ContainerAllocateRequest, Empty, ListAndWatchResponse, Mount, RegisterRequest,
+    AllocateRequest, ContainerAllocateRequest, Empty, ListAndWatchResponse, Mount,
 };
 use hamr_node_agent::config::Config;
 use hamr_node_agent::discovery::Inventory;
 use hamr_node_agent::discovery::fake::FakeDiscovery;
 use hamr_node_agent::plugin::{Plugin, register_with_kubelet, unix_channel};
-use hamr_node_agent::pods::{ContainerInfo, MemoryPods, PodInfo};
-use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
-use tonic::{Request, Response, Status, Streaming};
+use hamr_node_agent::pods::{MemoryPods, PodInfo};
+use hamr_node_agent::register::registration;
+use tonic::Streaming;
 
 const NODE: &str = "gpu-a100-1";
 const CARD_A: &str = "GPU-d4cce389-fd14-aca7-7c50-f995f0424fa0";
 const CARD_D: &str = "GPU-83eeeee7-68b8-1c8d-a1f7-3c12a3140947";
+const UID: &str = "6f1c1a52-9d0e-4c55-8a43-2b1f0f1d7e21";
 
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// `examples/node-agent/devices.yaml` (the four cards of gpu-a100-1), card 3 healthy or not.
 fn devices_file(path: &Path, d_healthy: bool) {
-    let text = format!(
-        "devices:\n\
-         - {{id: {CARD_A}, vendor: NVIDIA, model: NVIDIA A100-SXM4-80GB, memoryMiB: 81920}}\n\
-         - {{id: {CARD_D}, vendor: NVIDIA, model: NVIDIA A100-SXM4-80GB, memoryMiB: 81920, \
-            numa: 1, index: 3, healthy: {d_healthy}}}\n"
+    let mut text =
+        std::fs::read_to_string(repo("examples/node-agent/devices.yaml")).expect("example");
+    assert!(
+        text.trim_end().ends_with("numa: 1") && text.contains(CARD_D),
+        "card 3 is the file's last entry"
     );
+    text = format!("{}\n    healthy: {d_healthy}\n", text.trim_end());
     std::fs::write(path, text).expect("write devices file");
 }
 
-/// `ml-team/vgpu-share` after hamr's filter and bind placed it on card 3 of gpu-a100-1.
-fn vgpu_share() -> PodInfo {
-    PodInfo {
-        namespace: "ml-team".into(),
-        name: "vgpu-share".into(),
-        uid: "6f1c1a52-9d0e-4c55-8a43-2b1f0f1d7e21".into(),
-        phase: "Pending".into(),
-        annotations: BTreeMap::from([
-            (
-                "hami.io/vgpu-devices-to-allocate".to_string(),
-                format!("{CARD_D},NVIDIA,10240,30:;"),
-            ),
-            (
-                "hami.io/vgpu-devices-allocated".to_string(),
-                format!("{CARD_D},NVIDIA,10240,30:;"),
-            ),
-            ("hami.io/vgpu-node".to_string(), NODE.to_string()),
-            ("hami.io/vgpu-time".to_string(), "1795867200".to_string()),
-            (BIND_PHASE.to_string(), "allocating".to_string()),
-            (BIND_TIME.to_string(), "1795867201".to_string()),
-        ]),
-        containers: vec![ContainerInfo {
-            name: "cuda".into(),
-            disable_control: false,
-        }],
-    }
-}
+/// `ml-team/vgpu-share` placed as `hamr simulate` places it: the guest library (the same code
+/// the component runs) holds `examples/cluster.yaml`, with gpu-a100-1's registration replaced
+/// by the one this agent computes from its devices; the pod is admitted and filtered at the
+/// scenarios' default time, and hamr's bind adds `bind-phase: allocating` and `bind-time`.
+fn simulated_vgpu_share(registered: &BTreeMap<String, String>) -> PodInfo {
+    use hamr_guest::api::Delta;
+    use k8s_openapi::api::core::v1::{Node, Pod};
 
-/// A stand-in for kubelet's Registration service that records what it was sent.
-#[derive(Clone, Default)]
-struct Kubelet {
-    seen: Arc<Mutex<Vec<RegisterRequest>>>,
-}
-
-#[tonic::async_trait]
-impl Registration for Kubelet {
-    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<Empty>, Status> {
-        self.seen
-            .lock()
-            .map_err(|_| Status::internal("poisoned"))?
-            .push(request.into_inner());
-        Ok(Response::new(Empty {}))
+    const NOW: i64 = 1_795_867_200; // 2026-11-28T12:00:00Z
+    let text = std::fs::read_to_string(repo("examples/cluster.yaml")).expect("cluster");
+    let cluster: serde_json::Value = serde_norway::from_str(&text).expect("cluster yaml");
+    let mut deltas = Vec::new();
+    let mut nodes = Vec::new();
+    for item in cluster["items"].as_array().expect("a List") {
+        match item["kind"].as_str() {
+            Some("Node") => {
+                let node: Node = serde_json::from_value(item.clone()).expect("node");
+                let mut record = hamr_node_agent::k8s::node(&node);
+                if record.name == NODE {
+                    record
+                        .annotations
+                        .retain(|(k, _)| !registered.contains_key(k));
+                    record.annotations.extend(registered.clone());
+                }
+                nodes.push(record.name.clone());
+                deltas.push(Delta::NodeUpsert(record));
+            }
+            Some("Pod") => {
+                let pod: Pod = serde_json::from_value(item.clone()).expect("pod");
+                deltas.push(Delta::PodUpsert(hamr_node_agent::k8s::pod(&pod)));
+            }
+            _ => {}
+        }
     }
+    let mut engine = hamr_guest::Engine::new();
+    assert_eq!(engine.apply(&deltas), vec![], "the cluster loads");
+
+    let text = std::fs::read_to_string(repo("examples/pods/vgpu-share.yaml")).expect("pod");
+    let mut pod: Pod = serde_norway::from_str(&text).expect("pod yaml");
+    pod.metadata.uid = Some(UID.to_string());
+    let record = hamr_node_agent::k8s::pod(&pod);
+    let admission = engine.admit(&record).expect("admission");
+    assert!(admission.allowed, "{}", admission.message);
+    let admitted = hamr_guest::admission::apply(&record, &admission.mutations);
+    let outcome = engine.filter(&admitted, &nodes, NOW).expect("filter");
+    let decision = outcome.decision.expect("the pod fits somewhere");
+    assert_eq!(decision.node, NODE);
+
+    let annotations = pod.metadata.annotations.get_or_insert_default();
+    annotations.extend(decision.annotations.iter().cloned());
+    annotations.insert(BIND_PHASE.to_string(), "allocating".to_string());
+    annotations.insert(BIND_TIME.to_string(), (NOW + 1).to_string());
+    pod.spec.as_mut().expect("spec").node_name = Some(NODE.to_string());
+    // Bound, its containers not started yet: the API server reports it Pending.
+    pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        phase: Some("Pending".to_string()),
+        ..Default::default()
+    });
+    hamr_node_agent::pods::pod_info(&pod)
 }
 
 async fn next(stream: &mut Streaming<ListAndWatchResponse>) -> ListAndWatchResponse {
@@ -112,18 +136,19 @@ async fn kubelet_registers_lists_allocates_and_sees_a_card_turn_unhealthy() {
     };
 
     // A stand-in kubelet on kubelet.sock.
-    let kubelet = Kubelet::default();
-    let kubelet_listener = UnixListener::bind(dir.path().join("kubelet.sock")).expect("bind");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RegistrationServer::new(kubelet.clone()))
-            .serve_with_incoming(UnixListenerStream::new(kubelet_listener)),
-    );
+    let kubelet = common::Kubelet::default();
+    kubelet.start(&dir.path().join("kubelet.sock"));
 
     // The agent: fake discovery, in-memory pods, the plugin on nvidia-gpu.sock.
     let inventory = Inventory::new(Arc::new(FakeDiscovery::new(&file))).expect("first scan");
     let pods = MemoryPods::default();
-    pods.insert(NODE, vgpu_share());
+    let pod = simulated_vgpu_share(&registration(&inventory.current(), &config));
+    assert_eq!(
+        pod.annotation("hami.io/vgpu-devices-to-allocate"),
+        Some(format!("{CARD_D},NVIDIA,10240,30:;").as_str()),
+        "the scheduler chose card 3, the one free card"
+    );
+    pods.insert(NODE, pod);
     let allocator = Arc::new(Allocator::new(NODE, config.clone(), pods.clone()));
     let plugin = Plugin::new(inventory.subscribe(), allocator);
     let options = plugin.options();
@@ -155,7 +180,7 @@ async fn kubelet_registers_lists_allocates_and_sees_a_card_turn_unhealthy() {
     )
     .await
     .expect("kubelet accepts");
-    let seen = kubelet.seen.lock().expect("lock").clone();
+    let seen = kubelet.registrations();
     assert_eq!(seen.len(), 1);
     assert_eq!(
         (
@@ -183,8 +208,12 @@ async fn kubelet_registers_lists_allocates_and_sees_a_card_turn_unhealthy() {
         .into_inner();
     let first = next(&mut stream).await;
     let ids: Vec<&str> = first.devices.iter().map(|d| d.id.as_str()).collect();
-    let mut expected: Vec<String> = (0..10).map(|n| format!("{CARD_A}-{n}")).collect();
-    expected.extend((0..10).map(|n| format!("{CARD_D}-{n}")));
+    let expected: Vec<String> = inventory
+        .current()
+        .iter()
+        .flat_map(|d| (0..10).map(move |n| format!("{}-{n}", d.id)))
+        .collect();
+    assert_eq!(expected.len(), 40);
     assert_eq!(ids, expected);
     assert!(first.devices.iter().all(|d| d.health == "Healthy"));
 
@@ -201,7 +230,7 @@ async fn kubelet_registers_lists_allocates_and_sees_a_card_turn_unhealthy() {
     let container = &response.container_responses[0];
     let vgpu = dir.path().join("usr/local/vgpu");
     let at = |p: &str| vgpu.join(p).to_string_lossy().into_owned();
-    let uid = "6f1c1a52-9d0e-4c55-8a43-2b1f0f1d7e21";
+    let uid = UID;
     let expected_env: HashMap<String, String> = [
         ("NVIDIA_VISIBLE_DEVICES", CARD_D.to_string()),
         ("CUDA_DEVICE_MEMORY_LIMIT_0", "10240m".to_string()),
@@ -279,6 +308,29 @@ async fn kubelet_registers_lists_allocates_and_sees_a_card_turn_unhealthy() {
         vec!["Unhealthy".to_string(); 10]
     );
     assert_eq!(health_of(&second, CARD_A), vec!["Healthy".to_string(); 10]);
+    let registered = registration(&inventory.current(), &config);
+    assert!(
+        registered[REGISTER].contains(&format!(
+            r#"{{"id":"{CARD_D}","index":3,"count":10,"devmem":81920,"devcore":100,"type":"NVIDIA A100-SXM4-80GB","numa":1,"mode":"hami-core"}}"#
+        )),
+        "the registration drops card 3's health flag: {}",
+        registered[REGISTER]
+    );
+
+    // 5. The card is fine again: its replicas are streamed Healthy.
+    devices_file(&file, true);
+    assert!(inventory.refresh().expect("rescan"));
+    let third = next(&mut stream).await;
+    assert_eq!(health_of(&third, CARD_D), vec!["Healthy".to_string(); 10]);
+
+    // 6. An XID event on card 0 is streamed at once, without waiting for a scan.
+    assert!(inventory.mark_unhealthy(CARD_A, "XID 79"));
+    let fourth = next(&mut stream).await;
+    assert_eq!(
+        health_of(&fourth, CARD_A),
+        vec!["Unhealthy".to_string(); 10]
+    );
+    assert_eq!(health_of(&fourth, CARD_D), vec!["Healthy".to_string(); 10]);
 
     let _ = stop.send(());
     drop(stream);

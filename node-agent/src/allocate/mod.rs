@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use hamr_guest::device::{self, ContainerDevice, PodDevices};
 use hamr_guest::ledger::VGPU_NODE;
 use hamr_guest::vendor::nvidia::DEVICES_TO_ALLOCATE;
+use hamr_guest::vendor::nvidia::mig::MIG_ALLOCATIONS;
+use hamr_guest::vendor::volcano;
 use tokio::sync::Mutex;
 
 use crate::api::{AllocateRequest, AllocateResponse};
@@ -29,6 +31,67 @@ pub const BIND_PHASE: &str = "hami.io/bind-phase";
 /// Unix seconds of the scheduler's bind.
 pub const BIND_TIME: &str = "hami.io/bind-time";
 
+/// Whose protocol a pod's decision is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HAMi's `hami.io/*` keys; device lists cover init containers, then regular ones.
+    Hami,
+    /// Volcano's `volcano.sh/*` keys; device lists cover regular containers only.
+    Volcano,
+}
+
+impl Protocol {
+    pub fn to_allocate(self) -> &'static str {
+        match self {
+            Protocol::Hami => DEVICES_TO_ALLOCATE,
+            Protocol::Volcano => volcano::DEVICES_TO_ALLOCATE,
+        }
+    }
+
+    pub fn bind_phase(self) -> &'static str {
+        match self {
+            Protocol::Hami => BIND_PHASE,
+            Protocol::Volcano => volcano::BIND_PHASE,
+        }
+    }
+
+    pub fn bind_time(self) -> &'static str {
+        match self {
+            Protocol::Hami => BIND_TIME,
+            Protocol::Volcano => volcano::BIND_TIME,
+        }
+    }
+
+    pub fn node_key(self) -> &'static str {
+        match self {
+            Protocol::Hami => VGPU_NODE,
+            Protocol::Volcano => volcano::VGPU_NODE,
+        }
+    }
+
+    fn decode(self, text: &str) -> Result<PodDevices, String> {
+        match self {
+            Protocol::Hami => device::decode(text).map_err(|e| e.to_string()),
+            Protocol::Volcano => volcano::decode(text),
+        }
+    }
+
+    fn encode(self, devices: &PodDevices) -> String {
+        match self {
+            Protocol::Hami => device::encode(devices),
+            Protocol::Volcano => volcano::encode(devices),
+        }
+    }
+
+    /// The container (init, then regular) that list position `position` is for.
+    fn container(self, pod: &PodInfo, position: usize) -> usize {
+        match self {
+            Protocol::Hami => position,
+            Protocol::Volcano => pod.init_containers + position,
+        }
+    }
+}
+
 /// Why Allocate failed; kubelet fails the container's start with this message.
 #[derive(Debug, thiserror::Error)]
 pub enum AllocateError {
@@ -37,7 +100,11 @@ pub enum AllocateError {
     #[error(
         "no pod to allocate {count} {resource} device(s) on node {node}: looked for a Pending \
          pod with {VGPU_NODE}={node}, {BIND_PHASE}=allocating and a next container entry of \
-         {count} device(s) in {DEVICES_TO_ALLOCATE}"
+         {count} device(s) in {DEVICES_TO_ALLOCATE} (or Volcano's {vgpu_node}, {bind_phase} and \
+         {to_allocate})",
+        vgpu_node = volcano::VGPU_NODE,
+        bind_phase = volcano::BIND_PHASE,
+        to_allocate = volcano::DEVICES_TO_ALLOCATE,
     )]
     NoPod {
         node: String,
@@ -56,6 +123,13 @@ pub enum AllocateError {
         position: usize,
         containers: usize,
     },
+    /// The decision reserves MIG slices and this agent does not create MIG instances yet; the
+    /// container would otherwise get the whole card.
+    #[error(
+        "pod {pod}: its decision reserves MIG slices ({what}), which this node agent cannot \
+         create yet; refusing rather than handing out the whole card"
+    )]
+    MigNotSupported { pod: String, what: String },
     /// The per-container directory could not be prepared on the host.
     #[error("pod {pod}: preparing the isolation directories: {source}")]
     Prepare { pod: String, source: std::io::Error },
@@ -64,6 +138,7 @@ pub enum AllocateError {
 /// A pod's pending decision: its to-allocate list, decoded.
 struct Candidate {
     pod: PodInfo,
+    protocol: Protocol,
     devices: PodDevices,
 }
 
@@ -131,7 +206,7 @@ impl<P: PodSource> Allocator<P> {
             match self.serve(&mut candidates[chosen]).await {
                 Ok(response) => responses.push(response),
                 Err(error) => {
-                    self.mark_failed(&candidates[chosen].pod).await;
+                    self.mark_failed(&candidates[chosen]).await;
                     return Err(error);
                 }
             }
@@ -142,9 +217,12 @@ impl<P: PodSource> Allocator<P> {
         for i in touched {
             let c = &candidates[i];
             let mut annotations = BTreeMap::new();
-            annotations.insert(DEVICES_TO_ALLOCATE.to_string(), device::encode(&c.devices));
+            annotations.insert(
+                c.protocol.to_allocate().to_string(),
+                c.protocol.encode(&c.devices),
+            );
             if c.next().is_none() {
-                annotations.insert(BIND_PHASE.to_string(), "success".to_string());
+                annotations.insert(c.protocol.bind_phase().to_string(), "success".to_string());
             }
             self.pods
                 .annotate(&c.pod.namespace, &c.pod.name, annotations)
@@ -186,23 +264,36 @@ impl<P: PodSource> Allocator<P> {
 
     async fn candidates(&self) -> Result<Vec<Candidate>, AllocateError> {
         let pods = self.pods.pods_on(&self.node).await?;
-        let mut out: Vec<Candidate> = pods
-            .into_iter()
-            .filter(|p| {
-                p.phase == "Pending"
-                    && p.annotation(VGPU_NODE) == Some(self.node.as_str())
-                    && matches!(p.annotation(BIND_PHASE), Some("allocating" | "success"))
-            })
-            .filter_map(|pod| {
-                // A list that does not decode cannot be served; it is skipped, not guessed at.
-                let devices = device::decode(pod.annotation(DEVICES_TO_ALLOCATE)?).ok()?;
-                Some(Candidate { pod, devices })
-            })
-            .collect();
+        let mut out: Vec<Candidate> = Vec::new();
+        for pod in pods {
+            if pod.phase != "Pending" {
+                continue;
+            }
+            let protocol = [Protocol::Hami, Protocol::Volcano].into_iter().find(|p| {
+                pod.annotation(p.node_key()) == Some(self.node.as_str())
+                    && matches!(
+                        pod.annotation(p.bind_phase()),
+                        Some("allocating" | "success")
+                    )
+            });
+            let Some(protocol) = protocol else { continue };
+            // A list that does not decode cannot be served; it is skipped, not guessed at.
+            let Some(Ok(devices)) = pod
+                .annotation(protocol.to_allocate())
+                .map(|t| protocol.decode(t))
+            else {
+                continue;
+            };
+            out.push(Candidate {
+                pod,
+                protocol,
+                devices,
+            });
+        }
         out.sort_by(|a, b| {
             let time = |c: &Candidate| {
                 c.pod
-                    .annotation(BIND_TIME)
+                    .annotation(c.protocol.bind_time())
                     .and_then(|t| t.trim().parse::<i64>().ok())
                     .unwrap_or(i64::MAX)
             };
@@ -242,16 +333,19 @@ impl<P: PodSource> Allocator<P> {
                     resource: self.config.resource_name.clone(),
                     count: 0,
                 })?;
-        let container =
-            candidate
-                .pod
-                .containers
-                .get(position)
-                .ok_or(AllocateError::NoContainer {
-                    pod: pod.clone(),
-                    position,
-                    containers: candidate.pod.containers.len(),
-                })?;
+        if let Some(what) = mig_reservation(candidate, &devices) {
+            return Err(AllocateError::MigNotSupported { pod, what });
+        }
+        let index = candidate.protocol.container(&candidate.pod, position);
+        let container = candidate
+            .pod
+            .containers
+            .get(index)
+            .ok_or(AllocateError::NoContainer {
+                pod: pod.clone(),
+                position: index,
+                containers: candidate.pod.containers.len(),
+            })?;
         let target = Target {
             pod_uid: &candidate.pod.uid,
             container: &container.name,
@@ -269,8 +363,12 @@ impl<P: PodSource> Allocator<P> {
         Ok(response)
     }
 
-    async fn mark_failed(&self, pod: &PodInfo) {
-        let annotations = BTreeMap::from([(BIND_PHASE.to_string(), "failed".to_string())]);
+    async fn mark_failed(&self, candidate: &Candidate) {
+        let pod = &candidate.pod;
+        let annotations = BTreeMap::from([(
+            candidate.protocol.bind_phase().to_string(),
+            "failed".to_string(),
+        )]);
         if let Err(error) = self
             .pods
             .annotate(&pod.namespace, &pod.name, annotations)
@@ -279,6 +377,25 @@ impl<P: PodSource> Allocator<P> {
             tracing::warn!(%error, "could not mark the pod failed");
         }
     }
+}
+
+/// What MIG reservation the candidate's next container has, if any: HAMi's
+/// `hami.io/vgpu-mig-allocations` on the pod, or Volcano's `UUID[group-position]` slices.
+fn mig_reservation(candidate: &Candidate, devices: &[ContainerDevice]) -> Option<String> {
+    if candidate.protocol == Protocol::Hami && candidate.pod.annotation(MIG_ALLOCATIONS).is_some() {
+        return Some(MIG_ALLOCATIONS.to_string());
+    }
+    devices.iter().find_map(|d| {
+        d.mig.as_ref().map(|m| {
+            format!(
+                "{}[{}-{}] in {}",
+                d.uuid,
+                m.profile,
+                m.placement.start,
+                candidate.protocol.to_allocate()
+            )
+        })
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ fn decided(name: &str, to_allocate: &str, containers: &[&str]) -> PodInfo {
                 disable_control: false,
             })
             .collect(),
+        init_containers: 0,
     }
 }
 
@@ -213,7 +214,8 @@ async fn no_matching_pod_is_an_error_naming_node_resource_and_count() {
         err.to_string(),
         "no pod to allocate 2 nvidia.com/gpu device(s) on node node1: looked for a Pending pod \
          with hami.io/vgpu-node=node1, hami.io/bind-phase=allocating and a next container entry \
-         of 2 device(s) in hami.io/vgpu-devices-to-allocate"
+         of 2 device(s) in hami.io/vgpu-devices-to-allocate (or Volcano's volcano.sh/vgpu-node, \
+         volcano.sh/bind-phase and volcano.sh/devices-to-allocate)"
     );
     let untouched = pods.get("default", "p1").expect("pod");
     assert_eq!(untouched.annotation(BIND_PHASE), Some("allocating"));
@@ -339,4 +341,115 @@ async fn the_preferred_replicas_are_those_of_the_decided_cards() {
         .collect();
     let preferred = allocator.preferred(&available, &[], 1).await.expect("read");
     assert_eq!(preferred, Some(vec!["GPU-b-0".to_string()]));
+}
+
+/// A pod as Volcano's scheduler leaves it: its lists cover regular containers only.
+fn volcano_decided(name: &str, to_allocate: &str) -> PodInfo {
+    PodInfo {
+        namespace: "default".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        phase: "Pending".into(),
+        annotations: BTreeMap::from([
+            (
+                "volcano.sh/devices-to-allocate".to_string(),
+                to_allocate.to_string(),
+            ),
+            (
+                "volcano.sh/vgpu-ids-new".to_string(),
+                to_allocate.to_string(),
+            ),
+            ("volcano.sh/vgpu-node".to_string(), NODE.to_string()),
+            (
+                "volcano.sh/bind-phase".to_string(),
+                "allocating".to_string(),
+            ),
+            ("volcano.sh/bind-time".to_string(), "1795867200".to_string()),
+        ]),
+        containers: ["setup", "main"]
+            .iter()
+            .map(|c| ContainerInfo {
+                name: c.to_string(),
+                disable_control: false,
+            })
+            .collect(),
+        init_containers: 1,
+    }
+}
+
+#[tokio::test]
+async fn a_volcano_pod_is_served_from_its_own_keys_and_its_list_skips_init_containers() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let pods = MemoryPods::default();
+    pods.insert(NODE, volcano_decided("v1", "GPU-a,NVIDIA,3000,50:"));
+    let allocator = Allocator::new(NODE, config(root.path()), pods.clone());
+
+    let response = allocator
+        .allocate(&request(&["GPU-a-1"]))
+        .await
+        .expect("allocated");
+    let r = &response.container_responses[0];
+    assert_eq!(r.envs["NVIDIA_VISIBLE_DEVICES"], "GPU-a");
+    assert_eq!(r.envs["CUDA_DEVICE_MEMORY_LIMIT_0"], "3000m");
+    assert_eq!(r.envs["CUDA_DEVICE_SM_LIMIT"], "50");
+    assert!(
+        r.mounts[1].host_path.ends_with("containers/uid-v1_main"),
+        "the regular container, not the init one: {:?}",
+        r.mounts[1]
+    );
+    let pod = pods.get("default", "v1").expect("pod");
+    assert_eq!(pod.annotation("volcano.sh/devices-to-allocate"), Some(""));
+    assert_eq!(pod.annotation("volcano.sh/bind-phase"), Some("success"));
+    assert_eq!(
+        pod.annotation("volcano.sh/vgpu-ids-new"),
+        Some("GPU-a,NVIDIA,3000,50:"),
+        "the scheduler's record stays"
+    );
+    assert_eq!(pod.annotation(BIND_PHASE), None, "no HAMi key is written");
+}
+
+#[tokio::test]
+async fn a_hami_decision_with_mig_reservations_is_refused_and_marked_failed() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let pods = MemoryPods::default();
+    let mut pod = decided("m1", "GPU-a,NVIDIA,5120,14:;", &["main"]);
+    pod.annotations.insert(
+        "hami.io/vgpu-mig-allocations".into(),
+        r#"[{"containerIndex":0,"deviceIndex":0,"gpuUUID":"GPU-a","profile":"1g.5gb","placement":{"start":0,"size":1}}]"#.into(),
+    );
+    pods.insert(NODE, pod);
+    let allocator = Allocator::new(NODE, config(root.path()), pods.clone());
+    let err = allocator
+        .allocate(&request(&["GPU-a-0"]))
+        .await
+        .expect_err("no MIG instances can be created");
+    assert_eq!(
+        err.to_string(),
+        "pod default/m1: its decision reserves MIG slices (hami.io/vgpu-mig-allocations), which \
+         this node agent cannot create yet; refusing rather than handing out the whole card"
+    );
+    let pod = pods.get("default", "m1").expect("pod");
+    assert_eq!(pod.annotation(BIND_PHASE), Some("failed"));
+}
+
+#[tokio::test]
+async fn a_volcano_mig_slice_is_refused_with_its_id() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let pods = MemoryPods::default();
+    pods.insert(
+        NODE,
+        volcano_decided("v2", "GPU-a[group2-3],NVIDIA,4864,0:"),
+    );
+    let allocator = Allocator::new(NODE, config(root.path()), pods.clone());
+    let err = allocator
+        .allocate(&request(&["GPU-a-0"]))
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("(GPU-a[group2-3] in volcano.sh/devices-to-allocate)"),
+        "{err}"
+    );
+    let pod = pods.get("default", "v2").expect("pod");
+    assert_eq!(pod.annotation("volcano.sh/bind-phase"), Some("failed"));
 }

@@ -5,11 +5,16 @@
 //! memory in MiB, PCI bus id, NUMA node from sysfs, and whether MIG mode is on.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use nvml_wrapper::Nvml;
+use nvml_wrapper::bitmasks::event::EventTypes;
+use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::{EventSet, Nvml};
 
-use super::{Device, Discovery, DiscoveryError, NVIDIA};
+use super::{Device, Discovery, DiscoveryError, Inventory, NVIDIA};
+use crate::health::{HealthEvent, Verdict, XidPolicy, judge};
 
 /// The library NVML is loaded from (`nvml-wrapper`'s default on Linux).
 pub const LIBRARY: &str = "libnvidia-ml.so.1";
@@ -18,7 +23,7 @@ const MIB: u64 = 1024 * 1024;
 
 /// NVIDIA cards through one long-lived NVML handle.
 pub struct NvmlDiscovery {
-    nvml: Nvml,
+    nvml: Arc<Nvml>,
     sysfs_pci: PathBuf,
 }
 
@@ -30,9 +35,16 @@ impl NvmlDiscovery {
             reason: init_reason(&e),
         })?;
         Ok(NvmlDiscovery {
-            nvml,
+            nvml: Arc::new(nvml),
             sysfs_pci: PathBuf::from("/sys/bus/pci/devices"),
         })
+    }
+
+    /// The XID event loop over the same NVML handle.
+    pub fn xid_watcher(&self) -> XidWatcher {
+        XidWatcher {
+            nvml: self.nvml.clone(),
+        }
     }
 
     fn card(&self, index: u32) -> Result<Device, DiscoveryError> {
@@ -82,6 +94,147 @@ impl Discovery for NvmlDiscovery {
             reason: e.to_string(),
         })?;
         (0..count).map(|i| self.card(i)).collect()
+    }
+}
+
+/// NVML's XID events (node-side.md §7.1). `nvmlEventSetWait` blocks, so [`XidWatcher::run`]
+/// belongs on a thread of its own.
+pub struct XidWatcher {
+    nvml: Arc<Nvml>,
+}
+
+/// How long one wait for events lasts (HAMi: 5 s); `stop` is checked between waits.
+const WAIT_MS: u32 = 5000;
+
+impl XidWatcher {
+    /// Registers every card for critical XID and ECC events and marks cards in `inventory` as
+    /// [`judge`] decides, until `stop` is set. A card whose events cannot be registered is
+    /// unhealthy at once (`NOT_SUPPORTED`, an old card, only logs a warning).
+    pub fn run(self, policy: XidPolicy, inventory: Inventory, stop: Arc<AtomicBool>) {
+        if policy.disabled {
+            tracing::info!("XID health checks are disabled");
+            return;
+        }
+        let Some(set) = self.register(&inventory) else {
+            return;
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let event = match set.wait(WAIT_MS) {
+                Ok(data) => {
+                    if data.event_type.contains(EventTypes::CRITICAL_XID_ERROR) {
+                        HealthEvent::Xid {
+                            card: data.device.uuid().ok(),
+                            xid: match data.event_data {
+                                Some(XidError::Value(x)) => Some(x),
+                                Some(XidError::Unknown) | None => None,
+                            },
+                        }
+                    } else {
+                        tracing::info!(event = ?data.event_type, "NVML event without health effect");
+                        HealthEvent::Other
+                    }
+                }
+                Err(NvmlError::Timeout) => continue,
+                Err(e) => HealthEvent::WaitFailed(e.to_string()),
+            };
+            match judge(&policy, &event, &inventory.ids()) {
+                Verdict::Ignore => {}
+                Verdict::Card(uuid, reason) => {
+                    inventory.mark_unhealthy(&uuid, &reason);
+                }
+                Verdict::All(reason) => {
+                    inventory.mark_all_unhealthy(&reason);
+                    // A failing wait fails again at once: do not spin.
+                    std::thread::sleep(std::time::Duration::from_millis(u64::from(WAIT_MS)));
+                }
+            }
+        }
+    }
+
+    /// One event set with every card that accepts registration. The wrapper frees the set when
+    /// a registration fails, so the set is rebuilt without the failing card.
+    fn register(&self, inventory: &Inventory) -> Option<EventSet<'_>> {
+        let nvml = &*self.nvml;
+        let wanted = EventTypes::CRITICAL_XID_ERROR
+            | EventTypes::DOUBLE_BIT_ECC_ERROR
+            | EventTypes::SINGLE_BIT_ECC_ERROR;
+        let count = match nvml.device_count() {
+            Ok(n) => n,
+            Err(e) => {
+                inventory.mark_all_unhealthy(&format!("nvmlDeviceGetCount: {e}"));
+                return None;
+            }
+        };
+        let mut accepted: Vec<(u32, EventTypes)> = Vec::new();
+        let mut skipped: Vec<u32> = Vec::new();
+        'rebuild: loop {
+            let mut set = match nvml.create_event_set() {
+                Ok(set) => set,
+                Err(e) => {
+                    inventory.mark_all_unhealthy(&format!("nvmlEventSetCreate: {e}"));
+                    return None;
+                }
+            };
+            for (index, types) in &accepted {
+                match nvml
+                    .device_by_index(*index)
+                    .map_err(Into::into)
+                    .and_then(|d| d.register_events(*types, set))
+                {
+                    Ok(s) => set = s,
+                    Err(e) => {
+                        tracing::warn!(index, error = %e.error, "re-registering events failed");
+                        let index = *index;
+                        accepted.retain(|(i, _)| *i != index);
+                        skipped.push(index);
+                        continue 'rebuild;
+                    }
+                }
+            }
+            for index in 0..count {
+                if accepted.iter().any(|(i, _)| *i == index) || skipped.contains(&index) {
+                    continue;
+                }
+                let device = match nvml.device_by_index(index) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(index, error = %e, "no handle for events");
+                        continue;
+                    }
+                };
+                let uuid = device.uuid().unwrap_or_default();
+                let types = match device.supported_event_types() {
+                    Ok(t) => t & wanted,
+                    Err(e) => {
+                        inventory.mark_unhealthy(
+                            &uuid,
+                            &format!("nvmlDeviceGetSupportedEventTypes: {e}"),
+                        );
+                        continue;
+                    }
+                };
+                match device.register_events(types, set) {
+                    Ok(s) => {
+                        set = s;
+                        accepted.push((index, types));
+                    }
+                    Err(e) => {
+                        if matches!(e.error, NvmlError::NotSupported) {
+                            tracing::warn!(card = %uuid, "this card cannot report XID events");
+                        } else {
+                            inventory.mark_unhealthy(
+                                &uuid,
+                                &format!("nvmlDeviceRegisterEvents: {}", e.error),
+                            );
+                        }
+                        // The failed registration freed the set: rebuild it without this card.
+                        skipped.push(index);
+                        continue 'rebuild;
+                    }
+                }
+            }
+            return Some(set);
+        }
     }
 }
 
@@ -169,6 +322,27 @@ mod tests {
             );
             assert!(!text.contains('\n'), "{text}");
         }
+    }
+
+    #[test]
+    #[ignore = "needs GPU"]
+    fn the_xid_watcher_registers_every_card_and_marks_none_on_a_quiet_machine() {
+        let nvml = NvmlDiscovery::init().expect("NVML loads on a GPU machine");
+        let watcher = nvml.xid_watcher();
+        let inventory = Inventory::new(Arc::new(nvml)).expect("scan");
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (inventory, stop) = (inventory.clone(), stop.clone());
+            std::thread::spawn(move || watcher.run(XidPolicy::default(), inventory, stop))
+        };
+        std::thread::sleep(std::time::Duration::from_secs(6));
+        stop.store(true, Ordering::Relaxed);
+        thread.join().expect("the watcher returns");
+        assert!(
+            inventory.current().iter().all(|d| d.healthy),
+            "{:?}",
+            inventory.current()
+        );
     }
 
     #[test]

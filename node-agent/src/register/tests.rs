@@ -160,12 +160,28 @@ async fn answer_one(handle: &mut Mock) -> (Method, String, String, String) {
     )
 }
 
+fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[tokio::test]
-async fn the_registrar_patches_once_and_sends_nothing_when_nothing_changed() {
+async fn the_registrar_patches_once_and_then_only_what_changed() {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let mut registrar = Registrar::new(client, "node1");
-    let first = r#"[{"id":"GPU-a","count":10}]"#;
+    let registered = registrar.subscribe();
+    let volcano = "volcano.sh/node-vgpu-register";
+    let first = values(&[
+        (REGISTER, r#"[{"id":"GPU-a","count":10}]"#),
+        (volcano, "GPU-a,10,40960,NVIDIA-x,true,hami-core:"),
+    ]);
+    let second = values(&[
+        (REGISTER, "[]"),
+        (volcano, "GPU-a,10,40960,NVIDIA-x,true,hami-core:"),
+    ]);
 
     let server = tokio::spawn(async move {
         let seen = answer_one(&mut handle).await;
@@ -177,9 +193,17 @@ async fn the_registrar_patches_once_and_sends_nothing_when_nothing_changed() {
         (seen, second, after)
     });
 
-    assert!(registrar.sync(first).await.expect("first patch"), "sent");
-    assert!(!registrar.sync(first).await.expect("no-op"), "unchanged");
-    assert!(registrar.sync("[]").await.expect("second patch"), "changed");
+    assert!(registrar.sync(&first).await.expect("first patch"), "sent");
+    assert_eq!(
+        *registered.borrow(),
+        first,
+        "shared with the usage publisher"
+    );
+    assert!(!registrar.sync(&first).await.expect("no-op"), "unchanged");
+    assert!(
+        registrar.sync(&second).await.expect("second patch"),
+        "changed"
+    );
     drop(registrar);
 
     let (seen, second, after) = server.await.expect("mock server");
@@ -188,11 +212,24 @@ async fn the_registrar_patches_once_and_sends_nothing_when_nothing_changed() {
     assert_eq!(seen.2, "application/merge-patch+json");
     assert_eq!(
         seen.3,
-        r#"{"metadata":{"annotations":{"hami.io/node-nvidia-register":"[{\"id\":\"GPU-a\",\"count\":10}]"}}}"#
+        r#"{"metadata":{"annotations":{"hami.io/node-nvidia-register":"[{\"id\":\"GPU-a\",\"count\":10}]","volcano.sh/node-vgpu-register":"GPU-a,10,40960,NVIDIA-x,true,hami-core:"}}}"#
     );
     assert_eq!(
-        second.3,
-        r#"{"metadata":{"annotations":{"hami.io/node-nvidia-register":"[]"}}}"#
+        second.3, r#"{"metadata":{"annotations":{"hami.io/node-nvidia-register":"[]"}}}"#,
+        "only the changed key is sent"
     );
     assert_eq!(after, None, "the unchanged value sent nothing");
+}
+
+#[test]
+fn volcano_registration_is_written_only_when_configured_and_hami_can_be_turned_off() {
+    let cards = [card("GPU-a", 0, 40960, true)];
+    let keys =
+        |config: &Config| -> Vec<String> { registration(&cards, config).into_keys().collect() };
+    assert_eq!(keys(&Config::default()), [REGISTER]);
+    let mut config = Config::default();
+    config.volcano.register = true;
+    assert_eq!(keys(&config), [REGISTER, "volcano.sh/node-vgpu-register"]);
+    config.register_hami = false;
+    assert_eq!(keys(&config), ["volcano.sh/node-vgpu-register"]);
 }
