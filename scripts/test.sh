@@ -37,7 +37,9 @@ cargo bench --workspace --locked --bench decide -- --test
 cargo bench --workspace --locked --bench wasm_extension -- --test
 cargo bench --workspace --locked --bench extender -- --test
 
-# Last, so that the run ends with its `N passed, M failed` line.
+# Last, so that the run ends with its `N passed, M failed` line. The test step built the
+# binaries already (cargo builds a package's binaries for its integration tests), with the
+# test step's features; a separate `cargo build --bins` would unify features differently and
+# compile two dozen crates again.
 step "conformance: every scenario through every engine"
-cargo build --workspace --release --locked --bins
 "${CARGO_TARGET_DIR:-target}/release/hamr" conformance conformance/scenarios --engine all
