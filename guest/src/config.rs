@@ -5,6 +5,7 @@
 //! schedulerName: hamr-scheduler
 //! nodeSchedulerPolicy: binpack      # binpack | spread
 //! gpuSchedulerPolicy: spread        # binpack | spread | topology-aware | mutex | numa | chains
+//! filterVerdicts: tried             # tried | all: verdicts for the nodes tried, or every candidate
 //! nvidia:
 //!   defaultMemory: 0                # MiB when neither gpumem nor percentage is given (0 = whole card)
 //!   memoryFactor: 1
@@ -26,6 +27,12 @@ pub struct Config {
     pub node_scheduler_policy: String,
     /// Card policy when the pod has no `hami.io/gpu-scheduler-policy`.
     pub gpu_scheduler_policy: String,
+    /// Which candidates `filter` gives a verdict for when some node fits (hamr's own key):
+    /// `tried` (the default) evaluates candidates best first and stops at the first that fits,
+    /// so only the nodes ranked above the choice have a verdict; `all` evaluates every
+    /// candidate. The choice is the same either way; with no fitting node both list every
+    /// candidate. HAMi returns no `FailedNodes` at all on success.
+    pub filter_verdicts: String,
     /// The NVIDIA section of HAMi's device config.
     pub nvidia: NvidiaConfig,
     /// Volcano's vGPU protocol (`volcano.sh/*`): the deviceshare plugin's arguments and the
@@ -66,6 +73,7 @@ impl Default for Config {
             force_overwrite_default_scheduler: true,
             node_scheduler_policy: "binpack".to_string(),
             gpu_scheduler_policy: "spread".to_string(),
+            filter_verdicts: "tried".to_string(),
             nvidia: NvidiaConfig::default(),
             volcano: VolcanoConfig::default(),
             ascend: AscendConfig::default(),
@@ -375,6 +383,13 @@ impl Config {
                 "nodeSchedulerPolicy",
                 self.node_scheduler_policy.clone(),
                 "must be binpack or spread",
+            );
+        }
+        if !matches!(self.filter_verdicts.as_str(), "tried" | "all") {
+            return bad(
+                "filterVerdicts",
+                self.filter_verdicts.clone(),
+                "must be tried or all",
             );
         }
         for token in self.gpu_scheduler_policy.split(',') {

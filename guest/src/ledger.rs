@@ -22,6 +22,10 @@ pub struct NodeEntry {
     pub cards: Vec<Card>,
     /// Vendors with a registration on this node.
     pub vendors: BTreeSet<&'static str>,
+    /// HAMi's node score of `cards` on their current use ([`crate::policy::node_score`]),
+    /// kept by [`Ledger::rebuild_node`], the one place where the cards' use changes: `filter`
+    /// orders candidates by it without touching their cards.
+    pub use_score: f64,
 }
 
 /// A pod that holds cards: placed (its annotations say so) or assumed by a filter.
@@ -224,14 +228,23 @@ impl Ledger {
                 node,
                 cards,
                 vendors,
+                use_score: 0.0,
             },
         );
         self.rebuild_node(&name);
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Recomputes the use of a node's cards from the pods placed there (spec §8.3).
+    /// Recomputes the use of a node's cards from the pods placed there (spec §8.3), and the
+    /// node's [`NodeEntry::use_score`].
     pub fn rebuild_node(&mut self, name: &str) {
+        self.rebuild_cards(name);
+        if let Some(entry) = self.nodes.get_mut(name) {
+            entry.use_score = crate::policy::node_score(entry.cards.iter());
+        }
+    }
+
+    fn rebuild_cards(&mut self, name: &str) {
         let Some(entry) = self.nodes.get_mut(name) else {
             return;
         };

@@ -461,7 +461,15 @@ fn evaluate_all(
         .collect()
 }
 
-/// `filter`: verdicts for every candidate, the chosen node, and the allocation assumed.
+/// `filter`: the chosen node with its allocation assumed, and the verdicts of the candidates
+/// evaluated, in candidate order.
+///
+/// When the pod's rank on a node is the node's score on existing use alone (every vendor it
+/// asks says [`vendor::Vendor::rank_is_use_only`]) and the configuration's `filterVerdicts` is
+/// `tried`, the candidates are evaluated best first and the first that fits is the choice:
+/// the nodes ranked below it are not evaluated and have no verdict. Otherwise every candidate
+/// is evaluated. Either way the choice is the best fitting node under [`NodeRank::order`], and
+/// a pod that fits nowhere has a verdict on every candidate.
 pub fn filter(
     ledger: &mut Ledger,
     pod: &Pod,
@@ -477,30 +485,139 @@ pub fn filter(
     };
     // A re-filter (e.g. after a failed bind) first gives back what the pod held.
     ledger.remove_pod(&pod.uid);
-    let results = evaluate_all(ledger, &plan, candidates, now);
-    let best = results
-        .iter()
-        .filter_map(|(n, r)| r.as_ref().ok().map(|f| (n.as_str(), f.rank())))
-        .min_by(|a, b| NodeRank::order(plan.node_policy, *a, *b))
-        .map(|(n, _)| n.to_string());
-    let mut decision = None;
-    let mut verdicts = Vec::with_capacity(results.len());
-    for (name, result) in results {
-        match result {
-            Ok(fit) => {
-                verdicts.push(success(&name, fit.score(plan.node_policy)));
-                if best.as_deref() == Some(name.as_str()) {
-                    decision = Some(assume(ledger, &plan, &name, fit.devices, now));
-                }
-            }
-            Err(fail) => verdicts.push(fail.verdict(&name)),
-        }
-    }
+    let best_first = ledger.config.filter_verdicts == "tried"
+        && plan
+            .requests
+            .iter()
+            .flatten()
+            .all(|r| vendor::by_key(r.vendor).is_some_and(|v| v.rank_is_use_only()));
+    let (verdicts, best) = if best_first {
+        try_best_first(ledger, &plan, candidates, now)
+    } else {
+        evaluate_every(ledger, &plan, candidates, now)
+    };
+    let decision = best.map(|(name, devices)| assume(ledger, &plan, &name, devices, now));
     Ok(FilterOutcome {
         managed: true,
         verdicts,
         decision,
     })
+}
+
+/// The chosen node's name and its devices per container position.
+type Choice = (String, Vec<Vec<ContainerDevice>>);
+
+/// Every candidate evaluated; the best fitting one chosen under [`NodeRank::order`].
+fn evaluate_every(
+    ledger: &Ledger,
+    plan: &PodPlan<'_>,
+    candidates: &[String],
+    now: i64,
+) -> (Vec<NodeVerdict>, Option<Choice>) {
+    let results = evaluate_all(ledger, plan, candidates, now);
+    let best = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (n, r))| r.as_ref().ok().map(|f| (i, n.as_str(), f.rank())))
+        .min_by(|a, b| NodeRank::order(plan.node_policy, (a.1, a.2), (b.1, b.2)))
+        .map(|(i, _, _)| i);
+    let mut choice = None;
+    let mut verdicts = Vec::with_capacity(results.len());
+    for (i, (name, result)) in results.into_iter().enumerate() {
+        match result {
+            Ok(fit) => {
+                verdicts.push(success(&name, fit.score(plan.node_policy)));
+                if best == Some(i) {
+                    choice = Some((name, fit.devices));
+                }
+            }
+            Err(fail) => verdicts.push(fail.verdict(&name)),
+        }
+    }
+    (verdicts, choice)
+}
+
+/// A known candidate in the best-first order: the node policy's order of the score on existing
+/// use, then the name (exactly [`NodePolicy::better`], which [`NodeRank::order`] applies when
+/// no vendor adds a term). `BinaryHeap` pops the greatest, so the better node is greater.
+struct Ranked<'a> {
+    policy: NodePolicy,
+    position: usize,
+    name: &'a str,
+    entry: &'a NodeEntry,
+}
+
+impl Ord for Ranked<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.policy.better(
+            (other.name, other.entry.use_score),
+            (self.name, self.entry.use_score),
+        )
+    }
+}
+
+impl PartialOrd for Ranked<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked<'_> {}
+
+/// Candidates evaluated best first (see [`filter`]); the first that fits is the choice.
+/// Unknown names are `node unregistered` whatever happens.
+fn try_best_first(
+    ledger: &Ledger,
+    plan: &PodPlan<'_>,
+    candidates: &[String],
+    now: i64,
+) -> (Vec<NodeVerdict>, Option<Choice>) {
+    let mut slots: Vec<Option<NodeVerdict>> = Vec::new();
+    let set = |slots: &mut Vec<Option<NodeVerdict>>, position: usize, v: NodeVerdict| {
+        if slots.is_empty() {
+            slots.resize_with(candidates.len(), || None);
+        }
+        slots[position] = Some(v);
+    };
+    let mut known = Vec::with_capacity(candidates.len());
+    for (position, name) in candidates.iter().enumerate() {
+        match ledger.nodes.get(name) {
+            Some(entry) => known.push(Ranked {
+                policy: plan.node_policy,
+                position,
+                name,
+                entry,
+            }),
+            None => set(
+                &mut slots,
+                position,
+                NodeFail::bare(reason::NODE_UNREGISTERED).verdict(name),
+            ),
+        }
+    }
+    let mut heap = std::collections::BinaryHeap::from(known);
+    let mut choice = None;
+    while let Some(next) = heap.pop() {
+        match evaluate(ledger, plan, next.entry, now, None) {
+            Ok(fit) => {
+                set(
+                    &mut slots,
+                    next.position,
+                    success(next.name, fit.score(plan.node_policy)),
+                );
+                choice = Some((next.name.to_string(), fit.devices));
+                break;
+            }
+            Err(fail) => set(&mut slots, next.position, fail.verdict(next.name)),
+        }
+    }
+    (slots.into_iter().flatten().collect(), choice)
 }
 
 fn success(node: &str, score: u32) -> NodeVerdict {

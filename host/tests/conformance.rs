@@ -217,6 +217,81 @@ fn engines_that_choose_different_nodes_disagree() {
 }
 
 #[test]
+fn verdicts_are_compared_on_the_nodes_both_engines_report() {
+    let tried = observation("n1", "1");
+    let mut every = observation("n1", "1");
+    every
+        .verdicts
+        .insert("n2".into(), (Code::Success, String::new()));
+    assert_eq!(
+        observe::difference(&[tried.clone()], &[every.clone()]),
+        None
+    );
+    every.verdicts.insert(
+        "n1".into(),
+        (Code::Unschedulable, "1/1 CardInsufficientMemory".into()),
+    );
+    assert!(
+        observe::difference(&[tried], &[every])
+            .is_some_and(|d| d.contains("CardInsufficientMemory")),
+        "a node both report must agree"
+    );
+}
+
+/// Every scenario, on the native engine, under `filterVerdicts: tried` and `all`: the same
+/// decisions, and each verdict of `tried` is the one `all` gives. This is what lets `filter`
+/// stop at the first fitting node: a vendor whose node rank is more than the score on existing
+/// use but claims [`rank_is_use_only`] shows up here as a different node.
+///
+/// [`rank_is_use_only`]: hamr_guest::vendor::Vendor::rank_is_use_only
+#[test]
+fn conformance_filter_verdicts_modes_agree() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/scenarios");
+    let paths = runner::find(&[root]).expect("the scenarios are listed");
+    assert!(paths.len() > 300, "found {} scenarios", paths.len());
+    let run = |s: &Scenario, mode: &str| -> Vec<Observation> {
+        let mut s = s.clone();
+        let mut config: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&s.config).expect("the scenario's config is an object");
+        config.insert("filterVerdicts".into(), mode.into());
+        s.config = serde_json::Value::Object(config).to_string();
+        let mut engine = EngineKind::Native
+            .start()
+            .expect("the native engine starts");
+        observe::run(&mut engine, &s)
+            .unwrap_or_else(|e| panic!("{}: the run stopped: {e}", s.name))
+            .observations
+    };
+    let mut tried_fewer = 0;
+    for p in &paths {
+        let s = scenario::read(&p.path).expect("the scenario reads");
+        let (tried, all) = (run(&s, "tried"), run(&s, "all"));
+        assert_eq!(tried.len(), all.len(), "{}", p.shown);
+        for (t, a) in tried.iter().zip(&all) {
+            let (t, a) = (t.comparable(), a.comparable());
+            assert_eq!(
+                (&t.denied, &t.node, &t.annotations, &t.error),
+                (&a.denied, &a.node, &a.annotations, &a.error),
+                "{}: pod {}",
+                p.shown,
+                t.pod
+            );
+            for (node, verdict) in &t.verdicts {
+                assert_eq!(Some(verdict), a.verdicts.get(node), "{}: {node}", p.shown);
+            }
+            if a.node.is_none() {
+                assert_eq!(t.verdicts, a.verdicts, "{}: pod {}", p.shown, t.pod);
+            }
+            tried_fewer += usize::from(t.verdicts.len() < a.verdicts.len());
+        }
+    }
+    assert!(
+        tried_fewer > 10,
+        "tried stopped early for only {tried_fewer} pods"
+    );
+}
+
+#[test]
 fn the_summary_counts_scenario_engine_lines() {
     let dir = tempfile::tempdir().expect("a temp dir can be created");
     let good = dir.path().join("good.yaml");

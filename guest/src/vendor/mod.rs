@@ -280,6 +280,16 @@ pub trait Vendor: Sync {
         None
     }
 
+    /// Whether a fitting node's rank for this vendor's request is HAMi's node score on the
+    /// node's existing use and nothing else: the vendor has no [`Vendor::node_score`], no
+    /// [`Vendor::topology_score`] and no [`Vendor::score_node`] term. Then `filter` may try the
+    /// candidates best first and stop at the first that fits. A vendor that overrides any of
+    /// those three must return false (the default true is for the many that add nothing);
+    /// `conformance_filter_verdicts_modes_agree` in `host/tests` checks every scenario both ways.
+    fn rank_is_use_only(&self) -> bool {
+        true
+    }
+
     /// The node a placed pod holds this vendor's devices on. Default: `hami.io/vgpu-node`.
     fn placed_node(&self, pod: &Pod) -> Option<String> {
         pod.annotation(VGPU_NODE).map(str::to_string)

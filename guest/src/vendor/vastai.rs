@@ -172,6 +172,10 @@ impl Vendor for Vastai {
         Fit::Fits(common::fill_by_group(picked, |d| aic(&d.uuid), nums))
     }
 
+    fn rank_is_use_only(&self) -> bool {
+        false
+    }
+
     /// Per container, the share of its dies on its largest AIC; 0 when a device is not a die
     /// with an AIC.
     fn topology_score(&self, _node: &Node, devices: &PodDevices, previous: &[Card]) -> f64 {

@@ -24,7 +24,10 @@ pub struct Observation {
     pub node: Option<String>,
     /// The decision's annotations.
     pub annotations: BTreeMap<String, String>,
-    /// Every verdict of the filter: node -> (code, reason).
+    /// The filter's verdicts: node -> (code, reason). When a node fits, an engine may leave
+    /// out the candidates it did not evaluate (`filterVerdicts: tried`), while one whose host
+    /// filters node by node (wasm-extension) has them all; [`difference`] compares the nodes
+    /// both report.
     pub verdicts: BTreeMap<String, (api::Code, String)>,
     /// The error `filter` returned, if any.
     pub error: Option<String>,
@@ -239,10 +242,13 @@ fn check_mutated(want: &MutatedExpectation, pod: &api::Pod, fail: &mut impl FnMu
     }
 }
 
-/// The first difference between two engines' observations, or `None` when they agree.
+/// The first difference between two engines' observations, or `None` when they agree. Verdicts
+/// are compared on the nodes both engines report (see [`Observation::verdicts`]).
 pub fn difference(a: &[Observation], b: &[Observation]) -> Option<String> {
     for (x, y) in a.iter().zip(b) {
-        let (x, y) = (x.comparable(), y.comparable());
+        let (mut x, mut y) = (x.comparable(), y.comparable());
+        x.verdicts.retain(|node, _| y.verdicts.contains_key(node));
+        y.verdicts.retain(|node, _| x.verdicts.contains_key(node));
         if x == y {
             continue;
         }

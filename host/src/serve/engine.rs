@@ -235,7 +235,15 @@ impl Scheduler for HttpEngine {
                 score: 0,
             }
         };
-        let verdicts: Vec<api::NodeVerdict> = candidates.iter().map(verdict).collect();
+        // The extender's answer names the chosen node (every candidate for a pod without a
+        // device request) and the failed ones; a candidate in neither was not evaluated.
+        let verdicts: Vec<api::NodeVerdict> = candidates
+            .iter()
+            .filter(|n| {
+                chosen.contains(n) || failed.contains_key(*n) || unresolvable.contains_key(*n)
+            })
+            .map(verdict)
+            .collect();
         // The decision is what the server wrote onto the pod.
         let patches = self.memory().patches();
         let decision = patches.get(before..).and_then(|new| {

@@ -415,6 +415,10 @@ impl Vendor for Ascend {
         out
     }
 
+    fn rank_is_use_only(&self) -> bool {
+        false
+    }
+
     fn topology_score(&self, _node: &Node, devices: &PodDevices, previous: &[Card]) -> f64 {
         fit::score(self, previous, devices)
     }

@@ -128,6 +128,10 @@ impl Vendor for KunlunWhole {
         card.used += 1;
     }
 
+    fn rank_is_use_only(&self) -> bool {
+        false
+    }
+
     /// The bubble score of the pod's own cards against the busy ones (A3 kept); 0 when the
     /// node has any card that is not a whole Kunlun card (A4 kept).
     fn score_node(&self, ctx: &ScoreContext<'_>) -> f64 {

@@ -118,6 +118,10 @@ impl Vendor for MetaxGpu {
         )
     }
 
+    fn rank_is_use_only(&self) -> bool {
+        false
+    }
+
     /// `2000 − losses[n]` under binpack, `2000 − scores[n]` under spread, where `n` is the
     /// number of cards the pod gets; 0 without the node annotation. A value missing or not
     /// parsable counts 0 (ambiguity A21 kept): `{"1":100,"2":200}` with two cards → 1800.

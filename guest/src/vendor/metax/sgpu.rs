@@ -376,6 +376,10 @@ impl Vendor for MetaxSgpu {
         Some(format!("{class}|{qos}").into())
     }
 
+    fn rank_is_use_only(&self) -> bool {
+        false
+    }
+
     /// Policy-neutral: online pods score fewer co-located online pods higher; with topology
     /// awareness, exclusive cards score `10 × allocatedScore − lossScore`; ×10000 under
     /// binpack and ×−10000 under spread, so both prefer the higher raw value.

@@ -133,6 +133,10 @@ impl Vendor for Volcano {
         fit::fit(cards, request, ctx)
     }
 
+    fn rank_is_use_only(&self) -> bool {
+        false
+    }
+
     fn node_score(
         &self,
         cards: &[Card],
