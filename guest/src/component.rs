@@ -49,20 +49,16 @@ impl ledger::Guest for Component {
 }
 
 impl scheduler::Guest for Component {
-    fn filter(
-        pod: w::Pod,
-        candidates: Vec<String>,
-        now: i64,
-    ) -> Result<w::FilterOutcome, w::Error> {
+    fn filter(pod: w::Pod, candidates: String, now: i64) -> Result<w::FilterOutcome, w::Error> {
         let pod: crate::api::Pod = pod.cv();
-        with(|e| e.filter(&pod, &candidates, now))
+        with(|e| e.filter(&pod, &crate::node_names(&candidates), now))
             .map(Cv::cv)
             .map_err(Cv::cv)
     }
 
-    fn score(pod: w::Pod, nodes: Vec<String>, now: i64) -> Result<Vec<w::NodeScore>, w::Error> {
+    fn score(pod: w::Pod, nodes: String, now: i64) -> Result<Vec<w::NodeScore>, w::Error> {
         let pod: crate::api::Pod = pod.cv();
-        with(|e| e.score(&pod, &nodes, now))
+        with(|e| e.score(&pod, &crate::node_names(&nodes), now))
             .map(Cv::cv)
             .map_err(Cv::cv)
     }

@@ -34,7 +34,9 @@ pub fn requesting(now: i64) -> String {
 /// without a vendor's registration gets no handshake for it.
 pub fn handshakes(ledger: &Ledger, now: i64) -> Vec<NodeHandshake> {
     let mut out = Vec::new();
-    for (name, entry) in &ledger.nodes {
+    let mut nodes: Vec<(&String, &crate::ledger::NodeEntry)> = ledger.nodes.iter().collect();
+    nodes.sort_unstable_by_key(|(name, _)| *name);
+    for (name, entry) in nodes {
         let mut annotations: Vec<(String, String)> = Vec::new();
         let mut stale: Vec<String> = Vec::new();
         for v in VENDORS.iter().filter(|v| entry.vendors.contains(v.key())) {

@@ -109,7 +109,9 @@ impl Quotas {
 #[derive(Clone, Debug, Default)]
 pub struct Ledger {
     pub config: Config,
-    pub nodes: BTreeMap<String, NodeEntry>,
+    /// By name. A hash map: `filter` looks every candidate up (thousands per decision), and
+    /// callers that list nodes sort the names themselves.
+    pub nodes: HashMap<String, NodeEntry>,
     pub pods: HashMap<String, PodEntry>,
     /// Node name -> uids of pods holding cards there (the node may not be known yet).
     pub pods_by_node: HashMap<String, BTreeSet<String>>,

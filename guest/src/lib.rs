@@ -41,6 +41,44 @@ use api::{
 use config::Config;
 use ledger::Ledger;
 
+/// The names in WIT's `node-names`: one per line, empty lines ignored.
+///
+/// ```
+/// assert_eq!(hamr_guest::node_names("a\n\nb\n"), ["a", "b"]);
+/// assert!(hamr_guest::node_names("").is_empty());
+/// ```
+pub fn node_names(text: &str) -> Vec<&str> {
+    text.split('\n').filter(|n| !n.is_empty()).collect()
+}
+
+/// Refuses a candidate name holding a line break: no Kubernetes node is named so, and WIT's
+/// `node-names` could not carry it. Every engine gives this same error.
+pub fn check_node_names<N: AsRef<str>>(names: &[N]) -> Result<(), Error> {
+    match names.iter().find(|n| n.as_ref().contains('\n')) {
+        Some(bad) => Err(Error::InvalidInput(api::Invalid::new(
+            "request",
+            "candidates",
+            bad.as_ref(),
+            "a node name cannot hold a line break",
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Joins names into WIT's `node-names`, the inverse of [`node_names`]; a name with a line
+/// break is refused ([`check_node_names`]).
+pub fn join_node_names<N: AsRef<str>>(names: &[N]) -> Result<String, Error> {
+    check_node_names(names)?;
+    let mut out = String::with_capacity(names.iter().map(|n| n.as_ref().len() + 1).sum());
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(n.as_ref());
+    }
+    Ok(out)
+}
+
 /// The scheduler: a ledger plus the decisions made over it. Natively it never faults.
 #[derive(Clone, Debug, Default)]
 pub struct Engine {
@@ -71,16 +109,23 @@ impl Engine {
         self.ledger.clear();
     }
 
-    pub fn filter(
+    pub fn filter<N: AsRef<str>>(
         &mut self,
         pod: &Pod,
-        candidates: &[String],
+        candidates: &[N],
         now: i64,
     ) -> Result<FilterOutcome, Error> {
+        check_node_names(candidates)?;
         schedule::filter(&mut self.ledger, pod, candidates, now)
     }
 
-    pub fn score(&self, pod: &Pod, nodes: &[String], now: i64) -> Result<Vec<NodeScore>, Error> {
+    pub fn score<N: AsRef<str>>(
+        &self,
+        pod: &Pod,
+        nodes: &[N],
+        now: i64,
+    ) -> Result<Vec<NodeScore>, Error> {
+        check_node_names(nodes)?;
         schedule::score(&self.ledger, pod, nodes, now)
     }
 

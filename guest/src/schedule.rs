@@ -443,20 +443,21 @@ fn quota_fits(
 }
 
 /// Evaluates every candidate; unknown names are `node unregistered`.
-fn evaluate_all(
+fn evaluate_all<N: AsRef<str>>(
     ledger: &Ledger,
     plan: &PodPlan<'_>,
-    candidates: &[String],
+    candidates: &[N],
     now: i64,
 ) -> Vec<(String, Result<NodeFit, NodeFail>)> {
     candidates
         .iter()
         .map(|name| {
+            let name = name.as_ref();
             let result = match ledger.nodes.get(name) {
                 Some(entry) => evaluate(ledger, plan, entry, now, None),
                 None => Err(NodeFail::bare(reason::NODE_UNREGISTERED)),
             };
-            (name.clone(), result)
+            (name.to_string(), result)
         })
         .collect()
 }
@@ -470,16 +471,16 @@ fn evaluate_all(
 /// the nodes ranked below it are not evaluated and have no verdict. Otherwise every candidate
 /// is evaluated. Either way the choice is the best fitting node under [`NodeRank::order`], and
 /// a pod that fits nowhere has a verdict on every candidate.
-pub fn filter(
+pub fn filter<N: AsRef<str>>(
     ledger: &mut Ledger,
     pod: &Pod,
-    candidates: &[String],
+    candidates: &[N],
     now: i64,
 ) -> Result<FilterOutcome, Error> {
     let Some(plan) = PodPlan::new(ledger, pod)? else {
         return Ok(FilterOutcome {
             managed: false,
-            verdicts: candidates.iter().map(|n| success(n, 0)).collect(),
+            verdicts: candidates.iter().map(|n| success(n.as_ref(), 0)).collect(),
             decision: None,
         });
     };
@@ -508,10 +509,10 @@ pub fn filter(
 type Choice = (String, Vec<Vec<ContainerDevice>>);
 
 /// Every candidate evaluated; the best fitting one chosen under [`NodeRank::order`].
-fn evaluate_every(
+fn evaluate_every<N: AsRef<str>>(
     ledger: &Ledger,
     plan: &PodPlan<'_>,
-    candidates: &[String],
+    candidates: &[N],
     now: i64,
 ) -> (Vec<NodeVerdict>, Option<Choice>) {
     let results = evaluate_all(ledger, plan, candidates, now);
@@ -572,21 +573,16 @@ impl Eq for Ranked<'_> {}
 
 /// Candidates evaluated best first (see [`filter`]); the first that fits is the choice.
 /// Unknown names are `node unregistered` whatever happens.
-fn try_best_first(
+fn try_best_first<N: AsRef<str>>(
     ledger: &Ledger,
     plan: &PodPlan<'_>,
-    candidates: &[String],
+    candidates: &[N],
     now: i64,
 ) -> (Vec<NodeVerdict>, Option<Choice>) {
-    let mut slots: Vec<Option<NodeVerdict>> = Vec::new();
-    let set = |slots: &mut Vec<Option<NodeVerdict>>, position: usize, v: NodeVerdict| {
-        if slots.is_empty() {
-            slots.resize_with(candidates.len(), || None);
-        }
-        slots[position] = Some(v);
-    };
+    let mut verdicts: Vec<(usize, NodeVerdict)> = Vec::new();
     let mut known = Vec::with_capacity(candidates.len());
     for (position, name) in candidates.iter().enumerate() {
+        let name = name.as_ref();
         match ledger.nodes.get(name) {
             Some(entry) => known.push(Ranked {
                 policy: plan.node_policy,
@@ -594,30 +590,50 @@ fn try_best_first(
                 name,
                 entry,
             }),
-            None => set(
-                &mut slots,
+            None => verdicts.push((
                 position,
                 NodeFail::bare(reason::NODE_UNREGISTERED).verdict(name),
-            ),
+            )),
         }
     }
-    let mut heap = std::collections::BinaryHeap::from(known);
     let mut choice = None;
-    while let Some(next) = heap.pop() {
-        match evaluate(ledger, plan, next.entry, now, None) {
-            Ok(fit) => {
-                set(
-                    &mut slots,
-                    next.position,
-                    success(next.name, fit.score(plan.node_policy)),
-                );
-                choice = Some((next.name.to_string(), fit.devices));
-                break;
+    let attempt = |next: &Ranked<'_>, verdicts: &mut Vec<(usize, NodeVerdict)>| match evaluate(
+        ledger, plan, next.entry, now, None,
+    ) {
+        Ok(fit) => {
+            verdicts.push((
+                next.position,
+                success(next.name, fit.score(plan.node_policy)),
+            ));
+            Some((next.name.to_string(), fit.devices))
+        }
+        Err(fail) => {
+            verdicts.push((next.position, fail.verdict(next.name)));
+            None
+        }
+    };
+    // Usually the best candidate fits: one scan finds it. Only when it does not are the
+    // others ordered, lazily, by a heap.
+    let best = known
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.cmp(b.1))
+        .map(|(i, _)| i);
+    if let Some(i) = best {
+        let first = known.swap_remove(i);
+        choice = attempt(&first, &mut verdicts);
+        if choice.is_none() {
+            let mut heap = std::collections::BinaryHeap::from(known);
+            while let Some(next) = heap.pop() {
+                choice = attempt(&next, &mut verdicts);
+                if choice.is_some() {
+                    break;
+                }
             }
-            Err(fail) => set(&mut slots, next.position, fail.verdict(next.name)),
         }
     }
-    (slots.into_iter().flatten().collect(), choice)
+    verdicts.sort_unstable_by_key(|(position, _)| *position);
+    (verdicts.into_iter().map(|(_, v)| v).collect(), choice)
 }
 
 fn success(node: &str, score: u32) -> NodeVerdict {
@@ -723,14 +739,14 @@ fn assume(
 /// The verdict on each node, as `filter` gives it, without choosing or assuming anything (the
 /// per-node `filter` of kube-scheduler-wasm-extension). A pod that asks for no managed device
 /// succeeds everywhere; with no nodes, it only checks that the pod's requests are valid.
-pub fn verdicts(
+pub fn verdicts<N: AsRef<str>>(
     ledger: &Ledger,
     pod: &Pod,
-    nodes: &[String],
+    nodes: &[N],
     now: i64,
 ) -> Result<Vec<NodeVerdict>, Error> {
     let Some(plan) = PodPlan::new(ledger, pod)? else {
-        return Ok(nodes.iter().map(|n| success(n, 0)).collect());
+        return Ok(nodes.iter().map(|n| success(n.as_ref(), 0)).collect());
     };
     Ok(evaluate_all(ledger, &plan, nodes, now)
         .into_iter()
@@ -742,10 +758,10 @@ pub fn verdicts(
 }
 
 /// `score`: 0..=100 per node under the pod's node policy; 0 where it does not fit.
-pub fn score(
+pub fn score<N: AsRef<str>>(
     ledger: &Ledger,
     pod: &Pod,
-    nodes: &[String],
+    nodes: &[N],
     now: i64,
 ) -> Result<Vec<NodeScore>, Error> {
     Ok(ranked_scores(ledger, pod, nodes, now)?
@@ -756,10 +772,10 @@ pub fn score(
 
 /// [`score`], with each fitting node's [`NodeRank`] (`None` where it does not fit, or for a
 /// pod that asks for no managed device).
-pub fn ranked_scores(
+pub fn ranked_scores<N: AsRef<str>>(
     ledger: &Ledger,
     pod: &Pod,
-    nodes: &[String],
+    nodes: &[N],
     now: i64,
 ) -> Result<Vec<(NodeScore, Option<NodeRank>)>, Error> {
     let Some(plan) = PodPlan::new(ledger, pod)? else {
@@ -767,7 +783,7 @@ pub fn ranked_scores(
             .iter()
             .map(|n| {
                 let s = NodeScore {
-                    node: n.clone(),
+                    node: n.as_ref().to_string(),
                     score: 0,
                 };
                 (s, None)
@@ -837,7 +853,9 @@ pub fn explain(
     now: i64,
 ) -> Result<Vec<NodeExplanation>, Error> {
     let names: Vec<String> = if nodes.is_empty() {
-        ledger.nodes.keys().cloned().collect()
+        let mut all: Vec<String> = ledger.nodes.keys().cloned().collect();
+        all.sort_unstable();
+        all
     } else {
         nodes.to_vec()
     };
@@ -874,7 +892,9 @@ pub fn explain(
 /// `usage`: each node's cards and their use.
 pub fn usage(ledger: &Ledger, nodes: &[String], now: i64) -> Vec<NodeUsage> {
     let names: Vec<&String> = if nodes.is_empty() {
-        ledger.nodes.keys().collect()
+        let mut all: Vec<&String> = ledger.nodes.keys().collect();
+        all.sort_unstable();
+        all
     } else {
         nodes.iter().collect()
     };

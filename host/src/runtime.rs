@@ -387,10 +387,14 @@ impl Scheduler for ComponentScheduler {
         candidates: &[String],
         now: i64,
     ) -> Result<Result<api::FilterOutcome, api::Error>, Fault> {
+        let names = match hamr_guest::join_node_names(candidates) {
+            Ok(names) => names,
+            Err(e) => return Ok(Err(e)),
+        };
         let wire: w::Pod = pod.clone().cv();
         let r = self.call("filter", |g, s| {
             g.hamr_scheduler_scheduler()
-                .call_filter(s, &wire, candidates, now)
+                .call_filter(s, &wire, &names, now)
         })?;
         let r: Result<api::FilterOutcome, api::Error> = r.map(Cv::cv).map_err(Cv::cv);
         if let Ok(outcome) = &r {
@@ -408,10 +412,14 @@ impl Scheduler for ComponentScheduler {
         nodes: &[String],
         now: i64,
     ) -> Result<Result<Vec<api::NodeScore>, api::Error>, Fault> {
+        let names = match hamr_guest::join_node_names(nodes) {
+            Ok(names) => names,
+            Err(e) => return Ok(Err(e)),
+        };
         let wire: w::Pod = pod.clone().cv();
         let r = self.call("score", |g, s| {
             g.hamr_scheduler_scheduler()
-                .call_score(s, &wire, nodes, now)
+                .call_score(s, &wire, &names, now)
         })?;
         Ok(r.map(Cv::cv).map_err(Cv::cv))
     }

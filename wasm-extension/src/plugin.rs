@@ -142,7 +142,7 @@ impl Plugin {
             // The rest of the pod's settings (e.g. policy weights) are read here too, so a
             // malformed one fails the cycle once rather than every node.
             let now = host.now();
-            if let Err(e) = schedule::verdicts(&self.ledger, &pod, &[], now) {
+            if let Err(e) = schedule::verdicts::<&str>(&self.ledger, &pod, &[], now) {
                 return Self::fail(host, status::ERROR, &e.to_string());
             }
         }
