@@ -19,7 +19,7 @@ use tokio::sync::watch;
 pub const NVIDIA: &str = "NVIDIA";
 
 /// One physical device as discovery sees it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Device {
     /// The vendor's unique id (for NVIDIA the UUID, `GPU-...`).
     pub id: String,
@@ -43,6 +43,9 @@ pub struct Device {
     pub mig_enabled: bool,
     /// Vendor facts the generic fields do not cover (link zone, wing, NetworkID, instance type).
     pub extras: BTreeMap<String, String>,
+    /// The sharing slots the vendor's device plugin registers for this device (`count`);
+    /// `None` uses `deviceSplitCount`. NVML leaves it `None`.
+    pub count: Option<u32>,
 }
 
 /// Why discovery failed.
@@ -260,6 +263,7 @@ mod tests {
             pci_bus_id: None,
             mig_enabled: false,
             extras: BTreeMap::new(),
+            count: None,
         }
     }
 

@@ -82,6 +82,7 @@ impl NvmlDiscovery {
             pci_bus_id: bus_id,
             mig_enabled,
             extras: Default::default(),
+            count: None,
         })
     }
 }
