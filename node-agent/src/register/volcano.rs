@@ -36,18 +36,12 @@ pub fn volcano_type(model: &str) -> String {
 ///     "GPU-a,10,81920,NVIDIA-NVIDIA A100 80GB PCIe,true,hami-core:");
 /// ```
 pub fn encode(devices: &[Device], config: &Config) -> String {
-    let mig = config.operating_mode == "mig";
-    let factor = u64::from(config.volcano.gpu_memory_factor.max(1));
     let mut cards: Vec<&Device> = devices.iter().filter(|d| d.vendor == NVIDIA).collect();
     cards.sort_by_key(|d| d.index);
     cards
         .iter()
         .map(|d| {
-            let mut memory = (d.memory_mib / factor) as f64;
-            if !mig {
-                memory *= config.device_memory_scaling;
-            }
-            let memory = memory.min(f64::from(i32::MAX)) as i64;
+            let memory = registered_memory(d, config);
             format!(
                 "{},{},{},{},{},{}:",
                 d.id,
@@ -59,6 +53,18 @@ pub fn encode(devices: &[Device], config: &Config) -> String {
             )
         })
         .collect()
+}
+
+/// A card's registered memory in Volcano's units: MiB ÷ `gpuMemoryFactor` (truncated), then
+/// × `deviceMemoryScaling` outside MIG mode, at most `i32::MAX`. Also the number of
+/// `volcano.sh/vgpu-memory` units the card adds to the node's allocatable.
+pub fn registered_memory(d: &Device, config: &Config) -> i64 {
+    let factor = u64::from(config.volcano.gpu_memory_factor.max(1));
+    let mut memory = (d.memory_mib / factor) as f64;
+    if config.operating_mode != "mig" {
+        memory *= config.device_memory_scaling;
+    }
+    memory.min(f64::from(i32::MAX)) as i64
 }
 
 #[cfg(test)]
