@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hamr_guest::device::DeviceInfo;
 use hamr_guest::vendor::common::{Registered, encode_json_registration};
-use hamr_guest::vendor::nvidia::register::REGISTER;
+use hamr_guest::vendor::nvidia::register::{REGISTER, SCORE};
 use hamr_guest::vendor::volcano::register::REGISTER as VOLCANO_REGISTER;
 use tokio::sync::watch;
 
@@ -93,6 +93,11 @@ pub fn registration(devices: &[Device], config: &Config) -> BTreeMap<String, Str
             REGISTER.to_string(),
             encode_register(&nvidia_devices(devices, config)),
         );
+        if config.topology_score
+            && let Some(scores) = crate::topology::encode_scores(devices)
+        {
+            out.insert(SCORE.to_string(), scores);
+        }
         match vendors::registrations(devices, config) {
             Ok(values) => out.extend(values),
             Err(error) => tracing::warn!(%error, "other vendors' registrations left out"),

@@ -61,6 +61,8 @@ struct FakeDevice {
     #[serde(default)]
     extras: BTreeMap<String, String>,
     count: Option<u32>,
+    #[serde(default)]
+    links: BTreeMap<String, crate::topology::Link>,
 }
 
 fn whole() -> u32 {
@@ -162,7 +164,30 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Device>, DiscoveryError> {
             mig_enabled: d.mig_enabled,
             extras: d.extras,
             count: d.count,
+            links: d.links,
         });
+    }
+    for (i, d) in out.iter().enumerate() {
+        for other in d.links.keys() {
+            let field = format!("devices[{i}].links.{other}");
+            let target = out.iter().find(|o| &o.id == other);
+            let message = if d.vendor != NVIDIA {
+                Some("only NVIDIA cards have pair links".to_string())
+            } else if other == &d.id {
+                Some("a card has no link to itself".to_string())
+            } else if target.is_none_or(|o| o.vendor != NVIDIA) {
+                Some(format!("{other:?} is not an NVIDIA card of this file"))
+            } else {
+                None
+            };
+            if let Some(message) = message {
+                return Err(DiscoveryError::Invalid {
+                    path: path.to_path_buf(),
+                    field,
+                    message,
+                });
+            }
+        }
     }
     // Every vendor's registration must be writable: refuse the file now, naming the device,
     // rather than leave a vendor out of the registration later.

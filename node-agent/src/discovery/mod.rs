@@ -46,6 +46,8 @@ pub struct Device {
     /// The sharing slots the vendor's device plugin registers for this device (`count`);
     /// `None` uses `deviceSplitCount`. NVML leaves it `None`.
     pub count: Option<u32>,
+    /// NVIDIA only: what is known of the path to each other card, by its id (pair scores).
+    pub links: BTreeMap<String, crate::topology::Link>,
 }
 
 /// Why discovery failed.
@@ -264,6 +266,7 @@ mod tests {
             mig_enabled: false,
             extras: BTreeMap::new(),
             count: None,
+            links: BTreeMap::new(),
         }
     }
 

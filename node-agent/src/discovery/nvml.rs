@@ -83,6 +83,7 @@ impl NvmlDiscovery {
             mig_enabled,
             extras: Default::default(),
             count: None,
+            links: Default::default(),
         })
     }
 }

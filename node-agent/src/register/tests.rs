@@ -20,6 +20,7 @@ fn card(id: &str, index: u32, memory_mib: u64, healthy: bool) -> Device {
         mig_enabled: false,
         extras: BTreeMap::new(),
         count: None,
+        links: BTreeMap::new(),
     }
 }
 

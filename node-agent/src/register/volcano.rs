@@ -31,7 +31,7 @@ pub fn volcano_type(model: &str) -> String {
 /// # use hamr_node_agent::{config::Config, discovery::Device, register::volcano::encode};
 /// let card = Device { id: "GPU-a".into(), vendor: "NVIDIA".into(), index: 0,
 ///     model: "NVIDIA A100 80GB PCIe".into(), memory_mib: 81920, cores: 100, numa: 0,
-///     healthy: true, pci_bus_id: None, mig_enabled: false, extras: Default::default(), count: None };
+///     healthy: true, pci_bus_id: None, mig_enabled: false, extras: Default::default(), count: None, links: Default::default() };
 /// assert_eq!(encode(&[card], &Config::default()),
 ///     "GPU-a,10,81920,NVIDIA-NVIDIA A100 80GB PCIe,true,hami-core:");
 /// ```
@@ -89,6 +89,7 @@ mod tests {
             mig_enabled: false,
             extras: BTreeMap::new(),
             count: None,
+            links: BTreeMap::new(),
         }
     }
 

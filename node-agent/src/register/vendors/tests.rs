@@ -336,3 +336,65 @@ fn the_example_file_registers_every_vendor_it_lists_and_the_guest_reads_them() {
     let total: usize = cards.values().map(Vec::len).sum();
     assert_eq!(total, devices.len(), "every device is a card");
 }
+
+#[test]
+fn pair_links_of_the_devices_file_reach_the_guest_as_pair_scores() {
+    let text = "devices:\n\
+        - {id: GPU-a, vendor: NVIDIA, memoryMiB: 40960,\n\
+        \x20  links: {GPU-b: {pcie: node, nvlinks: 2}, GPU-c: {pcie: system}}}\n\
+        - {id: GPU-b, vendor: NVIDIA, memoryMiB: 40960, links: {GPU-a: {pcie: node, nvlinks: 2}}}\n\
+        - {id: GPU-c, vendor: NVIDIA, memoryMiB: 40960, links: {GPU-a: {pcie: system}}}\n";
+    let devices = fake::parse(Path::new("devices.yaml"), text).expect("valid");
+    let off = crate::register::registration(&devices, &Config::default());
+    assert!(!off.contains_key(hamr_guest::vendor::nvidia::register::SCORE));
+    let config = Config {
+        topology_score: true,
+        ..Config::default()
+    };
+    let values = crate::register::registration(&devices, &config);
+    assert_eq!(
+        values[hamr_guest::vendor::nvidia::register::SCORE],
+        concat!(
+            r#"[{"uuid":"GPU-a","score":{"GPU-b":220,"GPU-c":10}},"#,
+            r#"{"uuid":"GPU-b","score":{"GPU-a":220}},"#,
+            r#"{"uuid":"GPU-c","score":{"GPU-a":10}}]"#
+        )
+    );
+    let cards = &parsed(&values)["NVIDIA"];
+    let scores: Vec<(&str, Vec<(&str, i64)>)> = cards
+        .iter()
+        .map(|c| {
+            (
+                c.id.as_str(),
+                c.pair_scores
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), *v))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        scores,
+        [
+            ("GPU-a", vec![("GPU-b", 220), ("GPU-c", 10)]),
+            ("GPU-b", vec![("GPU-a", 220)]),
+            ("GPU-c", vec![("GPU-a", 10)]),
+        ]
+    );
+}
+
+#[test]
+fn a_link_to_an_unknown_card_or_from_another_vendor_is_refused() {
+    assert_eq!(
+        refused("{id: GPU-a, vendor: NVIDIA, memoryMiB: 1, links: {GPU-z: {pcie: node}}}"),
+        "devices.yaml: devices[0].links.GPU-z: \"GPU-z\" is not an NVIDIA card of this file"
+    );
+    assert_eq!(
+        refused("{id: d, vendor: DCU, memoryMiB: 1, links: {GPU-z: {pcie: node}}}"),
+        "devices.yaml: devices[0].links.GPU-z: only NVIDIA cards have pair links"
+    );
+    assert!(
+        refused("{id: GPU-a, vendor: NVIDIA, memoryMiB: 1, links: {GPU-a: {pcie: nvswitch}}}")
+            .starts_with("devices.yaml: devices[0].links.GPU-a.pcie: unknown variant `nvswitch`"),
+    );
+}
