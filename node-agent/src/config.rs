@@ -74,6 +74,9 @@ pub struct Config {
     /// healthy again (HAMi never recovers; see DEVIATIONS.md). 0 keeps it unhealthy until the
     /// agent restarts, as HAMi.
     pub xid_recovery_seconds: u64,
+    /// Write `hami.io/node-nvidia-score` (HAMi's `ENABLE_TOPOLOGY_SCORE`, set by its chart when
+    /// the scheduler's GPU policy is `topology-aware`).
+    pub topology_score: bool,
 }
 
 /// Volcano's registration settings (interfaces.md §3.6).
@@ -115,6 +118,7 @@ impl Default for Config {
             volcano: VolcanoConfig::default(),
             publish_usage: true,
             xid_recovery_seconds: 300,
+            topology_score: false,
         }
     }
 }

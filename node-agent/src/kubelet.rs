@@ -68,9 +68,37 @@ enum Restart {
     Crashed(Option<PluginError>),
 }
 
+/// A device plugin service [`supervise`] can serve and register: HAMi's [`Plugin`], or one of
+/// Volcano's counted resources ([`crate::plugin::counted::CountedPlugin`]).
+pub trait Served: Clone + Send + 'static {
+    /// The options sent with `Register`.
+    fn options(&self) -> DevicePluginOptions;
+
+    /// Serves on `socket` until `shutdown` resolves.
+    fn serve_on(
+        self,
+        socket: PathBuf,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), PluginError>> + Send;
+}
+
+impl<P: PodSource> Served for Plugin<P> {
+    fn options(&self) -> DevicePluginOptions {
+        Plugin::options(self)
+    }
+
+    async fn serve_on(
+        self,
+        socket: PathBuf,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), PluginError> {
+        self.serve(&socket, shutdown).await
+    }
+}
+
 /// Serves `plugin` and keeps it registered until `stop` resolves.
-pub async fn supervise<P: PodSource>(
-    plugin: Plugin<P>,
+pub async fn supervise<S: Served>(
+    plugin: S,
     link: KubeletLink,
     stop: impl Future<Output = ()>,
 ) -> Result<(), PluginError> {
@@ -85,7 +113,7 @@ pub async fn supervise<P: PodSource>(
             let socket = socket.clone();
             async move {
                 plugin
-                    .serve(&socket, async {
+                    .serve_on(socket, async {
                         let _ = quitted.await;
                     })
                     .await

@@ -17,6 +17,7 @@ pub mod kubelet;
 pub mod plugin;
 pub mod pods;
 pub mod register;
+pub mod topology;
 pub mod usage;
 
 /// The kubelet device plugin API v1beta1, generated from `proto/deviceplugin.proto`.

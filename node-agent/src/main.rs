@@ -16,6 +16,7 @@ use hamr_node_agent::discovery::{Discovery, Inventory};
 use hamr_node_agent::health::XidPolicy;
 use hamr_node_agent::kubelet::{KubeletLink, supervise};
 use hamr_node_agent::plugin::Plugin;
+use hamr_node_agent::plugin::counted::{CountedPlugin, volcano_links};
 use hamr_node_agent::pods::KubePods;
 use hamr_node_agent::register::{Registrar, registration};
 use hamr_node_agent::usage::UsagePublisher;
@@ -132,7 +133,31 @@ async fn run(node: String, config: Config, inventory: Inventory) -> anyhow::Resu
         poll: Duration::from_secs(1),
         retry: Duration::from_secs(5),
     };
-    supervise(plugin, link, stopped()).await?;
+    // With `volcano.register`, Volcano's three resources on their own sockets: vgpu-number
+    // served by the same plugin, memory and cores units that only count.
+    let (number, counted) = volcano_links(&config);
+    let (quit, quitting) = tokio::sync::watch::channel(false);
+    let until_quit = move || {
+        let mut quitting = quitting.clone();
+        async move {
+            let _ = quitting.wait_for(|q| *q).await;
+        }
+    };
+    let mut extra = tokio::task::JoinSet::new();
+    if let Some(link) = number {
+        extra.spawn(supervise(plugin.clone(), link, until_quit()));
+    }
+    for (unit, link) in counted {
+        let served = CountedPlugin::new(inventory.subscribe(), unit, config.clone());
+        extra.spawn(supervise(served, link, until_quit()));
+    }
+    let result = tokio::select! {
+        result = supervise(plugin, link, stopped()) => result,
+        Some(Ok(Err(error))) = extra.join_next() => Err(error),
+    };
+    let _ = quit.send(true);
+    while extra.join_next().await.is_some() {}
+    result?;
     tracing::info!("stopped");
     Ok(())
 }

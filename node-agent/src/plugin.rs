@@ -28,6 +28,8 @@ use crate::api::{
 use crate::discovery::{Device, NVIDIA};
 use crate::pods::PodSource;
 
+pub mod counted;
+
 /// The API version kubelet accepts.
 pub const VERSION: &str = "v1beta1";
 pub const HEALTHY: &str = "Healthy";
@@ -125,21 +127,30 @@ impl<P: PodSource> Plugin<P> {
         socket: &Path,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), PluginError> {
-        let bind_error = |source| PluginError::Bind {
-            path: socket.to_path_buf(),
-            source,
-        };
-        match std::fs::remove_file(socket) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(bind_error(e)),
-            _ => {}
-        }
-        let listener = UnixListener::bind(socket).map_err(bind_error)?;
-        Server::builder()
-            .add_service(DevicePluginServer::new(self))
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-            .await
-            .map_err(|e| bind_error(std::io::Error::other(e)))
+        serve_service(self, socket, shutdown).await
     }
+}
+
+/// Serves a `DevicePlugin` service on `socket` (a stale file removed first) until `shutdown`.
+pub async fn serve_service<T: DevicePlugin>(
+    service: T,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), PluginError> {
+    let bind_error = |source| PluginError::Bind {
+        path: socket.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_file(socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(bind_error(e)),
+        _ => {}
+    }
+    let listener = UnixListener::bind(socket).map_err(bind_error)?;
+    Server::builder()
+        .add_service(DevicePluginServer::new(service))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| bind_error(std::io::Error::other(e)))
 }
 
 type WatchResponses = Pin<Box<dyn Stream<Item = Result<ListAndWatchResponse, Status>> + Send>>;

@@ -2,61 +2,24 @@
 //! discovered cards, and the [`Registrar`] that patches it on the Node only when it changed
 //! (§2.7).
 
+pub mod vendors;
 pub mod volcano;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hamr_guest::device::{DeviceInfo, MigProfile};
-use hamr_guest::vendor::nvidia::register::REGISTER;
+use hamr_guest::device::DeviceInfo;
+use hamr_guest::vendor::common::{Registered, encode_json_registration};
+use hamr_guest::vendor::nvidia::register::{REGISTER, SCORE};
 use hamr_guest::vendor::volcano::register::REGISTER as VOLCANO_REGISTER;
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::annotate::{NodeAnnotations, PatchError};
 use crate::config::Config;
 use crate::discovery::{Device, NVIDIA};
 
-/// One device object exactly as HAMi's Go struct encodes it: fields in declaration order, every
-/// field `omitempty` (zero, false and empty are left out).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireDevice<'a> {
-    #[serde(skip_serializing_if = "str::is_empty")]
-    id: &'a str,
-    #[serde(skip_serializing_if = "is_zero_u32")]
-    index: u32,
-    #[serde(skip_serializing_if = "is_zero")]
-    count: i64,
-    #[serde(skip_serializing_if = "is_zero")]
-    devmem: i64,
-    #[serde(skip_serializing_if = "is_zero")]
-    devcore: i64,
-    #[serde(rename = "type", skip_serializing_if = "str::is_empty")]
-    model: &'a str,
-    #[serde(skip_serializing_if = "is_zero")]
-    numa: i64,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    mode: &'a str,
-    #[serde(skip_serializing_if = "is_false")]
-    health: bool,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    mig_profiles: &'a [MigProfile],
-}
-
-fn is_zero(v: &i64) -> bool {
-    *v == 0
-}
-
-fn is_zero_u32(v: &u32) -> bool {
-    *v == 0
-}
-
-fn is_false(v: &bool) -> bool {
-    !*v
-}
-
-/// Encodes cards as the `hami.io/node-nvidia-register` JSON value.
+/// Encodes cards as the `hami.io/node-nvidia-register` JSON value: HAMi's field order, every
+/// field Go `omitempty` (a missing `health` means unhealthy).
 ///
 /// ```
 /// # use hamr_guest::device::DeviceInfo;
@@ -66,23 +29,15 @@ fn is_false(v: &bool) -> bool {
 ///     r#"[{"id":"GPU-a","index":1,"count":10,"devmem":40960,"devcore":100,"type":"NVIDIA A100","mode":"hami-core","health":true}]"#);
 /// ```
 pub fn encode_register(devices: &[DeviceInfo]) -> String {
-    let wire: Vec<WireDevice<'_>> = devices
+    // HAMi's JSON device list, written by the guest's encoder (the format its parser reads).
+    let cards: Vec<Registered> = devices
         .iter()
-        .map(|d| WireDevice {
-            id: &d.id,
-            index: d.index,
-            count: d.count,
-            devmem: d.devmem,
-            devcore: d.devcore,
-            model: &d.model,
-            numa: d.numa,
-            mode: &d.mode,
-            health: d.health,
-            mig_profiles: &d.mig_profiles,
+        .map(|d| Registered {
+            info: d.clone(),
+            custom: Default::default(),
         })
         .collect();
-    // Serialising plain strings, integers and bools into a String cannot fail.
-    serde_json::to_string(&wire).unwrap_or_else(|_| "[]".to_string())
+    encode_json_registration(&cards)
 }
 
 /// The registered view of the node's NVIDIA cards (node-side.md §2.5, hami-core mode):
@@ -125,8 +80,12 @@ pub fn nvidia_devices(devices: &[Device], config: &Config) -> Vec<DeviceInfo> {
 }
 
 /// Every registration annotation this node carries, by key: HAMi's
-/// `hami.io/node-nvidia-register` unless `registerHami` is off, and Volcano's
-/// `volcano.sh/node-vgpu-register` when `volcano.register` is set.
+/// `hami.io/node-nvidia-register` and the other vendors' HAMi registrations ([`vendors`])
+/// unless `registerHami` is off, and Volcano's `volcano.sh/node-vgpu-register` when
+/// `volcano.register` is set.
+///
+/// The fake backend refuses devices whose registration cannot be written, so the vendors'
+/// part cannot fail for what discovery returns; if it did, it is logged and left out.
 pub fn registration(devices: &[Device], config: &Config) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if config.register_hami {
@@ -134,6 +93,15 @@ pub fn registration(devices: &[Device], config: &Config) -> BTreeMap<String, Str
             REGISTER.to_string(),
             encode_register(&nvidia_devices(devices, config)),
         );
+        if config.topology_score
+            && let Some(scores) = crate::topology::encode_scores(devices)
+        {
+            out.insert(SCORE.to_string(), scores);
+        }
+        match vendors::registrations(devices, config) {
+            Ok(values) => out.extend(values),
+            Err(error) => tracing::warn!(%error, "other vendors' registrations left out"),
+        }
     }
     if config.volcano.register {
         out.insert(

@@ -138,6 +138,123 @@ pub fn parse_json_registration(node: &Node, key: &str) -> Result<Option<Vec<Regi
     Ok((!out.is_empty()).then_some(out))
 }
 
+/// A card a registration encoder cannot write: the field would break the format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodeError {
+    /// The card's id.
+    pub device: String,
+    /// The field, as the format names it (`type`, `linkZone`, ...).
+    pub field: &'static str,
+    pub value: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "device {:?}: {} {:?} {}",
+            self.device, self.field, self.value, self.message
+        )
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+/// Encodes cards as a JSON registration (§1.3), what [`parse_json_registration`] reads: one
+/// object per card in HAMi's `DeviceInfo` field order (`id, index, count, devmem, devcore,
+/// type, numa, mode, health`, then `migProfiles` and `custominfo`), every field left out when
+/// zero, false or empty (Go `omitempty`, as HAMi's plugins write it).
+///
+/// ```
+/// # use hamr_guest::{device::DeviceInfo, vendor::common::{Registered, encode_json_registration}};
+/// let card = Registered {
+///     info: DeviceInfo { id: "7-0".into(), count: 1, devmem: 32768, model: "Biren".into(),
+///         health: true, ..DeviceInfo::default() },
+///     custom: Default::default(),
+/// };
+/// assert_eq!(encode_json_registration(&[card]),
+///     r#"[{"id":"7-0","count":1,"devmem":32768,"type":"Biren","health":true}]"#);
+/// ```
+pub fn encode_json_registration(devices: &[Registered]) -> String {
+    let objects: Vec<String> = devices
+        .iter()
+        .map(|r| {
+            let d = &r.info;
+            // Written field by field: a serde_json `Map` only keeps insertion order with the
+            // `preserve_order` feature, and HAMi's order is part of what the test pins.
+            let fields: [(&str, Value, bool); 11] = [
+                ("id", Value::from(d.id.as_str()), d.id.is_empty()),
+                ("index", Value::from(d.index), d.index == 0),
+                ("count", Value::from(d.count), d.count == 0),
+                ("devmem", Value::from(d.devmem), d.devmem == 0),
+                ("devcore", Value::from(d.devcore), d.devcore == 0),
+                ("type", Value::from(d.model.as_str()), d.model.is_empty()),
+                ("numa", Value::from(d.numa), d.numa == 0),
+                ("mode", Value::from(d.mode.as_str()), d.mode.is_empty()),
+                ("health", Value::Bool(d.health), !d.health),
+                (
+                    "migProfiles",
+                    serde_json::to_value(&d.mig_profiles).unwrap_or(Value::Null),
+                    d.mig_profiles.is_empty(),
+                ),
+                (
+                    "custominfo",
+                    Value::Object(r.custom.clone()),
+                    r.custom.is_empty(),
+                ),
+            ];
+            let written: Vec<String> = fields
+                .into_iter()
+                .filter(|(_, _, empty)| !empty)
+                .map(|(k, v, _)| format!("{}:{v}", Value::from(k)))
+                .collect();
+            format!("{{{}}}", written.join(","))
+        })
+        .collect();
+    format!("[{}]", objects.join(","))
+}
+
+/// Encodes cards in the colon registration format (§1.3), what
+/// [`parse_colon_registration`] reads: always the 9 fields
+/// `id,count,devmem,devcore,type,numa,health,index,mode`, each card ended by `:`. A field that
+/// holds `,` or `:` cannot be written.
+///
+/// ```
+/// # use hamr_guest::{device::DeviceInfo, vendor::common::encode_colon_registration};
+/// let card = DeviceInfo { id: "test-0".into(), count: 1, devmem: 1024, devcore: 100,
+///     model: "DCU".into(), health: true, mode: "test".into(), ..DeviceInfo::default() };
+/// assert_eq!(encode_colon_registration(&[card]).unwrap(), "test-0,1,1024,100,DCU,0,true,0,test:");
+/// ```
+pub fn encode_colon_registration(devices: &[DeviceInfo]) -> Result<String, EncodeError> {
+    let mut out = String::new();
+    for d in devices {
+        for (field, value) in [("id", &d.id), ("type", &d.model), ("mode", &d.mode)] {
+            if value.contains([',', ':']) {
+                return Err(EncodeError {
+                    device: d.id.clone(),
+                    field,
+                    value: value.clone(),
+                    message: "holds ',' or ':', the separators of the colon format".into(),
+                });
+            }
+        }
+        if d.id.trim().is_empty() {
+            return Err(EncodeError {
+                device: d.id.clone(),
+                field: "id",
+                value: d.id.clone(),
+                message: "is empty".into(),
+            });
+        }
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}:",
+            d.id, d.count, d.devmem, d.devcore, d.model, d.numa, d.health, d.index, d.mode
+        ));
+    }
+    Ok(out)
+}
+
 /// Parses a colon registration (§1.3, GN-07/08): `id,count,devmem,devcore,type,numa,health`
 /// with optional `,index,mode`, devices separated by `:`. `Ok(None)` when absent or empty.
 pub fn parse_colon_registration(

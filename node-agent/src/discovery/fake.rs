@@ -12,15 +12,25 @@
 //!     numa: 0                   # default 0
 //!     index: 0                  # default: position in the list
 //!     healthy: true             # default true
+//!     count: 4                  # slots registered; default deviceSplitCount (not for NVIDIA)
 //!     extras: { linkZone: "1" } # vendor facts, free-form strings
 //! ```
+//!
+//! `vendor` is one of the guest's vendor keys (`NVIDIA`, `Ascend910B3`, `DCU`, `MR-V100`,
+//! `Biren`, `AMD`, `Vastai`, `Metax-SGPU`, `XPU`, `Enflame`, `MLU`, ...). A file whose devices
+//! cannot be registered in their vendor's format (see [`crate::register::vendors`]) is refused
+//! with the device and field named.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Device, Discovery, DiscoveryError};
+use hamr_guest::vendor::volcano::VENDOR as VOLCANO;
+
+use super::{Device, Discovery, DiscoveryError, NVIDIA};
+use crate::config::Config;
+use crate::register::vendors::registrations;
 
 /// The file's top level.
 #[derive(Deserialize)]
@@ -50,6 +60,9 @@ struct FakeDevice {
     mig_enabled: bool,
     #[serde(default)]
     extras: BTreeMap<String, String>,
+    count: Option<u32>,
+    #[serde(default)]
+    links: BTreeMap<String, crate::topology::Link>,
 }
 
 fn whole() -> u32 {
@@ -107,6 +120,30 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Device>, DiscoveryError> {
         if d.vendor.trim().is_empty() {
             return Err(invalid("vendor", "must not be empty".to_string()));
         }
+        if d.vendor == VOLCANO || hamr_guest::vendor::by_key(&d.vendor).is_none() {
+            return Err(invalid(
+                "vendor",
+                format!(
+                    "{:?} is not a vendor key ({})",
+                    d.vendor,
+                    hamr_guest::vendor::VENDORS
+                        .iter()
+                        .map(|v| v.key())
+                        .filter(|k| *k != VOLCANO)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if d.vendor == NVIDIA && d.count.is_some() {
+            return Err(invalid(
+                "count",
+                "NVIDIA cards register deviceSplitCount from the configuration".to_string(),
+            ));
+        }
+        if d.count == Some(0) {
+            return Err(invalid("count", "must be above 0".to_string()));
+        }
         if d.memory_mib == 0 {
             return Err(invalid("memoryMiB", "must be above 0".to_string()));
         }
@@ -126,6 +163,40 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Device>, DiscoveryError> {
             pci_bus_id: d.pci_bus_id,
             mig_enabled: d.mig_enabled,
             extras: d.extras,
+            count: d.count,
+            links: d.links,
+        });
+    }
+    for (i, d) in out.iter().enumerate() {
+        for other in d.links.keys() {
+            let field = format!("devices[{i}].links.{other}");
+            let target = out.iter().find(|o| &o.id == other);
+            let message = if d.vendor != NVIDIA {
+                Some("only NVIDIA cards have pair links".to_string())
+            } else if other == &d.id {
+                Some("a card has no link to itself".to_string())
+            } else if target.is_none_or(|o| o.vendor != NVIDIA) {
+                Some(format!("{other:?} is not an NVIDIA card of this file"))
+            } else {
+                None
+            };
+            if let Some(message) = message {
+                return Err(DiscoveryError::Invalid {
+                    path: path.to_path_buf(),
+                    field,
+                    message,
+                });
+            }
+        }
+    }
+    // Every vendor's registration must be writable: refuse the file now, naming the device,
+    // rather than leave a vendor out of the registration later.
+    if let Err(e) = registrations(&out, &Config::default()) {
+        let i = out.iter().position(|d| d.id == e.id).unwrap_or(0);
+        return Err(DiscoveryError::Invalid {
+            path: path.to_path_buf(),
+            field: format!("devices[{i}].{}", e.field),
+            message: format!("{:?} {}", e.value, e.message),
         });
     }
     Ok(out)
@@ -180,7 +251,7 @@ mod tests {
     #[test]
     fn a_duplicate_id_is_refused() {
         let err = parse_text(
-            "devices:\n- {id: a, vendor: X, memoryMiB: 1}\n- {id: a, vendor: X, memoryMiB: 1}\n",
+            "devices:\n- {id: a, vendor: MLU, memoryMiB: 1}\n- {id: a, vendor: MLU, memoryMiB: 1}\n",
         )
         .unwrap_err();
         assert_eq!(
@@ -198,6 +269,47 @@ mod tests {
             err.to_string()
                 .starts_with("/nonexistent/devices.yaml: cannot read: "),
             "{err}"
+        );
+    }
+    #[test]
+    fn an_unknown_vendor_is_refused_with_the_known_keys() {
+        let err = parse_text("devices:\n- {id: a, vendor: Nvidia, memoryMiB: 1}\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "devices.yaml: devices[0].vendor: \"Nvidia\" is not a vendor key (NVIDIA, "
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("VOLCANO"), "{text}");
+    }
+
+    #[test]
+    fn a_count_on_an_nvidia_card_or_a_zero_count_is_refused() {
+        let err = parse_text("devices:\n- {id: a, vendor: NVIDIA, memoryMiB: 1, count: 2}\n")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "devices.yaml: devices[0].count: NVIDIA cards register deviceSplitCount from the configuration"
+        );
+        let err =
+            parse_text("devices:\n- {id: a, vendor: DCU, memoryMiB: 1, count: 0}\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "devices.yaml: devices[0].count: must be above 0"
+        );
+    }
+
+    #[test]
+    fn a_device_its_vendor_cannot_register_is_refused_with_its_path() {
+        let err = parse_text(
+            "devices:\n- {id: a, vendor: DCU, memoryMiB: 1}\n\
+             - {id: n1, vendor: Ascend910B3, memoryMiB: 65536, extras: {NetworkID: x1}}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "devices.yaml: devices[1].extras.NetworkID: \"x1\" is not a number"
         );
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 pub const NVIDIA: &str = "NVIDIA";
 
 /// One physical device as discovery sees it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Device {
     /// The vendor's unique id (for NVIDIA the UUID, `GPU-...`).
     pub id: String,
@@ -43,6 +43,11 @@ pub struct Device {
     pub mig_enabled: bool,
     /// Vendor facts the generic fields do not cover (link zone, wing, NetworkID, instance type).
     pub extras: BTreeMap<String, String>,
+    /// The sharing slots the vendor's device plugin registers for this device (`count`);
+    /// `None` uses `deviceSplitCount`. NVML leaves it `None`.
+    pub count: Option<u32>,
+    /// NVIDIA only: what is known of the path to each other card, by its id (pair scores).
+    pub links: BTreeMap<String, crate::topology::Link>,
 }
 
 /// Why discovery failed.
@@ -260,6 +265,8 @@ mod tests {
             pci_bus_id: None,
             mig_enabled: false,
             extras: BTreeMap::new(),
+            count: None,
+            links: BTreeMap::new(),
         }
     }
 

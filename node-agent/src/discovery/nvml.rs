@@ -82,6 +82,8 @@ impl NvmlDiscovery {
             pci_bus_id: bus_id,
             mig_enabled,
             extras: Default::default(),
+            count: None,
+            links: Default::default(),
         })
     }
 }

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use hamr_guest::device::Placement;
+use hamr_guest::device::{MigProfile, Placement};
 use http::{Method, Request, Response};
 use kube::client::Body;
 
@@ -19,6 +19,8 @@ fn card(id: &str, index: u32, memory_mib: u64, healthy: bool) -> Device {
         pci_bus_id: None,
         mig_enabled: false,
         extras: BTreeMap::new(),
+        count: None,
+        links: BTreeMap::new(),
     }
 }
 

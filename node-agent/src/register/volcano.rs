@@ -31,23 +31,17 @@ pub fn volcano_type(model: &str) -> String {
 /// # use hamr_node_agent::{config::Config, discovery::Device, register::volcano::encode};
 /// let card = Device { id: "GPU-a".into(), vendor: "NVIDIA".into(), index: 0,
 ///     model: "NVIDIA A100 80GB PCIe".into(), memory_mib: 81920, cores: 100, numa: 0,
-///     healthy: true, pci_bus_id: None, mig_enabled: false, extras: Default::default() };
+///     healthy: true, pci_bus_id: None, mig_enabled: false, extras: Default::default(), count: None, links: Default::default() };
 /// assert_eq!(encode(&[card], &Config::default()),
 ///     "GPU-a,10,81920,NVIDIA-NVIDIA A100 80GB PCIe,true,hami-core:");
 /// ```
 pub fn encode(devices: &[Device], config: &Config) -> String {
-    let mig = config.operating_mode == "mig";
-    let factor = u64::from(config.volcano.gpu_memory_factor.max(1));
     let mut cards: Vec<&Device> = devices.iter().filter(|d| d.vendor == NVIDIA).collect();
     cards.sort_by_key(|d| d.index);
     cards
         .iter()
         .map(|d| {
-            let mut memory = (d.memory_mib / factor) as f64;
-            if !mig {
-                memory *= config.device_memory_scaling;
-            }
-            let memory = memory.min(f64::from(i32::MAX)) as i64;
+            let memory = registered_memory(d, config);
             format!(
                 "{},{},{},{},{},{}:",
                 d.id,
@@ -59,6 +53,18 @@ pub fn encode(devices: &[Device], config: &Config) -> String {
             )
         })
         .collect()
+}
+
+/// A card's registered memory in Volcano's units: MiB ÷ `gpuMemoryFactor` (truncated), then
+/// × `deviceMemoryScaling` outside MIG mode, at most `i32::MAX`. Also the number of
+/// `volcano.sh/vgpu-memory` units the card adds to the node's allocatable.
+pub fn registered_memory(d: &Device, config: &Config) -> i64 {
+    let factor = u64::from(config.volcano.gpu_memory_factor.max(1));
+    let mut memory = (d.memory_mib / factor) as f64;
+    if config.operating_mode != "mig" {
+        memory *= config.device_memory_scaling;
+    }
+    memory.min(f64::from(i32::MAX)) as i64
 }
 
 #[cfg(test)]
@@ -82,6 +88,8 @@ mod tests {
             pci_bus_id: None,
             mig_enabled: false,
             extras: BTreeMap::new(),
+            count: None,
+            links: BTreeMap::new(),
         }
     }
 

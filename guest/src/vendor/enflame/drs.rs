@@ -112,6 +112,45 @@ pub fn registration(node: &Node, text: &str) -> Result<Vec<DeviceInfo>, Invalid>
     Ok(out)
 }
 
+/// One card of `enflame.com/gcu-drs-capacity` as a device plugin writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrsCard {
+    pub index: u32,
+    pub minor: String,
+    /// DRS slices the card holds (the registered `count`).
+    pub capacity: i64,
+}
+
+/// Encodes `enflame.com/gcu-drs-capacity`, what [`registration`] reads: the cards (`index`
+/// and `minor` as strings, `capacity` as a number) and the node's profile names with their
+/// ids.
+///
+/// ```
+/// # use hamr_guest::vendor::enflame::drs::{DrsCard, encode_registration};
+/// let profiles = [("1g.6gb".to_string(), "0".to_string())].into_iter().collect();
+/// let card = DrsCard { index: 0, minor: "0".into(), capacity: 6 };
+/// assert_eq!(encode_registration(&[card], &profiles),
+///     r#"{"devices":[{"index":"0","minor":"0","capacity":6}],"profiles":{"1g.6gb":"0"}}"#);
+/// ```
+pub fn encode_registration(cards: &[DrsCard], profiles: &BTreeMap<String, String>) -> String {
+    let devices: Vec<String> = cards
+        .iter()
+        .map(|c| {
+            format!(
+                "{{\"index\":{},\"minor\":{},\"capacity\":{}}}",
+                Value::from(c.index.to_string()),
+                Value::from(c.minor.as_str()),
+                c.capacity
+            )
+        })
+        .collect();
+    let profiles = serde_json::to_string(profiles).unwrap_or_else(|_| "{}".into());
+    format!(
+        "{{\"devices\":[{}],\"profiles\":{profiles}}}",
+        devices.join(",")
+    )
+}
+
 /// The candidate profiles of the cards, de-duplicated by name, by size then memory.
 pub fn candidates(cards: &[&Card]) -> Vec<Profile> {
     let mut names: BTreeMap<String, String> = BTreeMap::new();

@@ -192,6 +192,64 @@ fn registration(node: &Node, text: &str) -> Result<Vec<DeviceInfo>, Invalid> {
     Ok(out)
 }
 
+/// Encodes cards as `metax-tech.com/node-gpu-devices`, what [`MetaxSgpu`]'s parser reads: per
+/// card, in list order (the parser takes the position as the index), `uuid`, `bdf` (the
+/// `custom` key `bdf`, left out when absent), `model`, `totalDevCount` (count),
+/// `totalCompute` (devcore), `totalVRam` (devmem), `numa`, `healthy`, `qosPolicy` and
+/// `linkZone` (the `custom` keys the parser fills, `qospolicy`, `model`, `linkzone`; an empty
+/// QoS is left out, a link zone must be a 32-bit integer).
+///
+/// ```
+/// # use hamr_guest::{device::DeviceInfo, vendor::metax::sgpu::encode_registration};
+/// let mut card = DeviceInfo { id: "GPU-123".into(), count: 16, devcore: 100, devmem: 32768,
+///     numa: 1, health: true, ..DeviceInfo::default() };
+/// card.custom.insert("qospolicy".into(), "fixed-share".into());
+/// card.custom.insert("linkzone".into(), "1".into());
+/// assert_eq!(encode_registration(&[card]).unwrap(),
+///     r#"[{"uuid":"GPU-123","model":"","totalDevCount":16,"totalCompute":100,"totalVRam":32768,"numa":1,"healthy":true,"qosPolicy":"fixed-share","linkZone":1}]"#);
+/// ```
+pub fn encode_registration(
+    devices: &[DeviceInfo],
+) -> Result<String, crate::vendor::common::EncodeError> {
+    let mut objects = Vec::with_capacity(devices.len());
+    for d in devices {
+        let bad =
+            |field: &'static str, value: &str, message: &str| crate::vendor::common::EncodeError {
+                device: d.id.clone(),
+                field,
+                value: value.to_string(),
+                message: message.to_string(),
+            };
+        if d.id.is_empty() {
+            return Err(bad("uuid", "", "is empty"));
+        }
+        let text = |k: &str| d.custom.get(k).map_or("", String::as_str);
+        let link_zone = match text("linkzone") {
+            "" => 0,
+            z => z
+                .trim()
+                .parse::<i32>()
+                .map_err(|_| bad("linkZone", z, "is not a 32-bit integer"))?,
+        };
+        let mut fields = vec![format!("\"uuid\":{}", Value::from(d.id.as_str()))];
+        if let Some(bdf) = d.custom.get("bdf") {
+            fields.push(format!("\"bdf\":{}", Value::from(bdf.as_str())));
+        }
+        fields.push(format!("\"model\":{}", Value::from(text("model"))));
+        fields.push(format!("\"totalDevCount\":{}", d.count));
+        fields.push(format!("\"totalCompute\":{}", d.devcore));
+        fields.push(format!("\"totalVRam\":{}", d.devmem));
+        fields.push(format!("\"numa\":{}", d.numa));
+        fields.push(format!("\"healthy\":{}", d.health));
+        if !text("qospolicy").is_empty() {
+            fields.push(format!("\"qosPolicy\":{}", Value::from(text("qospolicy"))));
+        }
+        fields.push(format!("\"linkZone\":{link_zone}"));
+        objects.push(format!("{{{}}}", fields.join(",")));
+    }
+    Ok(format!("[{}]", objects.join(",")))
+}
+
 /// Whether a quantity string carries a unit (any letter), as opposed to a plain GiB count.
 fn has_unit(s: &str) -> bool {
     s.bytes().any(|b| b.is_ascii_alphabetic())
