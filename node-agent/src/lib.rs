@@ -12,7 +12,6 @@ pub mod annotate;
 pub mod config;
 pub mod discovery;
 pub mod health;
-pub mod k8s;
 pub mod kubelet;
 pub mod plugin;
 pub mod pods;

@@ -62,7 +62,7 @@ fn simulated_vgpu_share(registered: &BTreeMap<String, String>) -> PodInfo {
         match item["kind"].as_str() {
             Some("Node") => {
                 let node: Node = serde_json::from_value(item.clone()).expect("node");
-                let mut record = hamr_node_agent::k8s::node(&node);
+                let mut record = hamr_k8s_convert::node(&node);
                 if record.name == NODE {
                     record
                         .annotations
@@ -74,7 +74,7 @@ fn simulated_vgpu_share(registered: &BTreeMap<String, String>) -> PodInfo {
             }
             Some("Pod") => {
                 let pod: Pod = serde_json::from_value(item.clone()).expect("pod");
-                deltas.push(Delta::PodUpsert(hamr_node_agent::k8s::pod(&pod)));
+                deltas.push(Delta::PodUpsert(hamr_k8s_convert::pod(&pod)));
             }
             _ => {}
         }
@@ -85,7 +85,7 @@ fn simulated_vgpu_share(registered: &BTreeMap<String, String>) -> PodInfo {
     let text = std::fs::read_to_string(repo("examples/pods/vgpu-share.yaml")).expect("pod");
     let mut pod: Pod = serde_norway::from_str(&text).expect("pod yaml");
     pod.metadata.uid = Some(UID.to_string());
-    let record = hamr_node_agent::k8s::pod(&pod);
+    let record = hamr_k8s_convert::pod(&pod);
     let admission = engine.admit(&record).expect("admission");
     assert!(admission.allowed, "{}", admission.message);
     let admitted = hamr_guest::admission::apply(&record, &admission.mutations);

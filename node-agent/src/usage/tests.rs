@@ -33,7 +33,7 @@ fn pod_json(uid: &str, devices: &str, phase: &str) -> Value {
 
 fn pod(uid: &str, devices: &str, phase: &str) -> api::Pod {
     let p: Pod = serde_json::from_value(pod_json(uid, devices, phase)).expect("a pod");
-    crate::k8s::pod(&p)
+    hamr_k8s_convert::pod(&p)
 }
 
 #[test]
