@@ -13,6 +13,8 @@ pub mod config;
 pub mod discovery;
 pub mod health;
 pub mod kubelet;
+#[cfg(test)]
+mod mock_api;
 pub mod plugin;
 pub mod pods;
 pub mod register;
