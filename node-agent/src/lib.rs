@@ -9,6 +9,7 @@
 
 pub mod allocate;
 pub mod annotate;
+pub mod complete;
 pub mod config;
 pub mod discovery;
 pub mod health;
