@@ -3,7 +3,7 @@
 //! Under kube-scheduler-wasm-extension, hamr's guest chooses the node and the cards, but the
 //! framework only binds the pod (`spec.nodeName`): the decision annotations never reach it, so
 //! Allocate would find no pod. The agent holds its node's true ledger, so it completes such a
-//! pod itself: for a pod bound here by one of `completeDecisions.schedulerNames`, not finished,
+//! pod itself: for a `Pending` pod bound here by one of `completeDecisions.schedulerNames`,
 //! without `hami.io/bind-phase`, that the guest says needs a decision
 //! ([`hamr_guest::completion::need`]), it runs the guest's `reserve(pod, node, now)` on a ledger
 //! of this node (its registration and every pod bound to it) and writes the decision's
@@ -125,8 +125,8 @@ impl<P: PodSource> Completer<P> {
         self.wait
     }
 
-    /// Whether the pod may be one to complete: named scheduler, bound here, no bind phase, not
-    /// handled already, and neither finished, decided nor asking for no device. Whether the
+    /// Whether the pod may be one to complete: named scheduler, bound here, `Pending` (kubelet
+    /// has not started it), no bind phase, not handled already, and neither finished, decided nor asking for no device. Whether the
     /// node registers what it asks is decided in [`Completer::complete`], on the node's ledger.
     pub async fn candidate(&self, pod: &api::Pod) -> bool {
         self.maybe(pod)
@@ -142,6 +142,7 @@ impl<P: PodSource> Completer<P> {
             .as_ref()
             .is_some_and(|s| self.schedulers.contains(s))
             && pod.node_name.as_deref() == Some(self.node.as_str())
+            && pod.phase == api::PodPhase::Pending
             && pod.annotation(BIND_PHASE).is_none()
     }
 
@@ -205,11 +206,8 @@ impl<P: PodSource> Completer<P> {
             match verdict {
                 Ok(decision) => {
                     let patch = decision_patch(&decision, now);
-                    if let Err(e) = self.pods.patch(&pod.namespace, &pod.name, patch).await {
-                        // Not written: give the share back and try again later.
-                        engine.unreserve(&pod.uid);
-                        return Err(e.into());
-                    }
+                    // Not written: nothing is remembered, the next completion tries again.
+                    self.pods.patch(&pod.namespace, &pod.name, patch).await?;
                     tracing::info!(pod = %key(pod), node = %self.node,
                         "completed the scheduler's device decision");
                     let placed = hamr_k8s_convert::placed(&pod.record, &decision);

@@ -203,7 +203,7 @@ async fn a_second_pod_that_no_longer_fits_is_marked_failed_with_the_guests_reaso
 }
 
 #[tokio::test]
-async fn a_decided_pod_and_a_pod_of_another_scheduler_are_left_alone() {
+async fn decided_running_cpu_only_and_other_schedulers_pods_are_left_alone() {
     let pods = MemoryPods::default();
     pods.insert(NODE, decided_on_a());
     pods.insert(
@@ -213,9 +213,13 @@ async fn a_decided_pod_and_a_pod_of_another_scheduler_are_left_alone() {
     let mut cpu_only = pod_json("cpu", SCHEDULER, 0, json!({}));
     cpu_only["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "1"}});
     pods.insert(NODE, info(cpu_only.clone()));
+    let mut running = pod_json("running", SCHEDULER, 1000, json!({}));
+    running["status"]["phase"] = json!("Running");
+    pods.insert(NODE, info(running.clone()));
     let completer = completer(pods.clone(), 0);
     assert!(!completer.candidate(&decided_on_a().record).await);
     assert!(!completer.candidate(&info(cpu_only).record).await);
+    assert!(!completer.candidate(&info(running).record).await);
     let undecided = info(pod_json("new", SCHEDULER, 1000, json!({})));
     assert!(completer.candidate(&undecided.record).await);
     assert_eq!(completer.complete().await.expect("ran"), vec![]);
