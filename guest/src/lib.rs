@@ -14,6 +14,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod completion;
 pub mod config;
 pub mod convert;
 pub mod device;

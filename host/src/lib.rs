@@ -14,7 +14,9 @@ pub mod deploy;
 pub mod engine;
 pub mod explain;
 pub mod input;
-pub mod k8s;
+/// Kubernetes objects to the contract's records and back (the `hamr-k8s-convert` crate, shared
+/// with the node agent).
+pub use hamr_k8s_convert as k8s;
 pub mod place;
 pub mod runtime;
 pub mod serve;

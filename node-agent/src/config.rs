@@ -77,6 +77,36 @@ pub struct Config {
     /// Write `hami.io/node-nvidia-score` (HAMi's `ENABLE_TOPOLOGY_SCORE`, set by its chart when
     /// the scheduler's GPU policy is `topology-aware`).
     pub topology_score: bool,
+    /// Completing the decisions of schedulers that bind pods without writing them
+    /// (kube-scheduler-wasm-extension): [`crate::complete`].
+    pub complete_decisions: CompleteConfig,
+}
+
+/// Which pods the agent completes, and with which scheduler configuration.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct CompleteConfig {
+    /// A pod bound here by one of these schedulers (`spec.schedulerName`) that asks for
+    /// devices and carries no decision gets one from the agent. Empty turns completion off.
+    pub scheduler_names: Vec<String>,
+    /// hamr's scheduler configuration as JSON, the same text as the scheduler's `guestConfig`
+    /// (card and node policies, resource names, default memory): the agent must choose what
+    /// the scheduler would. Empty: the guest's defaults.
+    pub guest_config: String,
+    /// How long Allocate keeps trying to complete a pod before it fails for want of one.
+    pub wait_seconds: u64,
+}
+
+impl Default for CompleteConfig {
+    fn default() -> CompleteConfig {
+        CompleteConfig {
+            // The profile of examples/deploy/kube-scheduler-wasm-extension.yaml (and of the
+            // extender deployment, whose pods always carry their decision before they are bound).
+            scheduler_names: vec!["hamr-scheduler".to_string()],
+            guest_config: String::new(),
+            wait_seconds: 3,
+        }
+    }
 }
 
 /// Volcano's registration settings (interfaces.md §3.6).
@@ -119,6 +149,7 @@ impl Default for Config {
             publish_usage: true,
             xid_recovery_seconds: 300,
             topology_score: false,
+            complete_decisions: CompleteConfig::default(),
         }
     }
 }
@@ -163,6 +194,11 @@ impl Config {
         }
         if !["hami-core", "mig", "mps"].contains(&config.operating_mode.as_str()) {
             return Err(invalid("operatingMode", "must be hami-core, mig or mps"));
+        }
+        if let Err(e) =
+            hamr_guest::config::Config::from_json(&config.complete_decisions.guest_config)
+        {
+            return Err(invalid("completeDecisions.guestConfig", &e.to_string()));
         }
         Ok(config)
     }
@@ -250,6 +286,18 @@ mod tests {
         assert_eq!(
             Config::parse(&path, &body).expect("valid"),
             Config::default()
+        );
+    }
+
+    #[test]
+    fn a_guest_config_the_guest_refuses_is_named_with_the_guests_reason() {
+        let text = "completeDecisions:\n  guestConfig: '{\"gpuSchedulerPolicy\": 7}'\n";
+        let err = Config::parse(Path::new("a.yaml"), text).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("a.yaml: completeDecisions.guestConfig: config: ")
+                && text.contains("expected a string"),
+            "{text}"
         );
     }
 

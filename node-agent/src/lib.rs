@@ -9,11 +9,13 @@
 
 pub mod allocate;
 pub mod annotate;
+pub mod complete;
 pub mod config;
 pub mod discovery;
 pub mod health;
-pub mod k8s;
 pub mod kubelet;
+#[cfg(test)]
+mod mock_api;
 pub mod plugin;
 pub mod pods;
 pub mod register;

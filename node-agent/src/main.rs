@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use hamr_node_agent::allocate::Allocator;
+use hamr_node_agent::complete::Completer;
 use hamr_node_agent::config::Config;
 use hamr_node_agent::discovery::fake::FakeDiscovery;
 use hamr_node_agent::discovery::nvml::{NvmlDiscovery, XidWatcher};
@@ -120,11 +121,22 @@ async fn run(node: String, config: Config, inventory: Inventory) -> anyhow::Resu
     let interval = Duration::from_secs(config.register_interval_seconds.max(1));
     tokio::spawn(registrar.run(inventory.subscribe(), config.clone(), interval));
     if config.publish_usage {
+        let registered = registered.clone();
         tokio::spawn(UsagePublisher::new(client.clone(), node.clone(), registered).run());
     }
 
-    // The device plugin, kept registered across kubelet restarts until SIGTERM or Ctrl-C.
-    let allocator = Arc::new(Allocator::new(node, config.clone(), KubePods::new(client)));
+    // The device plugin, kept registered across kubelet restarts until SIGTERM or Ctrl-C; it
+    // completes the decisions of schedulers that bind pods without writing them.
+    let pods = KubePods::new(client.clone()).on_node(node.clone());
+    let mut allocator = Allocator::new(node.clone(), config.clone(), pods.clone());
+    let complete = &config.complete_decisions;
+    if !complete.scheduler_names.is_empty() {
+        let completer = Arc::new(Completer::new(node, complete, registered, pods)?);
+        let watcher = completer.clone();
+        tokio::spawn(async move { watcher.run(client).await });
+        allocator = allocator.with_completer(completer);
+    }
+    let allocator = Arc::new(allocator);
     let plugin = Plugin::new(inventory.subscribe(), allocator);
     let link = KubeletLink {
         plugin_dir: config.plugin_dir.clone(),

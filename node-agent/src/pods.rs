@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use hamr_guest::api;
+use k8s_openapi::api::core::v1::{Container, Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 /// What Allocate needs to know about a pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,6 +24,10 @@ pub struct PodInfo {
     pub containers: Vec<ContainerInfo>,
     /// How many of `containers` are init containers (Volcano's lists skip them).
     pub init_containers: usize,
+    /// The pod as the guest library reads it (scheduler, node, requests), for completing a
+    /// decision the scheduler could not write ([`crate::complete`]). Its annotations are those
+    /// of `annotations`.
+    pub record: api::Pod,
 }
 
 /// One container, in annotation order.
@@ -56,6 +62,39 @@ pub enum PodSourceError {
     NotFound { namespace: String, name: String },
 }
 
+/// One merge patch of a pod's metadata: annotations and labels to set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetaPatch {
+    pub annotations: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl MetaPatch {
+    /// The JSON merge patch body: `{"metadata":{"annotations":{..},"labels":{..}}}`, each map
+    /// left out when empty.
+    pub fn body(&self) -> serde_json::Value {
+        let mut metadata = serde_json::Map::new();
+        if !self.annotations.is_empty() {
+            metadata.insert("annotations".into(), serde_json::json!(self.annotations));
+        }
+        if !self.labels.is_empty() {
+            metadata.insert("labels".into(), serde_json::json!(self.labels));
+        }
+        serde_json::json!({ "metadata": metadata })
+    }
+}
+
+/// A Warning event about a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodWarning {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// CamelCase, e.g. `HamrDeviceDecisionFailed`.
+    pub reason: String,
+    pub message: String,
+}
+
 /// The pods Allocate chooses from, and the write-back of its progress.
 pub trait PodSource: Send + Sync + 'static {
     /// Pods whose `spec.nodeName` is `node`.
@@ -70,13 +109,38 @@ pub trait PodSource: Send + Sync + 'static {
         namespace: &str,
         name: &str,
         annotations: BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), PodSourceError>> + Send {
+        let patch = MetaPatch {
+            annotations,
+            labels: BTreeMap::new(),
+        };
+        self.patch(namespace, name, patch)
+    }
+
+    /// Merges annotations and labels into the pod's metadata with one merge patch.
+    fn patch(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: MetaPatch,
     ) -> impl Future<Output = Result<(), PodSourceError>> + Send;
+
+    /// Emits a Warning event about a pod; a failure is logged, never returned.
+    fn warn(&self, warning: PodWarning) -> impl Future<Output = ()> + Send;
 }
 
-/// Pods held in memory (tests, `--fake` demos). Clones share the same pods.
+/// Pods held in memory (tests, `--fake` demos). Clones share the same pods, and the patches
+/// and warnings written, in order.
 #[derive(Clone, Default)]
 pub struct MemoryPods {
     pods: Arc<Mutex<Vec<(String, PodInfo)>>>,
+    log: Arc<Mutex<Written>>,
+}
+
+#[derive(Default)]
+struct Written {
+    patches: Vec<(String, MetaPatch)>,
+    warnings: Vec<PodWarning>,
 }
 
 impl MemoryPods {
@@ -93,9 +157,23 @@ impl MemoryPods {
             .map(|(_, p)| p.clone())
     }
 
+    /// The patches written so far, as `(namespace/name, patch)`.
+    pub fn patches(&self) -> Vec<(String, MetaPatch)> {
+        self.written().patches.clone()
+    }
+
+    /// The warnings emitted so far.
+    pub fn warnings(&self) -> Vec<PodWarning> {
+        self.written().warnings.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, PodInfo)>> {
         // A poisoned lock only means a test thread panicked; the data is still usable.
         self.pods.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, Written> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -109,35 +187,104 @@ impl PodSource for MemoryPods {
             .collect())
     }
 
-    async fn annotate(
+    async fn patch(
         &self,
         namespace: &str,
         name: &str,
-        annotations: BTreeMap<String, String>,
+        patch: MetaPatch,
     ) -> Result<(), PodSourceError> {
         let mut pods = self.lock();
-        let pod = pods
+        let (_, pod) = pods
             .iter_mut()
             .find(|(_, p)| p.namespace == namespace && p.name == name)
             .ok_or_else(|| PodSourceError::NotFound {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
             })?;
-        pod.1.annotations.extend(annotations);
+        pod.annotations.extend(patch.annotations.clone());
+        merge(&mut pod.record.annotations, &patch.annotations);
+        merge(&mut pod.record.labels, &patch.labels);
+        self.written()
+            .patches
+            .push((format!("{namespace}/{name}"), patch));
         Ok(())
+    }
+
+    async fn warn(&self, warning: PodWarning) {
+        self.written().warnings.push(warning);
+    }
+}
+
+/// Sets each key of `from` in `into`, replacing a present one.
+fn merge(into: &mut api::Pairs, from: &BTreeMap<String, String>) {
+    for (k, v) in from {
+        match into.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => into.push((k.clone(), v.clone())),
+        }
     }
 }
 
 /// Pods from the API server: a list with field selector `spec.nodeName=<node>` per Allocate
-/// (kubelet calls Allocate once per container, rarely), and merge patches of annotations.
+/// (kubelet calls Allocate once per container, rarely), merge patches of their metadata, and
+/// core/v1 Events.
 #[derive(Clone)]
 pub struct KubePods {
     client: kube::Client,
+    /// `source.component` and `reportingComponent` of our events.
+    component: String,
+    /// `source.host` and `reportingInstance`: the node.
+    host: String,
 }
 
 impl KubePods {
     pub fn new(client: kube::Client) -> KubePods {
-        KubePods { client }
+        KubePods {
+            client,
+            component: "hamr-node-agent".to_string(),
+            host: String::new(),
+        }
+    }
+
+    /// Names the node in the events this source emits.
+    pub fn on_node(mut self, node: impl Into<String>) -> KubePods {
+        self.host = node.into();
+        self
+    }
+
+    /// The core/v1 Event for `warning`, as client-go's recorder writes one, at `now`.
+    pub fn event(&self, warning: &PodWarning, now: k8s_openapi::jiff::Timestamp) -> Event {
+        let host = Some(self.host.clone()).filter(|h| !h.is_empty());
+        Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", warning.name)),
+                namespace: Some(warning.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(warning.name.clone()),
+                namespace: Some(warning.namespace.clone()),
+                uid: Some(warning.uid.clone()).filter(|u| !u.is_empty()),
+                ..ObjectReference::default()
+            },
+            reason: Some(warning.reason.clone()),
+            message: Some(warning.message.clone()),
+            type_: Some("Warning".into()),
+            source: Some(EventSource {
+                component: Some(self.component.clone()),
+                host: host.clone(),
+            }),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            event_time: Some(MicroTime(now)),
+            count: Some(1),
+            action: Some("Allocate".into()),
+            reporting_component: Some(self.component.clone()),
+            reporting_instance: host,
+            ..Event::default()
+        }
     }
 }
 
@@ -155,15 +302,14 @@ impl PodSource for KubePods {
         Ok(list.items.iter().map(pod_info).collect())
     }
 
-    async fn annotate(
+    async fn patch(
         &self,
         namespace: &str,
         name: &str,
-        annotations: BTreeMap<String, String>,
+        patch: MetaPatch,
     ) -> Result<(), PodSourceError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch.body()))
             .await
             .map_err(|source| PodSourceError::Patch {
                 namespace: namespace.to_string(),
@@ -171,6 +317,15 @@ impl PodSource for KubePods {
                 source,
             })?;
         Ok(())
+    }
+
+    async fn warn(&self, warning: PodWarning) {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &warning.namespace);
+        let body = self.event(&warning, k8s_openapi::jiff::Timestamp::now());
+        if let Err(error) = events.create(&PostParams::default(), &body).await {
+            tracing::warn!(pod = %format!("{}/{}", warning.namespace, warning.name),
+                reason = %warning.reason, %error, "could not emit event");
+        }
     }
 }
 
@@ -193,6 +348,7 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
         annotations: pod.metadata.annotations.clone().unwrap_or_default(),
         containers: init.iter().chain(regular).map(container_info).collect(),
         init_containers: init.len(),
+        record: hamr_k8s_convert::pod(pod),
     }
 }
 

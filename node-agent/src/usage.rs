@@ -74,12 +74,12 @@ impl NodePods {
     pub fn apply(&mut self, event: Event<Pod>) -> bool {
         match event {
             Event::Apply(p) => {
-                let p = crate::k8s::pod(&p);
+                let p = hamr_k8s_convert::pod(&p);
                 self.pods.insert(p.uid.clone(), p);
                 true
             }
             Event::Delete(p) => {
-                self.pods.remove(&crate::k8s::pod(&p).uid);
+                self.pods.remove(&hamr_k8s_convert::pod(&p).uid);
                 true
             }
             Event::Init => {
@@ -87,7 +87,7 @@ impl NodePods {
                 false
             }
             Event::InitApply(p) => {
-                let p = crate::k8s::pod(&p);
+                let p = hamr_k8s_convert::pod(&p);
                 self.listing
                     .get_or_insert_with(BTreeMap::new)
                     .insert(p.uid.clone(), p);

@@ -45,6 +45,16 @@ fn devices_file(path: &Path, d_healthy: bool) {
     std::fs::write(path, text).expect("write devices file");
 }
 
+/// The agent's configuration with its host paths and kubelet's directory under `dir`.
+fn agent_config(dir: &Path) -> Config {
+    Config {
+        hook_path: dir.join("usr/local"),
+        lock_dir: dir.join("vgpulock"),
+        plugin_dir: dir.to_path_buf(),
+        ..Config::default()
+    }
+}
+
 /// `ml-team/vgpu-share` placed as `hamr simulate` places it: the guest library (the same code
 /// the component runs) holds `examples/cluster.yaml`, with gpu-a100-1's registration replaced
 /// by the one this agent computes from its devices; the pod is admitted and filtered at the
@@ -62,7 +72,7 @@ fn simulated_vgpu_share(registered: &BTreeMap<String, String>) -> PodInfo {
         match item["kind"].as_str() {
             Some("Node") => {
                 let node: Node = serde_json::from_value(item.clone()).expect("node");
-                let mut record = hamr_node_agent::k8s::node(&node);
+                let mut record = hamr_k8s_convert::node(&node);
                 if record.name == NODE {
                     record
                         .annotations
@@ -74,7 +84,7 @@ fn simulated_vgpu_share(registered: &BTreeMap<String, String>) -> PodInfo {
             }
             Some("Pod") => {
                 let pod: Pod = serde_json::from_value(item.clone()).expect("pod");
-                deltas.push(Delta::PodUpsert(hamr_node_agent::k8s::pod(&pod)));
+                deltas.push(Delta::PodUpsert(hamr_k8s_convert::pod(&pod)));
             }
             _ => {}
         }
@@ -85,7 +95,7 @@ fn simulated_vgpu_share(registered: &BTreeMap<String, String>) -> PodInfo {
     let text = std::fs::read_to_string(repo("examples/pods/vgpu-share.yaml")).expect("pod");
     let mut pod: Pod = serde_norway::from_str(&text).expect("pod yaml");
     pod.metadata.uid = Some(UID.to_string());
-    let record = hamr_node_agent::k8s::pod(&pod);
+    let record = hamr_k8s_convert::pod(&pod);
     let admission = engine.admit(&record).expect("admission");
     assert!(admission.allowed, "{}", admission.message);
     let admitted = hamr_guest::admission::apply(&record, &admission.mutations);
@@ -104,6 +114,49 @@ fn simulated_vgpu_share(registered: &BTreeMap<String, String>) -> PodInfo {
         ..Default::default()
     });
     hamr_node_agent::pods::pod_info(&pod)
+}
+
+/// The plugin served on a unix socket until [`Served::stop`].
+struct Served {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), hamr_node_agent::plugin::PluginError>>,
+}
+
+impl Served {
+    /// Serves `plugin` on `socket` and waits (up to 1 s) for the socket to appear.
+    async fn start<P: hamr_node_agent::pods::PodSource>(
+        plugin: Plugin<P>,
+        socket: &Path,
+    ) -> Served {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let socket = socket.to_path_buf();
+            async move {
+                plugin
+                    .serve(&socket, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        for _ in 0..50 {
+            if socket.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Served { stop, task }
+    }
+
+    /// Stops serving; the server must end cleanly within 5 s.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("server stops")
+            .expect("task")
+            .expect("served cleanly");
+    }
 }
 
 async fn next(stream: &mut Streaming<ListAndWatchResponse>) -> ListAndWatchResponse {
@@ -128,12 +181,7 @@ async fn kubelet_registers_lists_allocates_and_sees_a_card_turn_unhealthy() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("devices.yaml");
     devices_file(&file, true);
-    let config = Config {
-        hook_path: dir.path().join("usr/local"),
-        lock_dir: dir.path().join("vgpulock"),
-        plugin_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
+    let config = agent_config(dir.path());
 
     // A stand-in kubelet on kubelet.sock.
     let kubelet = common::Kubelet::default();
@@ -153,23 +201,7 @@ async fn kubelet_registers_lists_allocates_and_sees_a_card_turn_unhealthy() {
     let plugin = Plugin::new(inventory.subscribe(), allocator);
     let options = plugin.options();
     let socket = dir.path().join(config.socket_name());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn({
-        let socket = socket.clone();
-        async move {
-            plugin
-                .serve(&socket, async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
-    for _ in 0..50 {
-        if socket.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let server = Served::start(plugin, &socket).await;
 
     // 1. Register with kubelet.
     register_with_kubelet(
@@ -332,12 +364,130 @@ async fn kubelet_registers_lists_allocates_and_sees_a_card_turn_unhealthy() {
     );
     assert_eq!(health_of(&fourth, CARD_D), vec!["Healthy".to_string(); 10]);
 
-    let _ = stop.send(());
     drop(stream);
     drop(client);
-    tokio::time::timeout(Duration::from_secs(5), server)
+    server.stop().await;
+}
+
+/// The pods of `examples/cluster.yaml` bound to gpu-a100-1 (with their decisions), and
+/// `ml-team/vgpu-share` as kube-scheduler-wasm-extension leaves it: admitted by the guest
+/// (which names hamr-scheduler), bound to gpu-a100-1, without any decision annotation.
+fn bound_without_a_decision() -> (Vec<PodInfo>, PodInfo) {
+    use k8s_openapi::api::core::v1::Pod;
+
+    let text = std::fs::read_to_string(repo("examples/cluster.yaml")).expect("cluster");
+    let cluster: serde_json::Value = serde_norway::from_str(&text).expect("cluster yaml");
+    let on_node: Vec<PodInfo> = cluster["items"]
+        .as_array()
+        .expect("a List")
+        .iter()
+        .filter(|i| i["kind"] == "Pod" && i["spec"]["nodeName"] == NODE)
+        .map(|i| {
+            let pod: Pod = serde_json::from_value(i.clone()).expect("pod");
+            hamr_node_agent::pods::pod_info(&pod)
+        })
+        .collect();
+    assert!(!on_node.is_empty(), "the cluster has pods on {NODE}");
+
+    let text = std::fs::read_to_string(repo("examples/pods/vgpu-share.yaml")).expect("pod");
+    let mut pod: Pod = serde_norway::from_str(&text).expect("pod yaml");
+    pod.metadata.uid = Some(UID.to_string());
+    let record = hamr_k8s_convert::pod(&pod);
+    let admission = hamr_guest::Engine::new().admit(&record).expect("admission");
+    assert!(admission.allowed, "{}", admission.message);
+    let mut admitted = hamr_guest::admission::apply(&record, &admission.mutations);
+    assert_eq!(admitted.scheduler_name.as_deref(), Some("hamr-scheduler"));
+    admitted.node_name = Some(NODE.to_string());
+    admitted.phase = hamr_guest::api::PodPhase::Pending;
+    let bound = hamr_node_agent::pods::pod_info(&hamr_k8s_convert::to_pod(&admitted));
+    assert!(
+        !bound.annotations.keys().any(|k| k.starts_with("hami.io/")),
+        "no decision: {:?}",
+        bound.annotations
+    );
+    (on_node, bound)
+}
+
+#[tokio::test]
+async fn kubelets_allocate_completes_a_pod_the_scheduler_bound_without_a_decision() {
+    use hamr_node_agent::complete::Completer;
+    use hamr_node_agent::config::CompleteConfig;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("devices.yaml");
+    devices_file(&file, true);
+    let config = Config {
+        complete_decisions: CompleteConfig {
+            wait_seconds: 1,
+            ..CompleteConfig::default()
+        },
+        ..agent_config(dir.path())
+    };
+    let inventory = Inventory::new(Arc::new(FakeDiscovery::new(&file))).expect("first scan");
+    let registered = registration(&inventory.current(), &config);
+    // The independent run: hamr simulate's placement of the same pod on the same cluster.
+    let simulated = simulated_vgpu_share(&registered);
+    let to_allocate = "hami.io/vgpu-devices-to-allocate";
+    let expected = simulated
+        .annotation(to_allocate)
+        .expect("decided")
+        .to_string();
+    assert_eq!(expected, format!("{CARD_D},NVIDIA,10240,30:;"));
+
+    let pods = MemoryPods::default();
+    let (on_node, bound) = bound_without_a_decision();
+    for p in on_node {
+        pods.insert(NODE, p);
+    }
+    pods.insert(NODE, bound);
+    let registration = tokio::sync::watch::Sender::new(registered);
+    let completer = Completer::new(
+        NODE,
+        &config.complete_decisions,
+        registration.subscribe(),
+        pods.clone(),
+    )
+    .expect("completer");
+    let allocator =
+        Allocator::new(NODE, config.clone(), pods.clone()).with_completer(Arc::new(completer));
+    let plugin = Plugin::new(inventory.subscribe(), Arc::new(allocator));
+    let socket = dir.path().join(config.socket_name());
+    let server = Served::start(plugin, &socket).await;
+    let mut client = DevicePluginClient::new(unix_channel(&socket).await.expect("dial plugin"));
+
+    // kubelet calls Allocate right after the bind: the agent completes the pod, then serves it.
+    let response = client
+        .allocate(AllocateRequest {
+            container_requests: vec![ContainerAllocateRequest {
+                devices_ids: vec![format!("{CARD_A}-2")],
+            }],
+        })
         .await
-        .expect("server stops")
-        .expect("task")
-        .expect("served cleanly");
+        .expect("allocated")
+        .into_inner();
+    let envs = &response.container_responses[0].envs;
+    assert_eq!(
+        (
+            envs["NVIDIA_VISIBLE_DEVICES"].as_str(),
+            envs["CUDA_DEVICE_MEMORY_LIMIT_0"].as_str(),
+            envs["CUDA_DEVICE_SM_LIMIT"].as_str()
+        ),
+        (CARD_D, "10240m", "30")
+    );
+    let pod = pods.get("ml-team", "vgpu-share").expect("pod");
+    assert_eq!(
+        pod.annotation("hami.io/vgpu-devices-allocated"),
+        Some(expected.as_str())
+    );
+    assert_eq!(pod.annotation(to_allocate), Some(";"));
+    assert_eq!(pod.annotation(BIND_PHASE), Some("success"));
+    let patches: Vec<String> = pods.patches().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        patches,
+        ["ml-team/vgpu-share", "ml-team/vgpu-share"],
+        "the completion, then Allocate's write-back"
+    );
+
+    drop(client);
+    server.stop().await;
 }

@@ -12,6 +12,8 @@
 pub mod response;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use hamr_guest::device::{self, ContainerDevice, PodDevices};
 use hamr_guest::ledger::VGPU_NODE;
@@ -21,6 +23,7 @@ use hamr_guest::vendor::volcano;
 use tokio::sync::Mutex;
 
 use crate::api::{AllocateRequest, AllocateResponse};
+use crate::complete::Completer;
 use crate::config::Config;
 use crate::plugin::is_replica_of;
 use crate::pods::{PodInfo, PodSource, PodSourceError};
@@ -164,6 +167,8 @@ pub struct Allocator<P> {
     config: Config,
     pods: P,
     serial: Mutex<()>,
+    /// Completes decisions the scheduler could not write, when Allocate finds no pod.
+    completer: Option<Arc<Completer<P>>>,
 }
 
 impl<P: PodSource> Allocator<P> {
@@ -173,7 +178,15 @@ impl<P: PodSource> Allocator<P> {
             config,
             pods,
             serial: Mutex::new(()),
+            completer: None,
         }
+    }
+
+    /// Lets Allocate complete a pod bound here without a decision ([`crate::complete`]) when
+    /// no decided pod matches a request, trying for up to the completer's wait.
+    pub fn with_completer(mut self, completer: Arc<Completer<P>>) -> Allocator<P> {
+        self.completer = Some(completer);
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -189,6 +202,20 @@ impl<P: PodSource> Allocator<P> {
     ) -> Result<AllocateResponse, AllocateError> {
         let _serial = self.serial.lock().await;
         let mut candidates = self.candidates().await?;
+        if let Some(completer) = &self.completer {
+            let deadline = tokio::time::Instant::now() + completer.wait();
+            while !self.serves_all(&candidates, request) {
+                if let Err(error) = completer.complete().await {
+                    tracing::warn!(%error, "completing a device decision for Allocate");
+                }
+                candidates = self.candidates().await?;
+                if self.serves_all(&candidates, request) || tokio::time::Instant::now() >= deadline
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
         let mut touched: Vec<usize> = Vec::new();
         let mut responses = Vec::with_capacity(request.container_requests.len());
         for container in &request.container_requests {
@@ -242,7 +269,16 @@ impl<P: PodSource> Allocator<P> {
         must_include: &[String],
         size: usize,
     ) -> Result<Option<Vec<String>>, AllocateError> {
-        let candidates = self.candidates().await?;
+        let mut candidates = self.candidates().await?;
+        if let Some(completer) = &self.completer
+            && self.choose(&candidates, size, available).is_none()
+        {
+            // Once, without waiting: GetPreferredAllocation is only a hint.
+            if let Err(error) = completer.complete().await {
+                tracing::warn!(%error, "completing a device decision for GetPreferredAllocation");
+            }
+            candidates = self.candidates().await?;
+        }
         let Some(chosen) = self.choose(&candidates, size, available) else {
             return Ok(None);
         };
@@ -260,6 +296,15 @@ impl<P: PodSource> Allocator<P> {
             }
         }
         Ok(Some(out))
+    }
+
+    /// Whether some candidate matches each container request (as a first check: serving one
+    /// request consumes an entry).
+    fn serves_all(&self, candidates: &[Candidate], request: &AllocateRequest) -> bool {
+        request.container_requests.iter().all(|c| {
+            self.choose(candidates, c.devices_ids.len(), &c.devices_ids)
+                .is_some()
+        })
     }
 
     async fn candidates(&self) -> Result<Vec<Candidate>, AllocateError> {

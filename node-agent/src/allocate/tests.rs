@@ -28,6 +28,7 @@ fn decided(name: &str, to_allocate: &str, containers: &[&str]) -> PodInfo {
             })
             .collect(),
         init_containers: 0,
+        ..PodInfo::default()
     }
 }
 
@@ -374,6 +375,7 @@ fn volcano_decided(name: &str, to_allocate: &str) -> PodInfo {
             })
             .collect(),
         init_containers: 1,
+        ..PodInfo::default()
     }
 }
 

@@ -1,8 +1,8 @@
-use http::{Method, Request, Response};
-use kube::client::Body;
+use http::Method;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::mock_api::{client, json_response, next_request, watch_response};
 
 const REGISTER: &str = "hami.io/node-nvidia-register";
 const NODE: &str = "node1";
@@ -33,7 +33,7 @@ fn pod_json(uid: &str, devices: &str, phase: &str) -> Value {
 
 fn pod(uid: &str, devices: &str, phase: &str) -> api::Pod {
     let p: Pod = serde_json::from_value(pod_json(uid, devices, phase)).expect("a pod");
-    crate::k8s::pod(&p)
+    hamr_k8s_convert::pod(&p)
 }
 
 #[test]
@@ -81,41 +81,9 @@ fn a_relist_replaces_the_pods_only_when_complete() {
     assert_eq!(uids(&pods), Vec::<String>::new());
 }
 
-type Mock = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-async fn next_request(
-    handle: &mut Mock,
-) -> (
-    Method,
-    String,
-    String,
-    tower_test::mock::SendResponse<Response<Body>>,
-) {
-    let (request, respond) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .expect("a request within 5 s")
-        .expect("a request");
-    let method = request.method().clone();
-    let uri = request.uri().to_string();
-    let body = request.into_body().collect_bytes().await.expect("body");
-    (
-        method,
-        uri,
-        String::from_utf8(body.to_vec()).expect("utf-8"),
-        respond,
-    )
-}
-
-fn json_response(value: &Value) -> Response<Body> {
-    Response::builder()
-        .body(Body::from(serde_json::to_vec(value).expect("json")))
-        .expect("response")
-}
-
 #[tokio::test]
 async fn the_publisher_patches_after_the_list_and_again_when_a_pod_arrives() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "default");
+    let (client, mut handle) = client();
     let registered = watch::Sender::new(registration());
     let publisher = UsagePublisher::new(client, NODE, registered.subscribe());
     let task = tokio::spawn(publisher.run());
@@ -150,11 +118,7 @@ async fn the_publisher_patches_after_the_list_and_again_when_a_pod_arrives() {
     assert!(uri.contains("watch=true"), "{uri}");
     let event =
         json!({"type": "ADDED", "object": pod_json("p2", "GPU-b,NVIDIA,2000,0:;", "Pending")});
-    respond.send_response(
-        Response::builder()
-            .body(Body::from(format!("{event}\n").into_bytes()))
-            .expect("response"),
-    );
+    respond.send_response(watch_response(&event));
 
     // 4. The new value is patched.
     let (method, _, body, respond) = next_request(&mut handle).await;

@@ -1,11 +1,23 @@
-//! Kubernetes objects (k8s-openapi types) to the contract's plain records ([`hamr_guest::api`]).
+//! Kubernetes objects (k8s-openapi types) to the contract's plain records ([`hamr_guest::api`]),
+//! and a pod record back to a Kubernetes pod. The host converts what its watches and files hold;
+//! the node agent converts the pods bound to its node, to build a guest ledger natively. Both use
+//! this one mapping.
 //!
 //! The conversion is total: every object converts, and what the guest reads is copied verbatim
 //! (quantities stay strings; the guest parses them and names the field when one is malformed).
 //! Defaults follow the WIT: namespace `default`, phase `pending`, empty strings become `None`.
 //!
-//! ```text
-//! Pod{metadata.name: p1, no namespace, no uid}  ->  api::Pod{namespace: "default", uid: "default/p1"}
+//! ```
+//! # use k8s_openapi::api::core::v1::Pod;
+//! let pod = Pod {
+//!     metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+//!         name: Some("p1".into()),
+//!         ..Default::default()
+//!     },
+//!     ..Default::default()
+//! };
+//! let record = hamr_k8s_convert::pod(&pod);
+//! assert_eq!((record.namespace.as_str(), record.uid.as_str()), ("default", "default/p1"));
 //! ```
 
 use std::collections::BTreeMap;
@@ -242,3 +254,6 @@ pub fn to_pod(p: &api::Pod) -> Pod {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,8 @@
-//! Reading Kubernetes objects from files and converting them to the contract's records.
+//! Reading Kubernetes objects from files into the contract's records. The conversion itself is
+//! tested in `k8s-convert/`.
 
 use hamr::input::{self, Kind, LoadError, Objects};
-use hamr::k8s;
-use hamr_guest::api::{self, Container, ContainerStatus, PodPhase};
+use hamr_guest::api;
 
 fn parse(text: &str, default_kind: Option<Kind>) -> Objects {
     input::parse_objects(text, "test.yaml", default_kind).expect("the test input reads")
@@ -103,97 +103,6 @@ fn an_object_without_api_version_or_kind_reads_as_the_expected_kind() {
 }
 
 #[test]
-fn a_pod_without_uid_or_namespace_is_default_slash_name() {
-    let o = parse(
-        "metadata: {name: p1}\nspec: {containers: []}\n",
-        Some(Kind::Pod),
-    );
-    assert_eq!(
-        (o.pods[0].namespace.as_str(), o.pods[0].uid.as_str()),
-        ("default", "default/p1")
-    );
-}
-
-#[test]
-fn a_pod_converts_field_by_field() {
-    let o = parse(
-        r#"
-metadata:
-  name: p1
-  namespace: ml
-  uid: u-1
-  labels: {app: train}
-  annotations: {nvidia.com/use-gputype: A100}
-  deletionTimestamp: "2026-11-28T11:00:00Z"
-spec:
-  schedulerName: hamr-scheduler
-  nodeName: ""
-  runtimeClassName: nvidia
-  initContainers:
-  - name: fetch
-    securityContext: {privileged: false}
-  containers:
-  - name: main
-    securityContext: {privileged: true}
-    env: [{name: A, value: "1"}, {name: B}]
-    resources:
-      limits: {nvidia.com/gpu: 2, nvidia.com/gpumem: 16Gi}
-      requests: {cpu: 500m}
-status:
-  phase: Running
-  initContainerStatuses:
-  - {name: fetch, state: {terminated: {exitCode: 0}}}
-  - {name: other, state: {running: {}}}
-"#,
-        Some(Kind::Pod),
-    );
-    let expected = api::Pod {
-        uid: "u-1".into(),
-        namespace: "ml".into(),
-        name: "p1".into(),
-        labels: pairs(&[("app", "train")]),
-        annotations: pairs(&[("nvidia.com/use-gputype", "A100")]),
-        scheduler_name: Some("hamr-scheduler".into()),
-        node_name: None,
-        runtime_class_name: Some("nvidia".into()),
-        phase: PodPhase::Running,
-        deleting: true,
-        init_containers: vec![Container {
-            name: "fetch".into(),
-            ..Container::default()
-        }],
-        containers: vec![Container {
-            name: "main".into(),
-            limits: pairs(&[("nvidia.com/gpu", "2"), ("nvidia.com/gpumem", "16Gi")]),
-            requests: pairs(&[("cpu", "500m")]),
-            privileged: true,
-            env_names: vec!["A".into(), "B".into()],
-        }],
-        init_container_statuses: vec![
-            ContainerStatus {
-                name: "fetch".into(),
-                terminated_exit_code: Some(0),
-            },
-            ContainerStatus {
-                name: "other".into(),
-                terminated_exit_code: None,
-            },
-        ],
-    };
-    assert_eq!(o.pods, vec![expected]);
-}
-
-#[test]
-fn a_pod_without_status_is_pending_and_an_unknown_phase_is_unknown() {
-    let o = parse(
-        "metadata: {name: a}\n---\nmetadata: {name: b}\nstatus: {phase: Lost}\n",
-        Some(Kind::Pod),
-    );
-    let phases: Vec<PodPhase> = o.pods.iter().map(|p| p.phase).collect();
-    assert_eq!(phases, vec![PodPhase::Pending, PodPhase::Unknown]);
-}
-
-#[test]
 fn a_syntax_error_names_the_file_and_the_line() {
     let err = input::parse_objects("kind: Node\nmetadata: {name: n1\n", "c.yaml", None)
         .expect_err("an unclosed flow mapping is not YAML");
@@ -240,36 +149,5 @@ fn an_object_of_another_kind_where_a_kind_is_implied_is_refused() {
     assert_eq!(
         err.to_string(),
         "s.yaml: node/x: kind: expected Node (found \"Pod\")"
-    );
-}
-
-#[test]
-fn placing_merges_the_decision_and_sets_node_and_phase() {
-    let pod = api::Pod {
-        uid: "u".into(),
-        namespace: "default".into(),
-        name: "p".into(),
-        annotations: pairs(&[("keep", "1"), ("hami.io/vgpu-node", "old")]),
-        ..api::Pod::default()
-    };
-    let decision = api::Decision {
-        node: "n1".into(),
-        annotations: pairs(&[("hami.io/vgpu-node", "n1"), ("hami.io/vgpu-time", "9")]),
-        labels: pairs(&[("hami.io/vgpu-node", "n1")]),
-        grants: Vec::new(),
-    };
-    let placed = k8s::placed(&pod, &decision);
-    assert_eq!(
-        placed.annotations,
-        pairs(&[
-            ("keep", "1"),
-            ("hami.io/vgpu-node", "n1"),
-            ("hami.io/vgpu-time", "9")
-        ])
-    );
-    assert_eq!(placed.labels, pairs(&[("hami.io/vgpu-node", "n1")]));
-    assert_eq!(
-        (placed.node_name.as_deref(), placed.phase),
-        (Some("n1"), PodPhase::Running)
     );
 }
