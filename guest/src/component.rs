@@ -51,14 +51,14 @@ impl ledger::Guest for Component {
 impl scheduler::Guest for Component {
     fn filter(pod: w::Pod, candidates: String, now: i64) -> Result<w::FilterOutcome, w::Error> {
         let pod: crate::api::Pod = pod.cv();
-        with(|e| e.filter(&pod, &crate::node_names(&candidates), now))
+        with(|e| e.filter_lines(&pod, &candidates, now))
             .map(Cv::cv)
             .map_err(Cv::cv)
     }
 
     fn score(pod: w::Pod, nodes: String, now: i64) -> Result<Vec<w::NodeScore>, w::Error> {
         let pod: crate::api::Pod = pod.cv();
-        with(|e| e.score(&pod, &crate::node_names(&nodes), now))
+        with(|e| e.score_lines(&pod, &nodes, now))
             .map(Cv::cv)
             .map_err(Cv::cv)
     }

@@ -130,6 +130,22 @@ impl Engine {
         schedule::score(&self.ledger, pod, nodes, now)
     }
 
+    /// [`Engine::filter`] on WIT's `node-names` text (one name per line), which can hold no
+    /// name with a line break: nothing to check.
+    pub fn filter_lines(
+        &mut self,
+        pod: &Pod,
+        candidates: &str,
+        now: i64,
+    ) -> Result<FilterOutcome, Error> {
+        schedule::filter(&mut self.ledger, pod, &node_names(candidates), now)
+    }
+
+    /// [`Engine::score`] on WIT's `node-names` text.
+    pub fn score_lines(&self, pod: &Pod, nodes: &str, now: i64) -> Result<Vec<NodeScore>, Error> {
+        schedule::score(&self.ledger, pod, &node_names(nodes), now)
+    }
+
     pub fn reserve(&mut self, pod: &Pod, node: &str, now: i64) -> Result<Reservation, Error> {
         schedule::reserve(&mut self.ledger, pod, node, now)
     }

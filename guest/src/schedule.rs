@@ -573,30 +573,37 @@ impl Eq for Ranked<'_> {}
 
 /// Candidates evaluated best first (see [`filter`]); the first that fits is the choice.
 /// Unknown names are `node unregistered` whatever happens.
-fn try_best_first<N: AsRef<str>>(
-    ledger: &Ledger,
+fn try_best_first<'a, N: AsRef<str>>(
+    ledger: &'a Ledger,
     plan: &PodPlan<'_>,
-    candidates: &[N],
+    candidates: &'a [N],
     now: i64,
 ) -> (Vec<NodeVerdict>, Option<Choice>) {
     let mut verdicts: Vec<(usize, NodeVerdict)> = Vec::new();
-    let mut known = Vec::with_capacity(candidates.len());
+    let ranked = |position: usize, name: &'a str| {
+        ledger.nodes.get(name).map(|entry| Ranked {
+            policy: plan.node_policy,
+            position,
+            name,
+            entry,
+        })
+    };
+    // Usually the best candidate fits: one scan, without allocating, finds it. Only when it
+    // does not are the others ordered, by a heap.
+    let mut best: Option<Ranked<'_>> = None;
     for (position, name) in candidates.iter().enumerate() {
-        let name = name.as_ref();
-        match ledger.nodes.get(name) {
-            Some(entry) => known.push(Ranked {
-                policy: plan.node_policy,
-                position,
-                name,
-                entry,
-            }),
+        match ranked(position, name.as_ref()) {
+            Some(r) => {
+                if best.as_ref().is_none_or(|b| r > *b) {
+                    best = Some(r);
+                }
+            }
             None => verdicts.push((
                 position,
-                NodeFail::bare(reason::NODE_UNREGISTERED).verdict(name),
+                NodeFail::bare(reason::NODE_UNREGISTERED).verdict(name.as_ref()),
             )),
         }
     }
-    let mut choice = None;
     let attempt = |next: &Ranked<'_>, verdicts: &mut Vec<(usize, NodeVerdict)>| match evaluate(
         ledger, plan, next.entry, now, None,
     ) {
@@ -612,18 +619,17 @@ fn try_best_first<N: AsRef<str>>(
             None
         }
     };
-    // Usually the best candidate fits: one scan finds it. Only when it does not are the
-    // others ordered, lazily, by a heap.
-    let best = known
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.cmp(b.1))
-        .map(|(i, _)| i);
-    if let Some(i) = best {
-        let first = known.swap_remove(i);
+    let mut choice = None;
+    if let Some(first) = best {
         choice = attempt(&first, &mut verdicts);
         if choice.is_none() {
-            let mut heap = std::collections::BinaryHeap::from(known);
+            let rest: Vec<Ranked<'_>> = candidates
+                .iter()
+                .enumerate()
+                .filter(|(position, _)| *position != first.position)
+                .filter_map(|(position, name)| ranked(position, name.as_ref()))
+                .collect();
+            let mut heap = std::collections::BinaryHeap::from(rest);
             while let Some(next) = heap.pop() {
                 choice = attempt(&next, &mut verdicts);
                 if choice.is_some() {

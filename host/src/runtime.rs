@@ -179,6 +179,11 @@ impl Compiled {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.concurrency_support(false);
+        // `HAMR_PERFMAP=1` writes /tmp/perf-<pid>.map, so that `perf report` names the guest's
+        // functions (BENCHMARKS.md, "Profiling the component").
+        if std::env::var_os("HAMR_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).wt("creating the wasmtime engine")?;
         let component = Component::new(&engine, bytes).wt("compiling the guest component")?;
         let mut linker: Linker<State> = Linker::new(&engine);
