@@ -26,6 +26,11 @@ pub struct NodeEntry {
     /// kept by [`Ledger::rebuild_node`], the one place where the cards' use changes: `filter`
     /// orders candidates by it without touching their cards.
     pub use_score: f64,
+    /// The name's place among the ledger's node names: a smaller rank sorts first. Ranks of
+    /// nodes present together keep their names' order (removals leave gaps); a new name marks
+    /// them stale until [`Ledger::rank_names`]. `filter` breaks score ties by rank, an integer
+    /// compare where names would cost a byte-wise compare each (slow in WebAssembly).
+    pub name_rank: u32,
 }
 
 /// A pod that holds cards: placed (its annotations say so) or assumed by a filter.
@@ -148,6 +153,8 @@ pub struct Ledger {
     /// Node name -> uids of pods holding cards there (the node may not be known yet).
     pub pods_by_node: HashMap<String, BTreeSet<String>>,
     pub quotas: Quotas,
+    /// A node name arrived since the ranks were given ([`NodeEntry::name_rank`]).
+    names_unranked: bool,
     /// Quota objects as given, so a new configuration can re-read them.
     quota_objects: BTreeMap<(String, String), Quota>,
 }
@@ -256,6 +263,7 @@ impl Ledger {
             c.cordoned = cordon.contains(c.info.id.as_str());
         }
         let name = node.name.clone();
+        self.names_unranked |= previous.is_none();
         self.nodes.insert(
             name.clone(),
             NodeEntry {
@@ -263,10 +271,31 @@ impl Ledger {
                 cards,
                 vendors,
                 use_score: 0.0,
+                name_rank: previous.as_ref().map_or(0, |p| p.name_rank),
             },
         );
         self.rebuild_node(&name);
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Gives every node its [`NodeEntry::name_rank`] if a name arrived since the last time.
+    pub fn rank_names(&mut self) {
+        if !self.names_unranked {
+            return;
+        }
+        let mut names: Vec<&String> = self.nodes.keys().collect();
+        names.sort_unstable();
+        let ranks: Vec<(String, u32)> = names
+            .into_iter()
+            .enumerate()
+            .map(|(rank, name)| (name.clone(), rank as u32))
+            .collect();
+        for (name, rank) in ranks {
+            if let Some(entry) = self.nodes.get_mut(&name) {
+                entry.name_rank = rank;
+            }
+        }
+        self.names_unranked = false;
     }
 
     /// Recomputes the use of a node's cards from the pods placed there (spec §8.3), and the
@@ -532,6 +561,41 @@ fn init_done(pod: &Pod) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_ranks_follow_name_order_across_arrivals_and_removals() {
+        let mut l = Ledger::default();
+        let node = |name: &str| Node {
+            name: name.to_string(),
+            labels: Vec::new(),
+            annotations: Vec::new(),
+            allocatable: Vec::new(),
+            capacity: Vec::new(),
+        };
+        let order = |l: &Ledger| {
+            let mut names: Vec<(&u32, &String)> =
+                l.nodes.iter().map(|(n, e)| (&e.name_rank, n)).collect();
+            names.sort();
+            names
+                .into_iter()
+                .map(|(_, n)| n.clone())
+                .collect::<Vec<_>>()
+        };
+        for n in ["n3", "n1", "n2"] {
+            l.upsert_node(node(n)).unwrap();
+        }
+        l.rank_names();
+        assert_eq!(order(&l), ["n1", "n2", "n3"]);
+        // An update of a known node keeps its rank; a removal leaves the others in order.
+        l.upsert_node(node("n2")).unwrap();
+        l.apply(&[Delta::NodeRemove("n1".into())]);
+        l.rank_names();
+        assert_eq!(order(&l), ["n2", "n3"]);
+        // A new name between them is ranked where it sorts.
+        l.upsert_node(node("n25")).unwrap();
+        l.rank_names();
+        assert_eq!(order(&l), ["n2", "n25", "n3"]);
+    }
 
     #[test]
     fn quota_report_lists_limited_and_used_pairs_only() {

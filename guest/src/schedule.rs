@@ -493,6 +493,7 @@ pub fn filter<N: AsRef<str>>(
             .flatten()
             .all(|r| vendor::by_key(r.vendor).is_some_and(|v| v.rank_is_use_only()));
     let (verdicts, best) = if best_first {
+        ledger.rank_names();
         try_best_first(ledger, &plan, candidates, now)
     } else {
         evaluate_every(ledger, &plan, candidates, now)
@@ -541,6 +542,7 @@ fn evaluate_every<N: AsRef<str>>(
 /// A known candidate in the best-first order: the node policy's order of the score on existing
 /// use, then the name (exactly [`NodePolicy::better`], which [`NodeRank::order`] applies when
 /// no vendor adds a term). `BinaryHeap` pops the greatest, so the better node is greater.
+/// Duplicate names compare equal.
 struct Ranked<'a> {
     policy: NodePolicy,
     position: usize,
@@ -549,11 +551,19 @@ struct Ranked<'a> {
 }
 
 impl Ord for Ranked<'_> {
+    /// [`NodePolicy::better`] with the names' order read from their ranks (fresh: `filter`
+    /// calls [`Ledger::rank_names`] first).
     fn cmp(&self, other: &Self) -> Ordering {
-        self.policy.better(
-            (other.name, other.entry.use_score),
-            (self.name, self.entry.use_score),
-        )
+        let by_score = self
+            .entry
+            .use_score
+            .partial_cmp(&other.entry.use_score)
+            .unwrap_or(Ordering::Equal);
+        let by_score = match self.policy {
+            NodePolicy::Binpack => by_score,
+            NodePolicy::Spread => by_score.reverse(),
+        };
+        by_score.then_with(|| other.entry.name_rank.cmp(&self.entry.name_rank))
     }
 }
 
