@@ -224,7 +224,7 @@ fn verdicts_are_compared_on_the_nodes_both_engines_report() {
         .verdicts
         .insert("n2".into(), (Code::Success, String::new()));
     assert_eq!(
-        observe::difference(&[tried.clone()], &[every.clone()]),
+        observe::difference(std::slice::from_ref(&tried), std::slice::from_ref(&every)),
         None
     );
     every.verdicts.insert(
