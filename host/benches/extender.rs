@@ -42,12 +42,13 @@ fn loaded() -> HttpEngine {
 }
 
 /// Filters and binds one new pod over HTTP, then releases it.
-fn schedule_one(engine: &HttpEngine, names: &Value, n: usize) {
+fn schedule_one(engine: &HttpEngine, names: &str, n: usize) {
     let name = format!("ext-{n}");
     // A pending pod: `/filter` records it as the API server's copy that bind then patches.
     let pod = cluster::pod(&name, 1, 10240, 30, &[]);
-    let args = json!({"Pod": k8s::to_pod(&pod), "NodeNames": names});
-    let body = serde_json::to_vec(&args).expect("serialises");
+    // The names are serialised once for the run: the load generator shares the machine.
+    let pod_json = serde_json::to_string(&k8s::to_pod(&pod)).expect("serialises");
+    let body = format!(r#"{{"Pod":{pod_json},"NodeNames":{names}}}"#).into_bytes();
     let (status, answer) = post(engine.addr(), "/filter", &body).expect("filter answers");
     assert_eq!(status, 200);
     let answer: Value = serde_json::from_slice(&answer).expect("JSON");
@@ -67,7 +68,7 @@ fn schedule_one(engine: &HttpEngine, names: &Value, n: usize) {
     );
     // Deleted: gone from the API server's copy and from the guest's ledger.
     if let Backend::Memory(m) = &engine.server().backend {
-        m.remove(&pod.uid);
+        m.remove_named(&pod.namespace, &pod.name);
     }
     engine.server().apply_now(&[Delta::PodRemove(pod.uid)]);
 }
@@ -101,7 +102,7 @@ fn extender(c: &mut Criterion) {
         .into_iter()
         .map(Value::String)
         .collect();
-    let names = Arc::new(names);
+    let names = Arc::new(names.to_string());
     let counter = Arc::new(AtomicUsize::new(0));
     let mut group = c.benchmark_group(format!("extender/{NODES}"));
     group.sample_size(10);

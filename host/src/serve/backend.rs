@@ -125,10 +125,16 @@ impl MemoryBackend {
         pods.insert(key(&pod.namespace, &pod.name), pod.clone());
     }
 
-    /// Forgets the pod with this UID.
+    /// Forgets the pod with this UID (a scan: pods are kept by name).
     pub fn remove(&self, uid: &str) {
         let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
         pods.retain(|_, p| p.uid != uid);
+    }
+
+    /// Forgets the pod of that namespace and name, at once.
+    pub fn remove_named(&self, namespace: &str, name: &str) {
+        let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+        pods.remove(&key(namespace, name));
     }
 
     /// Stores a node as given (replacing the one of that name).

@@ -339,9 +339,13 @@ impl Server {
             m.observe(&pod);
         }
         let now = self.clock.now();
-        let names = args.node_names.clone();
+        // Shared with the engine's thread, not copied: thousands of names per request.
+        let names: Arc<[String]> = args.node_names.into();
         let p = pod.clone();
-        let outcome = self.with_engine(move |e| e.filter(&p, &names, now)).await;
+        let candidates = Arc::clone(&names);
+        let outcome = self
+            .with_engine(move |e| e.filter(&p, &candidates, now))
+            .await;
         let outcome = match outcome {
             Err(e) => {
                 self.decision_metric("error", String::new());
@@ -391,7 +395,7 @@ impl Server {
                 Vec::new()
             }
             // Not a device pod: every candidate passes.
-            None => args.node_names.clone(),
+            None => names.to_vec(),
         };
         match args.full_nodes {
             Some(items) => {

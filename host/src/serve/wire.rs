@@ -106,13 +106,32 @@ pub struct ExtenderArgs {
 
 impl ExtenderArgs {
     pub fn parse(body: &[u8]) -> Result<ExtenderArgs, WireError> {
-        let map = fold(body)?;
+        let mut map = fold(body)?;
         let pod = match optional(&map, "pod") {
             None => return Err(WireError::Missing("Pod")),
             Some(v) => object::<Pod>(v, "Pod")?,
         };
-        if let Some(names) = optional(&map, "nodenames") {
-            let names: Vec<String> = object(names, "NodeNames")?;
+        if let Some(names) = map.remove("nodenames").filter(|v| !v.is_null()) {
+            // Moved out of the parsed body, not copied: thousands of names per request.
+            let names = match names {
+                Value::Array(items) => items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| match v {
+                        Value::String(name) => Ok(name),
+                        other => Err(WireError::field(
+                            &format!("NodeNames[{i}]"),
+                            format!("expected a string, got {}", kind(&other)),
+                        )),
+                    })
+                    .collect::<Result<Vec<String>, WireError>>()?,
+                other => {
+                    return Err(WireError::field(
+                        "NodeNames",
+                        format!("expected an array, got {}", kind(&other)),
+                    ));
+                }
+            };
             return Ok(ExtenderArgs {
                 pod,
                 node_names: names,
@@ -384,7 +403,14 @@ mod tests {
             (r#"[]"#, "field body: expected an object, got an array"),
             (r#"{"NodeNames":["a"]}"#, "field Pod is missing"),
             (r#"{"Pod":{}}"#, "field NodeNames is missing"),
-            (r#"{"Pod":{},"NodeNames":"a"}"#, "field NodeNames"),
+            (
+                r#"{"Pod":{},"NodeNames":"a"}"#,
+                "field NodeNames: expected an array, got a string",
+            ),
+            (
+                r#"{"Pod":{},"NodeNames":["a",7]}"#,
+                "field NodeNames[1]: expected a string, got a number",
+            ),
             (
                 r#"{"Pod":{"spec":{"containers":"x"}},"NodeNames":[]}"#,
                 "field Pod.spec.containers",
