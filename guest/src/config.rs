@@ -355,8 +355,11 @@ impl Config {
     /// Parses and validates a JSON configuration. Absent keys keep their defaults.
     pub fn from_json(text: &str) -> Result<Config, Invalid> {
         let text = if text.trim().is_empty() { "{}" } else { text };
-        let mut config: Config = serde_json::from_str(text).map_err(|e| {
-            Invalid::new("config", config_path(&e.to_string()), text, e.to_string())
+        let mut de = serde_json::Deserializer::from_str(text);
+        let mut config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            Invalid::new("config", config_path(&path, &message), text, message)
         })?;
         // A vendor section that is present was built without its chart defaults.
         let d = Config::default();
@@ -544,12 +547,17 @@ impl VolcanoConfig {
 }
 
 /// serde_json names the unknown field in its message; surface it as the field.
-fn config_path(message: &str) -> String {
+/// The key a serde error is about, dotted from the top (`nvidia.defaultMemory`, an unknown key
+/// included); `(document)` when the text is not a JSON object at all.
+fn config_path(path: &str, message: &str) -> String {
+    if path != "." && !path.is_empty() {
+        return path.to_string();
+    }
     message
-        .split('`')
-        .nth(1)
-        .map(str::to_string)
-        .unwrap_or_else(|| "(document)".to_string())
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or("(document)")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -565,9 +573,21 @@ mod tests {
     }
 
     #[test]
-    fn unknown_key_is_named() {
-        let err = Config::from_json(r#"{"nvidia":{"defaultMemroy":5}}"#).unwrap_err();
-        assert_eq!(err.field, "defaultMemroy");
+    fn malformed_keys_are_named_by_their_path() {
+        let cases = [
+            (r#"{"nvidia":{"defaultMemroy":5}}"#, "nvidia.defaultMemroy"),
+            (r#"{"shedulerName":"x"}"#, "shedulerName"),
+            (r#"{"gpuSchedulerPolicy":7}"#, "gpuSchedulerPolicy"),
+            (
+                r#"{"nvidia":{"defaultMemory":"lots"}}"#,
+                "nvidia.defaultMemory",
+            ),
+            ("5", "(document)"),
+        ];
+        for (text, field) in cases {
+            let err = Config::from_json(text).unwrap_err();
+            assert_eq!(err.field, field, "{text}: {}", err.message);
+        }
     }
 
     #[test]
