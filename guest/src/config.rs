@@ -546,7 +546,6 @@ impl VolcanoConfig {
     }
 }
 
-/// serde_json names the unknown field in its message; surface it as the field.
 /// The key a serde error is about, dotted from the top (`nvidia.defaultMemory`, an unknown key
 /// included); `(document)` when the text is not a JSON object at all.
 fn config_path(path: &str, message: &str) -> String {

@@ -291,17 +291,10 @@ impl Ledger {
         if !self.names_unranked {
             return;
         }
-        let mut names: Vec<&String> = self.nodes.keys().collect();
-        names.sort_unstable();
-        let ranks: Vec<(String, u32)> = names
-            .into_iter()
-            .enumerate()
-            .map(|(rank, name)| (name.clone(), rank as u32))
-            .collect();
-        for (name, rank) in ranks {
-            if let Some(entry) = self.nodes.get_mut(&name) {
-                entry.name_rank = rank;
-            }
+        let mut entries: Vec<(&String, &mut NodeEntry)> = self.nodes.iter_mut().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (rank, (_, entry)) in entries.into_iter().enumerate() {
+            entry.name_rank = rank as u32;
         }
         self.names_unranked = false;
     }
