@@ -147,18 +147,26 @@ pub fn quota(q: &ResourceQuota) -> api::Quota {
 /// in (a key already present is replaced), `spec.nodeName` set and phase `running`.
 pub fn placed(pod: &api::Pod, decision: &api::Decision) -> api::Pod {
     let mut out = pod.clone();
-    merge(&mut out.annotations, &decision.annotations);
-    merge(&mut out.labels, &decision.labels);
+    merge(
+        &mut out.annotations,
+        decision.annotations.iter().map(|(k, v)| (k, v)),
+    );
+    merge(&mut out.labels, decision.labels.iter().map(|(k, v)| (k, v)));
     out.node_name = Some(decision.node.clone());
     out.phase = api::PodPhase::Running;
     out
 }
 
-fn merge(into: &mut api::Pairs, from: &api::Pairs) {
+/// Sets each key of `from` in `into`, replacing a present one (a merge patch of a string map).
+pub fn merge<K: AsRef<str>, V: AsRef<str>>(
+    into: &mut api::Pairs,
+    from: impl IntoIterator<Item = (K, V)>,
+) {
     for (k, v) in from {
+        let (k, v) = (k.as_ref(), v.as_ref());
         match into.iter_mut().find(|(key, _)| key == k) {
-            Some(slot) => slot.1 = v.clone(),
-            None => into.push((k.clone(), v.clone())),
+            Some(slot) => slot.1 = v.to_string(),
+            None => into.push((k.to_string(), v.to_string())),
         }
     }
 }
@@ -257,3 +265,65 @@ pub fn to_pod(p: &api::Pod) -> Pod {
 
 #[cfg(test)]
 mod tests;
+
+/// What a core/v1 Event about a pod says and who writes it ([`pod_event`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PodEventText<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    /// The pod's UID; empty when unknown.
+    pub uid: &'a str,
+    /// `Normal` or `Warning`.
+    pub kind: &'a str,
+    pub reason: &'a str,
+    pub message: &'a str,
+    /// What was being done: `Scheduling`, `Binding`, `Allocate`.
+    pub action: &'a str,
+    /// `source.component` and `reportingComponent`.
+    pub component: &'a str,
+    /// `source.host` (a node agent's node), if any.
+    pub host: Option<&'a str>,
+    /// `reportingInstance`, if any.
+    pub instance: Option<&'a str>,
+}
+
+/// The core/v1 Event about a pod at `now`, as client-go's recorder writes one (the scheduler's
+/// and the node agent's events alike).
+pub fn pod_event(
+    e: &PodEventText<'_>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> k8s_openapi::api::core::v1::Event {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+    let some = |s: &str| Some(s.to_string());
+    Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", e.pod)),
+            namespace: some(e.namespace),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: some("v1"),
+            kind: some("Pod"),
+            name: some(e.pod),
+            namespace: some(e.namespace),
+            uid: some(e.uid).filter(|u| !u.is_empty()),
+            ..ObjectReference::default()
+        },
+        reason: some(e.reason),
+        message: some(e.message),
+        type_: some(e.kind),
+        source: Some(EventSource {
+            component: some(e.component),
+            host: e.host.map(str::to_string),
+        }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        event_time: Some(MicroTime(now)),
+        count: Some(1),
+        action: some(e.action),
+        reporting_component: some(e.component),
+        reporting_instance: e.instance.map(str::to_string),
+        ..Event::default()
+    }
+}

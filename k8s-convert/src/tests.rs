@@ -181,3 +181,43 @@ fn placing_merges_the_decision_and_sets_node_and_phase() {
         (Some("n1"), PodPhase::Running)
     );
 }
+
+#[test]
+fn a_node_agents_warning_is_a_core_v1_event_about_the_pod() {
+    let now: k8s_openapi::jiff::Timestamp = "2026-11-29T12:00:00Z".parse().unwrap();
+    let event = pod_event(
+        &PodEventText {
+            namespace: "ml",
+            pod: "train",
+            uid: "",
+            kind: "Warning",
+            reason: "HamrDeviceDecisionFailed",
+            message: "1/1 CardInsufficientMemory",
+            action: "Allocate",
+            component: "hamr-node-agent",
+            host: Some("gpu-1"),
+            instance: Some("gpu-1"),
+        },
+        now,
+    );
+    let body = serde_json::to_value(&event).unwrap();
+    assert_eq!(
+        body["metadata"],
+        json!({"generateName": "train.", "namespace": "ml"})
+    );
+    // An empty UID is left out rather than written empty.
+    assert_eq!(
+        body["involvedObject"],
+        json!({"apiVersion": "v1", "kind": "Pod", "name": "train", "namespace": "ml"})
+    );
+    assert_eq!(body["type"], "Warning");
+    assert_eq!(body["action"], "Allocate");
+    assert_eq!(
+        body["source"],
+        json!({"component": "hamr-node-agent", "host": "gpu-1"})
+    );
+    assert_eq!(body["reportingComponent"], "hamr-node-agent");
+    assert_eq!(body["reportingInstance"], "gpu-1");
+    assert_eq!(body["count"], 1);
+    assert_eq!(body["firstTimestamp"], "2026-11-29T12:00:00Z");
+}

@@ -7,8 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use hamr_guest::api;
-use k8s_openapi::api::core::v1::{Container, Event, EventSource, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Container, Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 /// What Allocate needs to know about a pod.
@@ -202,8 +201,8 @@ impl PodSource for MemoryPods {
                 name: name.to_string(),
             })?;
         pod.annotations.extend(patch.annotations.clone());
-        merge(&mut pod.record.annotations, &patch.annotations);
-        merge(&mut pod.record.labels, &patch.labels);
+        hamr_k8s_convert::merge(&mut pod.record.annotations, &patch.annotations);
+        hamr_k8s_convert::merge(&mut pod.record.labels, &patch.labels);
         self.written()
             .patches
             .push((format!("{namespace}/{name}"), patch));
@@ -212,16 +211,6 @@ impl PodSource for MemoryPods {
 
     async fn warn(&self, warning: PodWarning) {
         self.written().warnings.push(warning);
-    }
-}
-
-/// Sets each key of `from` in `into`, replacing a present one.
-fn merge(into: &mut api::Pairs, from: &BTreeMap<String, String>) {
-    for (k, v) in from {
-        match into.iter_mut().find(|(key, _)| key == k) {
-            Some(slot) => slot.1 = v.clone(),
-            None => into.push((k.clone(), v.clone())),
-        }
     }
 }
 
@@ -254,37 +243,22 @@ impl KubePods {
 
     /// The core/v1 Event for `warning`, as client-go's recorder writes one, at `now`.
     pub fn event(&self, warning: &PodWarning, now: k8s_openapi::jiff::Timestamp) -> Event {
-        let host = Some(self.host.clone()).filter(|h| !h.is_empty());
-        Event {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", warning.name)),
-                namespace: Some(warning.namespace.clone()),
-                ..ObjectMeta::default()
+        let host = Some(self.host.as_str()).filter(|h| !h.is_empty());
+        hamr_k8s_convert::pod_event(
+            &hamr_k8s_convert::PodEventText {
+                namespace: &warning.namespace,
+                pod: &warning.name,
+                uid: &warning.uid,
+                kind: "Warning",
+                reason: &warning.reason,
+                message: &warning.message,
+                action: "Allocate",
+                component: &self.component,
+                host,
+                instance: host,
             },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(warning.name.clone()),
-                namespace: Some(warning.namespace.clone()),
-                uid: Some(warning.uid.clone()).filter(|u| !u.is_empty()),
-                ..ObjectReference::default()
-            },
-            reason: Some(warning.reason.clone()),
-            message: Some(warning.message.clone()),
-            type_: Some("Warning".into()),
-            source: Some(EventSource {
-                component: Some(self.component.clone()),
-                host: host.clone(),
-            }),
-            first_timestamp: Some(Time(now)),
-            last_timestamp: Some(Time(now)),
-            event_time: Some(MicroTime(now)),
-            count: Some(1),
-            action: Some("Allocate".into()),
-            reporting_component: Some(self.component.clone()),
-            reporting_instance: host,
-            ..Event::default()
-        }
+            now,
+        )
     }
 }
 

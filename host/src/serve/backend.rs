@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use hamr_guest::api;
 use k8s_openapi::api::core::v1::{Binding, Event, Node, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Map, Value, json};
 
@@ -417,40 +417,23 @@ fn chrono_now() -> k8s_openapi::jiff::Timestamp {
 
 /// The core/v1 Event for `event`, as client-go's recorder would write it.
 pub fn kube_event(k: &KubeBackend, event: &PodEvent, now: k8s_openapi::jiff::Timestamp) -> Event {
-    Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", event.pod)),
-            namespace: Some(event.namespace.clone()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(event.pod.clone()),
-            namespace: Some(event.namespace.clone()),
-            uid: Some(event.uid.clone()).filter(|u| !u.is_empty()),
-            ..ObjectReference::default()
-        },
-        reason: Some(event.reason.to_string()),
-        message: Some(event.message.clone()),
-        type_: Some(event.kind.as_str().to_string()),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some(k.component.clone()),
+    let action = match event.reason {
+        r if r.starts_with("Binding") => "Binding",
+        _ => "Scheduling",
+    };
+    crate::k8s::pod_event(
+        &crate::k8s::PodEventText {
+            namespace: &event.namespace,
+            pod: &event.pod,
+            uid: &event.uid,
+            kind: event.kind.as_str(),
+            reason: event.reason,
+            message: &event.message,
+            action,
+            component: &k.component,
             host: None,
-        }),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        event_time: Some(MicroTime(now)),
-        count: Some(1),
-        action: Some(
-            match event.reason {
-                r if r.starts_with("Binding") => "Binding",
-                _ => "Scheduling",
-            }
-            .into(),
-        ),
-        reporting_component: Some(k.component.clone()),
-        reporting_instance: Some(k.instance.clone()),
-        ..Event::default()
-    }
+            instance: Some(&k.instance),
+        },
+        now,
+    )
 }
