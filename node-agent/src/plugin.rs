@@ -155,6 +155,25 @@ pub async fn serve_service<T: DevicePlugin>(
 
 type WatchResponses = Pin<Box<dyn Stream<Item = Result<ListAndWatchResponse, Status>> + Send>>;
 
+/// A preferred allocation without a decision to follow: the must-include ids first, then
+/// kubelet's own order of the available ones, up to `size`.
+pub(crate) fn kubelet_order(
+    must_include: Vec<String>,
+    available: &[String],
+    size: usize,
+) -> Vec<String> {
+    let mut ids = must_include;
+    for id in available {
+        if ids.len() >= size {
+            break;
+        }
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    ids
+}
+
 #[tonic::async_trait]
 impl<P: PodSource> DevicePlugin for Plugin<P> {
     async fn get_device_plugin_options(
@@ -192,18 +211,8 @@ impl<P: PodSource> DevicePlugin for Plugin<P> {
                 .preferred(&c.available_device_i_ds, &c.must_include_device_i_ds, size)
                 .await
                 .map_err(|e| Status::unavailable(e.to_string()))?;
-            // No decision found: must-include first, then kubelet's own order.
             let device_i_ds = preferred.unwrap_or_else(|| {
-                let mut ids = c.must_include_device_i_ds.clone();
-                for id in &c.available_device_i_ds {
-                    if ids.len() >= size {
-                        break;
-                    }
-                    if !ids.contains(id) {
-                        ids.push(id.clone());
-                    }
-                }
-                ids
+                kubelet_order(c.must_include_device_i_ds, &c.available_device_i_ds, size)
             });
             container_responses.push(ContainerPreferredAllocationResponse { device_i_ds });
         }

@@ -116,18 +116,18 @@ fn simulated_vgpu_share(registered: &BTreeMap<String, String>) -> PodInfo {
     hamr_node_agent::pods::pod_info(&pod)
 }
 
-/// The plugin served on a unix socket until [`Served::stop`].
-struct Served {
+/// The plugin served on a unix socket until [`Serving::stop`].
+struct Serving {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), hamr_node_agent::plugin::PluginError>>,
 }
 
-impl Served {
+impl Serving {
     /// Serves `plugin` on `socket` and waits (up to 1 s) for the socket to appear.
     async fn start<P: hamr_node_agent::pods::PodSource>(
         plugin: Plugin<P>,
         socket: &Path,
-    ) -> Served {
+    ) -> Serving {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn({
             let socket = socket.to_path_buf();
@@ -145,7 +145,7 @@ impl Served {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Served { stop, task }
+        Serving { stop, task }
     }
 
     /// Stops serving; the server must end cleanly within 5 s.
@@ -201,7 +201,7 @@ async fn kubelet_registers_lists_allocates_and_sees_a_card_turn_unhealthy() {
     let plugin = Plugin::new(inventory.subscribe(), allocator);
     let options = plugin.options();
     let socket = dir.path().join(config.socket_name());
-    let server = Served::start(plugin, &socket).await;
+    let server = Serving::start(plugin, &socket).await;
 
     // 1. Register with kubelet.
     register_with_kubelet(
@@ -452,7 +452,7 @@ async fn kubelets_allocate_completes_a_pod_the_scheduler_bound_without_a_decisio
         Allocator::new(NODE, config.clone(), pods.clone()).with_completer(Arc::new(completer));
     let plugin = Plugin::new(inventory.subscribe(), Arc::new(allocator));
     let socket = dir.path().join(config.socket_name());
-    let server = Served::start(plugin, &socket).await;
+    let server = Serving::start(plugin, &socket).await;
     let mut client = DevicePluginClient::new(unix_channel(&socket).await.expect("dial plugin"));
 
     // kubelet calls Allocate right after the bind: the agent completes the pod, then serves it.

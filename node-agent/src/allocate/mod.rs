@@ -202,9 +202,11 @@ impl<P: PodSource> Allocator<P> {
     ) -> Result<AllocateResponse, AllocateError> {
         let _serial = self.serial.lock().await;
         let mut candidates = self.candidates().await?;
-        if let Some(completer) = &self.completer {
+        if let Some(completer) = &self.completer
+            && !self.serves_all(&candidates, request)
+        {
             let deadline = tokio::time::Instant::now() + completer.wait();
-            while !self.serves_all(&candidates, request) {
+            loop {
                 if let Err(error) = completer.complete().await {
                     tracing::warn!(%error, "completing a device decision for Allocate");
                 }

@@ -71,18 +71,15 @@ pub fn units(devices: &[Device], unit: Unit, config: &Config) -> Vec<ApiDevice> 
         .into_iter()
         .flat_map(|d| {
             let health = if d.healthy { HEALTHY } else { UNHEALTHY };
-            let (count, id): (u32, Box<dyn Fn(u32) -> String>) = match unit {
-                Unit::Memory => (
-                    u32::try_from(registered_memory(d, config).max(0)).unwrap_or(0),
-                    Box::new(move |n| format!("{}-{n}", d.index)),
-                ),
-                Unit::Cores => (
-                    CORES_PER_CARD,
-                    Box::new(move |n| format!("{}-core-{n}", d.id)),
-                ),
+            let count = match unit {
+                Unit::Memory => u32::try_from(registered_memory(d, config).max(0)).unwrap_or(0),
+                Unit::Cores => CORES_PER_CARD,
             };
             (0..count).map(move |n| ApiDevice {
-                id: id(n),
+                id: match unit {
+                    Unit::Memory => format!("{}-{n}", d.index),
+                    Unit::Cores => format!("{}-core-{n}", d.id),
+                },
                 health: health.to_string(),
                 topology: None,
             })
@@ -197,16 +194,12 @@ impl DevicePlugin for CountedPlugin {
             .into_iter()
             .map(|c| {
                 let size = usize::try_from(c.allocation_size).unwrap_or(0);
-                let mut ids = c.must_include_device_i_ds;
-                for id in c.available_device_i_ds {
-                    if ids.len() >= size {
-                        break;
-                    }
-                    if !ids.contains(&id) {
-                        ids.push(id);
-                    }
-                }
-                ContainerPreferredAllocationResponse { device_i_ds: ids }
+                let device_i_ds = super::kubelet_order(
+                    c.must_include_device_i_ds,
+                    &c.available_device_i_ds,
+                    size,
+                );
+                ContainerPreferredAllocationResponse { device_i_ds }
             })
             .collect();
         Ok(Response::new(PreferredAllocationResponse {

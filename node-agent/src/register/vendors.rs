@@ -121,7 +121,10 @@ impl VendorError {
         }
     }
 
-    fn encode(d: &Device, e: EncodeError) -> Self {
+    /// An encoder's error, named after the device it is about (the first one if it names none
+    /// of `cards`).
+    fn encode(cards: &[&Device], e: EncodeError) -> Self {
+        let d = cards.iter().find(|d| d.id == e.device).unwrap_or(&cards[0]);
         let field = match e.field {
             "type" => "model".to_string(),
             "uuid" => "id".to_string(),
@@ -171,10 +174,7 @@ pub fn registrations(
                         ..info(d, config)
                     })
                     .collect();
-                encode_colon_registration(&infos).map_err(|e| {
-                    let d = cards.iter().find(|d| d.id == e.device).unwrap_or(&cards[0]);
-                    VendorError::encode(d, e)
-                })?
+                encode_colon_registration(&infos).map_err(|e| VendorError::encode(&cards, e))?
             }
             Format::MetaxSgpu => metax_value(&cards, config)?,
             Format::EnflameDrs => enflame_value(&cards)?,
@@ -283,10 +283,7 @@ fn metax_value(cards: &[&Device], config: &Config) -> Result<String, VendorError
         }
         infos.push(info);
     }
-    metax::sgpu::encode_registration(&infos).map_err(|e| {
-        let d = cards.iter().find(|d| d.id == e.device).unwrap_or(&cards[0]);
-        VendorError::encode(d, e)
-    })
+    metax::sgpu::encode_registration(&infos).map_err(|e| VendorError::encode(cards, e))
 }
 
 /// `enflame.com/gcu-drs-capacity`: every card must carry the node's profile list
