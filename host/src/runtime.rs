@@ -6,7 +6,8 @@
 //! dropped and rebuilt from the host's cache of everything it was fed, and the caller gets a
 //! [`Fault`]: never a crash.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use anyhow::Context as _;
 use hamr_guest::api::{self, Scheduler};
 use hamr_guest::convert::Cv;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 mod bindings {
@@ -32,6 +33,9 @@ hamr_guest::cv_contract!(crate::runtime::w, crate::runtime::ws);
 
 /// The component built from `guest/` at build time (see `build.rs`).
 pub static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.wasm"));
+
+/// Deltas per guest call when a rebuild replays the cache.
+const REPLAY_BATCH: usize = 1024;
 
 /// Epoch tick of the time limit.
 const TICK: Duration = Duration::from_millis(10);
@@ -67,7 +71,50 @@ impl Default for Limits {
 struct State {
     wasi: WasiCtx,
     table: ResourceTable,
+    limits: Limiter,
+}
+
+/// wasmtime's [`StoreLimits`], counting the linear memory it lets the guest have. Linear
+/// memory never shrinks, so this is also the instance's high-water mark.
+struct Limiter {
     limits: StoreLimits,
+    memory_bytes: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes += desired.saturating_sub(current);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl WasiView for State {
@@ -80,16 +127,46 @@ impl WasiView for State {
 }
 
 /// Everything the guest was fed, to rebuild a fresh instance after a fault.
+///
+/// Nodes and pods are kept packed (postcard): they are read back only by a rebuild, and a
+/// pod's dozen small strings cost three times as much as live Rust values (issue #6: 5,000
+/// nodes and 50,000 pods took 83 MiB unpacked).
 #[derive(Default)]
 struct Cache {
     config: Option<String>,
-    nodes: BTreeMap<String, api::Node>,
-    pods: BTreeMap<String, api::Pod>,
+    nodes: BTreeMap<String, Packed<api::Node>>,
+    pods: HashMap<String, Packed<api::Pod>>,
     quotas: BTreeMap<(String, String), api::Quota>,
     /// Pods assumed by `filter`/`reserve` and not yet seen carrying their decision: the pod
     /// with the decision annotations applied (replayed as a placed pod after a rebuild), and
     /// those annotations. The host compares them as opaque pairs; it never parses them.
     assumed: BTreeMap<String, (api::Pod, api::Pairs)>,
+}
+
+/// A value serialised with postcard.
+struct Packed<T> {
+    bytes: Box<[u8]>,
+    of: PhantomData<T>,
+}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned> Packed<T> {
+    fn new(value: &T) -> Packed<T> {
+        let bytes = postcard::to_allocvec(value)
+            // The api types are plain structs, enums, strings and sequences of known length:
+            // postcard encodes every value of them (the round-trip test covers each).
+            .expect("postcard encodes the api types")
+            .into_boxed_slice();
+        Packed {
+            bytes,
+            of: PhantomData,
+        }
+    }
+
+    fn get(&self) -> T {
+        postcard::from_bytes(&self.bytes)
+            // Only `new` writes the bytes, from a value of the same type.
+            .expect("postcard decodes what it encoded")
+    }
 }
 
 impl Cache {
@@ -103,7 +180,7 @@ impl Cache {
             }
             match d {
                 api::Delta::NodeUpsert(n) => {
-                    self.nodes.insert(n.name.clone(), n.clone());
+                    self.nodes.insert(n.name.clone(), Packed::new(n));
                 }
                 api::Delta::NodeRemove(name) => {
                     self.nodes.remove(name);
@@ -115,7 +192,7 @@ impl Cache {
                     }) {
                         self.assumed.remove(&p.uid);
                     }
-                    self.pods.insert(p.uid.clone(), p.clone());
+                    self.pods.insert(p.uid.clone(), Packed::new(p));
                 }
                 api::Delta::PodRemove(uid) => {
                     self.pods.remove(uid);
@@ -143,16 +220,17 @@ impl Cache {
     }
 
     /// The deltas that recreate the ledger: quotas, nodes, pods, then assumed placements (which
-    /// override the cached objects that do not show their decision yet).
-    fn replay(&self) -> Vec<api::Delta> {
+    /// override the cached objects that do not show their decision yet). Unpacked one at a
+    /// time, so that a rebuild feeds them in batches without holding them all.
+    fn replay(&self) -> impl Iterator<Item = api::Delta> + '_ {
         let quotas = self.quotas.values().cloned().map(api::Delta::QuotaUpsert);
-        let nodes = self.nodes.values().cloned().map(api::Delta::NodeUpsert);
-        let pods = self.pods.values().cloned().map(api::Delta::PodUpsert);
+        let nodes = self.nodes.values().map(|n| api::Delta::NodeUpsert(n.get()));
+        let pods = self.pods.values().map(|p| api::Delta::PodUpsert(p.get()));
         let assumed = self
             .assumed
             .values()
             .map(|(p, _)| api::Delta::PodUpsert(p.clone()));
-        quotas.chain(nodes).chain(pods).chain(assumed).collect()
+        quotas.chain(nodes).chain(pods).chain(assumed)
     }
 }
 
@@ -195,6 +273,7 @@ impl Compiled {
         )
         .wt("checking the component's exports against wit/scheduler.wit")?;
         let compiled = Arc::new(Compiled { engine, pre });
+        release_freed_memory();
         // The ticker ends once the last scheduler using this component is gone.
         let weak: Weak<Compiled> = Arc::downgrade(&compiled);
         std::thread::Builder::new()
@@ -271,6 +350,11 @@ impl ComponentScheduler {
         self.stats
     }
 
+    /// The guest's linear memory, in bytes (all of its memories; they never shrink).
+    pub fn guest_memory_bytes(&self) -> usize {
+        self.store.data().limits.memory_bytes
+    }
+
     /// Runs one guest call under the time limit; on a fault, rebuilds and reports it.
     fn call<T>(
         &mut self,
@@ -308,15 +392,35 @@ impl ComponentScheduler {
                 .wt("replaying the configuration")?
                 .map_err(|e| anyhow::anyhow!("replaying the configuration: {:?}", e))?;
         }
-        let replay: Vec<w::Delta> = self.cache.replay().cv();
-        guest
-            .hamr_scheduler_ledger()
-            .call_apply(&mut store, &replay)
-            .wt("replaying the cache")?;
+        // In batches, as the watchers feed a live instance: the guest's linear memory grows
+        // to the largest batch, and the host holds one batch unpacked.
+        let mut replay = self.cache.replay().peekable();
+        while replay.peek().is_some() {
+            let batch: Vec<api::Delta> = replay.by_ref().take(REPLAY_BATCH).collect();
+            let batch: Vec<w::Delta> = batch.cv();
+            guest
+                .hamr_scheduler_ledger()
+                .call_apply(&mut store, &batch)
+                .wt("replaying the cache")?;
+        }
         self.store = store;
         self.guest = guest;
         self.stats.rebuilds += 1;
         Ok(())
+    }
+}
+
+/// Hands the heap that compiling freed back to the system. Cranelift's working memory (tens of
+/// MiB, spread over the compiling threads' malloc arenas) is freed when compiling ends, but
+/// glibc keeps freed pages resident until told otherwise; `hamr serve` would carry them for its
+/// whole life (issue #6's memory figure).
+#[allow(unsafe_code)]
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free pages of glibc's own arenas to the kernel; it
+    // touches no memory the program holds and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -338,10 +442,13 @@ fn instantiate(
     let state = State {
         wasi: WasiCtx::builder().build(),
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes)
-            .instances(16)
-            .build(),
+        limits: Limiter {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(16)
+                .build(),
+            memory_bytes: 0,
+        },
     };
     let mut store = Store::new(&compiled.engine, state);
     store.limiter(|s| &mut s.limits);
