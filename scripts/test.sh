@@ -36,6 +36,7 @@ step "benchmarks, quick mode"
 cargo bench --workspace --locked --bench decide -- --test
 cargo bench --workspace --locked --bench wasm_extension -- --test
 cargo bench --workspace --locked --bench extender -- --test
+cargo bench --workspace --locked --bench memory -- --test
 
 # Last, so that the run ends with its `N passed, M failed` line. The test step built the
 # binaries already (cargo builds a package's binaries for its integration tests), with the

@@ -2,6 +2,9 @@
 //! the cards partly used, one in eight full, one in sixty-four unhealthy) and ten running pods
 //! per node (50,000 pods at 5,000 nodes), as deltas.
 
+// Each bench uses a part of this module.
+#![allow(dead_code)]
+
 use hamr_guest::api::{Container, Delta, Node, Pod, PodPhase};
 
 pub const CARDS: usize = 8;
@@ -132,7 +135,6 @@ pub fn deltas(n: usize) -> Vec<Delta> {
 
 /// The same deltas in batches of at most `size`, generated as they are taken (nodes first, then
 /// pods), so a caller that measures memory never holds the whole cluster twice.
-#[allow(dead_code)]
 pub fn batches(n: usize, size: usize) -> impl Iterator<Item = Vec<Delta>> {
     let nodes = (0..n).map(|i| Delta::NodeUpsert(node(i)));
     let pods = (0..n).flat_map(|i| running_on(i).into_iter().map(Delta::PodUpsert));

@@ -5,7 +5,8 @@
 //! and pods/s ("elem/s"). Run: `cargo bench -p hamr --bench extender`.
 //!
 //! Each pod is released after its bind (as if deleted), so the cluster stays as generated.
-//! The run starts by printing the process's resident memory once the server holds the cluster.
+//! The memory figure has its own bench (`benches/memory.rs`), in a process that holds nothing
+//! but the server.
 
 mod cluster;
 
@@ -34,8 +35,8 @@ fn loaded() -> HttpEngine {
         .expect("valid config");
     // In batches of 1,024, as `hamr serve`'s watchers send them: the guest's linear memory
     // grows to the largest batch and never shrinks.
-    for batch in cluster::deltas(NODES).chunks(1024) {
-        let errors = engine.apply(batch).expect("no fault");
+    for batch in cluster::batches(NODES, 1024) {
+        let errors = engine.apply(&batch).expect("no fault");
         assert!(errors.is_empty(), "the generated cluster is valid");
     }
     engine
@@ -73,31 +74,8 @@ fn schedule_one(engine: &HttpEngine, names: &str, n: usize) {
     engine.server().apply_now(&[Delta::PodRemove(pod.uid)]);
 }
 
-/// This process's resident memory, from `/proc/self/status` (Linux), in MiB.
-fn resident_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
-}
-
 fn extender(c: &mut Criterion) {
-    let before = resident_mib();
     let engine = Arc::new(loaded());
-    // Issue #6's memory figure: the server (component, caches, HTTP) holding the cluster.
-    if let (Some(before), Some(after)) = (before, resident_mib()) {
-        println!(
-            "memory: hamr serve holding {NODES} nodes and {} pods: {after:.0} MiB resident \
-             ({before:.0} MiB before loading)",
-            NODES * 10
-        );
-    }
     let names: Value = cluster::names(NODES)
         .into_iter()
         .map(Value::String)

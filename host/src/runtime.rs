@@ -611,3 +611,50 @@ impl Scheduler for ComponentScheduler {
         Ok(r.cv())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(p: &[(&str, &str)]) -> api::Pairs {
+        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn packed_objects_come_back_equal_with_every_field_set() {
+        let container = |name: &str| api::Container {
+            name: name.into(),
+            limits: pairs(&[("nvidia.com/gpu", "1"), ("nvidia.com/gpumem", "3000")]),
+            requests: pairs(&[("cpu", "500m")]),
+            privileged: true,
+            env_names: vec!["CUDA_DISABLE_CONTROL".into()],
+        };
+        let pod = api::Pod {
+            uid: "u-1".into(),
+            namespace: "ns".into(),
+            name: "p".into(),
+            labels: pairs(&[("app", "x")]),
+            annotations: pairs(&[("hami.io/vgpu-node", "n1"), ("empty", "")]),
+            scheduler_name: Some("hamr-scheduler".into()),
+            node_name: Some("n1".into()),
+            runtime_class_name: None,
+            phase: api::PodPhase::Running,
+            deleting: true,
+            init_containers: vec![container("init")],
+            containers: vec![container("main"), container("side")],
+            init_container_statuses: vec![api::ContainerStatus {
+                name: "init".into(),
+                terminated_exit_code: Some(-1),
+            }],
+        };
+        assert_eq!(Packed::new(&pod).get(), pod);
+        let node = api::Node {
+            name: "n1".into(),
+            labels: pairs(&[("gpu", "on")]),
+            annotations: pairs(&[("hami.io/node-nvidia-register", "[{\"id\":\"GPU-ü\"}]")]),
+            allocatable: pairs(&[("nvidia.com/gpu", "10")]),
+            capacity: vec![],
+        };
+        assert_eq!(Packed::new(&node).get(), node);
+    }
+}
