@@ -26,6 +26,9 @@ pub struct NodeEntry {
     /// kept by [`Ledger::rebuild_node`], the one place where the cards' use changes: `filter`
     /// orders candidates by it without touching their cards.
     pub use_score: f64,
+    /// The error the last parse of the registrations gave (the cards then kept are the
+    /// previous ones), returned again while the registrations stay the same.
+    pub parse_error: Option<Error>,
     /// The name's place among the ledger's node names: a smaller rank sorts first. Ranks of
     /// nodes present together keep their names' order (removals leave gaps); a new name marks
     /// them stale until [`Ledger::rank_names`]. `filter` breaks score ties by rank, an integer
@@ -110,6 +113,29 @@ impl Quotas {
     }
 }
 
+/// Node annotations that no registration is read from and that change often: every vendor's
+/// handshake (stamped by the scheduler, answered by device plugins) and the node locks HAMi's
+/// scheduler writes at each bind. A change to them alone does not re-parse the node.
+pub fn volatile_annotation(key: &str) -> bool {
+    matches!(key, "hami.io/mutex.lock" | "cambricon.com/dsmlu.lock")
+        || (key.starts_with("hami.io/node-handshake")
+            && VENDORS.iter().any(|v| v.handshake_key() == Some(key)))
+}
+
+/// Whether two versions of a node carry the same registrations: equal but for
+/// [`volatile_annotation`]s (compared in order; a reordering only costs a parse).
+fn same_registrations(old: &Node, new: &Node) -> bool {
+    fn stable(n: &Node) -> impl Iterator<Item = &(String, String)> {
+        n.annotations
+            .iter()
+            .filter(|(k, _)| !volatile_annotation(k))
+    }
+    old.labels == new.labels
+        && old.allocatable == new.allocatable
+        && old.capacity == new.capacity
+        && stable(old).eq(stable(new))
+}
+
 /// The node table's hasher: 64-bit FNV-1a, a multiply per byte, then a finaliser, which beats the standard
 /// SipHash on node names (10–40 bytes) most of all in WebAssembly, where `filter` hashes every
 /// candidate of every decision. It does not resist chosen collisions; node names are the
@@ -191,11 +217,12 @@ impl Ledger {
                 self.charge_quota(&entry, 1);
             }
         }
-        // Registrations may read the configuration (Volcano's MIG geometries): parse again.
+        // Registrations may read the configuration (Volcano's MIG geometries, resource
+        // names): parse again.
         let nodes: Vec<Node> = self.nodes.values().map(|e| e.node.clone()).collect();
         for node in nodes {
             // A registration that was valid stays valid, and an invalid one keeps its cards.
-            let _ = self.upsert_node(node);
+            let _ = self.parse_node(node);
         }
     }
 
@@ -235,7 +262,22 @@ impl Ledger {
 
     /// Parses every vendor's registration. A malformed registration is reported and the
     /// previously known cards stay (HAMi keeps its cache); the rest of the node is updated.
+    ///
+    /// Most node updates change nothing a registration is read from: handshakes, node locks,
+    /// other controllers' status. When only [`volatile_annotation`]s changed, the parsed cards
+    /// are kept and the new object replaces the old one (issue #6: a parse costs tens of µs).
     pub fn upsert_node(&mut self, node: Node) -> Result<(), Error> {
+        if let Some(entry) = self.nodes.get_mut(&node.name)
+            && same_registrations(&entry.node, &node)
+        {
+            entry.node = node;
+            return entry.parse_error.clone().map_or(Ok(()), Err);
+        }
+        self.parse_node(node)
+    }
+
+    /// [`Ledger::upsert_node`] without the shortcut: parses every registration.
+    fn parse_node(&mut self, node: Node) -> Result<(), Error> {
         let previous = self.nodes.remove(&node.name);
         let mut cards = Vec::new();
         let mut vendors = BTreeSet::new();
@@ -280,6 +322,7 @@ impl Ledger {
                 vendors,
                 use_score: 0.0,
                 name_rank: previous.as_ref().map_or(0, |p| p.name_rank),
+                parse_error: first_error.clone(),
             },
         );
         self.rebuild_node(&name);
@@ -562,6 +605,7 @@ fn init_done(pod: &Pod) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::DeviceInfo;
 
     #[test]
     fn node_name_hashes_spread_their_bucket_and_tag_bits() {
@@ -623,6 +667,92 @@ mod tests {
         l.upsert_node(node("n25")).unwrap();
         l.rank_names();
         assert_eq!(order(&l), ["n2", "n25", "n3"]);
+    }
+
+    fn registered(annotations: &[(&str, &str)]) -> Node {
+        Node {
+            name: "n1".into(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Node::default()
+        }
+    }
+
+    const REGISTER: &str = crate::vendor::nvidia::register::REGISTER;
+    const ONE_CARD: &str = r#"[{"id":"GPU-a","index":0,"count":10,"devmem":81920,"devcore":100,"type":"NVIDIA H100","numa":0,"mode":"hami-core","health":true}]"#;
+
+    fn card_infos(l: &Ledger) -> Vec<Arc<DeviceInfo>> {
+        l.nodes["n1"].cards.iter().map(|c| c.info.clone()).collect()
+    }
+
+    #[test]
+    fn a_handshake_or_lock_change_keeps_the_parsed_cards_and_takes_the_new_object() {
+        let mut l = Ledger::default();
+        l.upsert_node(registered(&[(REGISTER, ONE_CARD)])).unwrap();
+        let before = card_infos(&l);
+        let heartbeat = registered(&[
+            ("hami.io/mutex.lock", "2026-11-29T10:00:00Z,ml,p1"),
+            ("hami.io/node-handshake", "Requesting_2026-11-29 10:00:00"),
+            (REGISTER, ONE_CARD),
+        ]);
+        l.upsert_node(heartbeat.clone()).unwrap();
+        assert_eq!(l.nodes["n1"].node, heartbeat, "the new object is kept");
+        let after = card_infos(&l);
+        assert!(
+            before.iter().zip(&after).all(|(a, b)| Arc::ptr_eq(a, b)),
+            "not parsed again"
+        );
+        // Any other change parses again.
+        let drained = ONE_CARD.replace(r#","health":true"#, "");
+        l.upsert_node(registered(&[(REGISTER, &drained)])).unwrap();
+        assert!(!l.nodes["n1"].cards[0].info.health);
+        let relabelled = Node {
+            labels: vec![("gpu".into(), "on".into())],
+            ..registered(&[(REGISTER, &drained)])
+        };
+        let before = card_infos(&l);
+        l.upsert_node(relabelled).unwrap();
+        assert!(!Arc::ptr_eq(&before[0], &card_infos(&l)[0]), "labels count");
+    }
+
+    #[test]
+    fn a_malformed_registration_reports_again_while_only_the_handshake_moves() {
+        let mut l = Ledger::default();
+        l.upsert_node(registered(&[(REGISTER, ONE_CARD)])).unwrap();
+        let broken = registered(&[(REGISTER, "[{")]);
+        let first = l.upsert_node(broken.clone()).unwrap_err();
+        assert_eq!(l.nodes["n1"].cards.len(), 1, "the last good cards stay");
+        let mut beat = broken;
+        beat.annotations
+            .push(("hami.io/node-handshake".into(), "Requesting_x".into()));
+        assert_eq!(l.upsert_node(beat).unwrap_err(), first);
+        assert_eq!(l.nodes["n1"].cards.len(), 1);
+    }
+
+    #[test]
+    fn a_new_configuration_parses_every_node_again() {
+        // Moore Threads cards come from capacity under the configured resource names.
+        let mut l = Ledger::default();
+        let node = Node {
+            capacity: vec![
+                ("example.com/cores".into(), "32".into()),
+                ("example.com/memory".into(), "4".into()),
+            ],
+            ..registered(&[])
+        };
+        l.upsert_node(node.clone()).unwrap();
+        assert!(l.nodes["n1"].cards.is_empty());
+        let config = Config::from_json(
+            r#"{"mthreads":{"resourceCoreName":"example.com/cores","resourceMemoryName":"example.com/memory"}}"#,
+        )
+        .unwrap();
+        l.configure(config);
+        assert_eq!(l.nodes["n1"].cards.len(), 2, "32 cores are two cards");
+        // The same object again is not parsed again, and keeps them.
+        l.upsert_node(node).unwrap();
+        assert_eq!(l.nodes["n1"].cards.len(), 2);
     }
 
     #[test]

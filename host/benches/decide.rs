@@ -86,20 +86,52 @@ fn delta(c: &mut Criterion) {
     let n = 5000;
     let mut native = loaded(hamr_guest::Engine::new(), n);
     let mut comp = loaded(component(), n);
-    let node = Delta::NodeUpsert(cluster::nodes(1).remove(0));
+    // Two versions of node 0, applied in turn: one where a card's health flips (the
+    // registration is parsed again), one where only the scheduler's handshake stamp moves (as
+    // most node updates do; the parse is kept).
+    let versions = |change: &dyn Fn(&mut hamr_guest::api::Node, usize)| {
+        [0, 1].map(|v| {
+            let mut node = cluster::nodes(1).remove(0);
+            change(&mut node, v);
+            [Delta::NodeUpsert(node)]
+        })
+    };
+    let registration = versions(&|node, v| {
+        if v == 1 {
+            let register = &mut node.annotations[0].1;
+            *register = register.replacen(r#","health":true"#, "", 1);
+        }
+    });
+    let heartbeat = versions(&|node, v| {
+        node.annotations.push((
+            "hami.io/node-handshake".into(),
+            format!("Requesting_2026-11-29 10:00:0{v}"),
+        ));
+    });
     let mut placed = cluster::running(1).remove(1); // a 20 GiB task on card 1
     placed.uid = "uid-delta".into();
     let add = Delta::PodUpsert(placed);
     let remove = Delta::PodRemove("uid-delta".into());
-    let node = [node];
     let pod = [add, remove];
     let mut group = c.benchmark_group("delta/5000");
-    group.bench_function("native/node-upsert", |b| {
-        b.iter(|| apply(&mut native, &node))
-    });
-    group.bench_function("component/node-upsert", |b| {
-        b.iter(|| apply(&mut comp, &node))
-    });
+    for (row, node) in [
+        ("node-registration-changed", &registration),
+        ("node-heartbeat", &heartbeat),
+    ] {
+        let mut turn = 0;
+        group.bench_function(format!("native/{row}"), |b| {
+            b.iter(|| {
+                turn ^= 1;
+                apply(&mut native, &node[turn])
+            })
+        });
+        group.bench_function(format!("component/{row}"), |b| {
+            b.iter(|| {
+                turn ^= 1;
+                apply(&mut comp, &node[turn])
+            })
+        });
+    }
     group.bench_function("native/pod-add-remove", |b| {
         b.iter(|| apply(&mut native, &pod))
     });

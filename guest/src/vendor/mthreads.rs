@@ -2,7 +2,7 @@
 //! GPU), whole-GPU rounding at admission, G-Fit that keeps a pod on one card.
 
 use crate::api::{Container, ContainerLimit, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
-use crate::config::Config;
+use crate::config::{Config, ResourceNames};
 use crate::device::{self, Card, DeviceInfo, Placed, PodDevices};
 use crate::vendor::common::{self, Resources, Sharing};
 use crate::vendor::{DecisionContext, Fit, FitContext, QuotaResources, Request, Slot, Vendor};
@@ -41,40 +41,17 @@ impl Vendor for Mthreads {
     /// `ceil(cores/16)` GPUs of 16 core units sharing the memory: core 1 and memory 1 give one
     /// GPU of `1*512*16/1 = 8192` MiB (MT-01).
     fn parse_node(&self, node: &Node) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
-        let names = Config::default().mthreads;
-        let cores = common::node_quantity(&node.capacity, names.core());
-        if cores <= 0 {
-            return Ok(None);
-        }
-        let mem_total = common::node_quantity(&node.capacity, names.memory());
-        let devmem = i64::try_from(
-            i128::from(mem_total) * i128::from(MEMORY_UNIT * GPU_CORES) / i128::from(cores),
-        )
-        .ok()
-        .filter(|m| *m <= i64::from(i32::MAX))
-        .ok_or_else(|| {
-            Invalid::new(
-                format!("node/{}", node.name),
-                format!("status.capacity[{}]", names.memory()),
-                &mem_total.to_string(),
-                "memory per GPU does not fit 32 bits",
-            )
-        })?;
-        let n = (cores + GPU_CORES - 1) / GPU_CORES;
-        Ok(Some(
-            (0..n)
-                .map(|i| DeviceInfo {
-                    id: format!("{}-mthreads-{i}", node.name),
-                    index: i as u32,
-                    count: 100,
-                    devmem,
-                    devcore: GPU_CORES,
-                    model: VENDOR.to_string(),
-                    health: true,
-                    ..DeviceInfo::default()
-                })
-                .collect(),
-        ))
+        parse(node, &Config::default().mthreads)
+    }
+
+    /// With the configured resource names (and without building a default configuration for
+    /// every node update).
+    fn parse_node_configured(
+        &self,
+        node: &Node,
+        config: &Config,
+    ) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
+        parse(node, &config.mthreads)
     }
 
     fn node_live(&self, _node: &Node, _config: &Config, _now: i64) -> bool {
@@ -204,6 +181,44 @@ impl Vendor for Mthreads {
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         common::decode_allocated(pod, DEVICES_ALLOCATED, VENDOR)
     }
+}
+
+/// `ceil(cores/16)` GPUs of 16 core units sharing the memory, read from the node's capacity
+/// under `names`.
+fn parse(node: &Node, names: &ResourceNames) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
+    let cores = common::node_quantity(&node.capacity, names.core());
+    if cores <= 0 {
+        return Ok(None);
+    }
+    let mem_total = common::node_quantity(&node.capacity, names.memory());
+    let devmem = i64::try_from(
+        i128::from(mem_total) * i128::from(MEMORY_UNIT * GPU_CORES) / i128::from(cores),
+    )
+    .ok()
+    .filter(|m| *m <= i64::from(i32::MAX))
+    .ok_or_else(|| {
+        Invalid::new(
+            format!("node/{}", node.name),
+            format!("status.capacity[{}]", names.memory()),
+            &mem_total.to_string(),
+            "memory per GPU does not fit 32 bits",
+        )
+    })?;
+    let n = (cores + GPU_CORES - 1) / GPU_CORES;
+    Ok(Some(
+        (0..n)
+            .map(|i| DeviceInfo {
+                id: format!("{}-mthreads-{i}", node.name),
+                index: i as u32,
+                count: 100,
+                devmem,
+                devcore: GPU_CORES,
+                model: VENDOR.to_string(),
+                health: true,
+                ..DeviceInfo::default()
+            })
+            .collect(),
+    ))
 }
 
 #[cfg(test)]

@@ -69,11 +69,11 @@ pub fn parse(node: &Node) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
                 format!("not a pair-score list: {e}"),
             )
         })?;
-        let by_uuid: BTreeMap<String, BTreeMap<String, i64>> =
+        let mut by_uuid: BTreeMap<String, BTreeMap<String, i64>> =
             parsed.into_iter().map(|s| (s.uuid, s.score)).collect();
         for d in &mut devices {
-            if let Some(s) = by_uuid.get(&d.id) {
-                d.pair_scores = s.clone();
+            if let Some(s) = by_uuid.remove(&d.id) {
+                d.pair_scores = s;
             }
         }
     }
