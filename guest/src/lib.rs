@@ -7,8 +7,8 @@
 //! Start reading at [`Engine`], the one type that implements the contract ([`api::Scheduler`]);
 //! then [`ledger`] (the state fed by deltas), [`schedule`] (filter, score, reserve), and
 //! [`vendor::nvidia`] (HAMi's NVIDIA protocol). The guest does no I/O and reads no clock.
-// Only the generated component bindings (wit-bindgen's exports) need `unsafe`; everything the
-// project writes is safe code.
+// Only the generated component bindings (wit-bindgen's exports) and the WebAssembly `memcmp`
+// (`memcmp.rs`) need `unsafe`; everything else the project writes is safe code.
 #![cfg_attr(not(target_arch = "wasm32"), forbid(unsafe_code))]
 #![cfg_attr(target_arch = "wasm32", deny(unsafe_code))]
 
@@ -32,6 +32,9 @@ pub mod vendor;
 #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
 #[allow(unsafe_code)] // wit-bindgen's generated export glue; the module's own code is safe
 mod component;
+
+// In both WebAssembly builds, a word-at-a-time `memcmp` in place of wasi-libc's byte loop.
+pub mod memcmp;
 
 use std::convert::Infallible;
 

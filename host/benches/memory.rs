@@ -45,7 +45,10 @@ fn main() {
             .server()
             .with_engine_now(|e| e.apply(&batch))
             .expect("no fault");
-        assert!(errors.is_empty(), "the generated cluster is valid: {errors:?}");
+        assert!(
+            errors.is_empty(),
+            "the generated cluster is valid: {errors:?}"
+        );
     }
     pods -= NODES;
     let loaded = status_mib("VmRSS:");
@@ -59,8 +62,14 @@ fn main() {
          {peak:.0} MiB peak"
     );
     println!("  before the server:            {before:6.0} MiB");
-    println!("  the component, compiled:      {:6.0} MiB", compiled - before);
-    println!("  the server around it:         {:6.0} MiB", started - compiled);
+    println!(
+        "  the component, compiled:      {:6.0} MiB",
+        compiled - before
+    );
+    println!(
+        "  the server around it:         {:6.0} MiB",
+        started - compiled
+    );
     println!("  the guest's linear memory:    {guest:6.0} MiB");
     println!(
         "  the rest (host caches, heap): {:6.0} MiB",

@@ -617,7 +617,9 @@ mod tests {
     use super::*;
 
     fn pairs(p: &[(&str, &str)]) -> api::Pairs {
-        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
