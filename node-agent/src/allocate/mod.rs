@@ -18,13 +18,14 @@ use std::time::Duration;
 use hamr_guest::device::{self, ContainerDevice, PodDevices};
 use hamr_guest::ledger::VGPU_NODE;
 use hamr_guest::vendor::nvidia::DEVICES_TO_ALLOCATE;
-use hamr_guest::vendor::nvidia::mig::MIG_ALLOCATIONS;
+use hamr_guest::vendor::nvidia::mig::{MIG_ALLOCATIONS, Reservation, decode_reservations};
 use hamr_guest::vendor::volcano;
 use tokio::sync::Mutex;
 
 use crate::api::{AllocateRequest, AllocateResponse};
 use crate::complete::Completer;
 use crate::config::Config;
+use crate::mig::MigManager;
 use crate::plugin::is_replica_of;
 use crate::pods::{PodInfo, PodSource, PodSourceError};
 use response::{Target, container_response, prepare_dirs};
@@ -126,13 +127,28 @@ pub enum AllocateError {
         position: usize,
         containers: usize,
     },
-    /// The decision reserves MIG slices and this agent does not create MIG instances yet; the
-    /// container would otherwise get the whole card.
+    /// The decision reserves MIG slices this agent does not create: the node's
+    /// `operatingMode` is not `mig`, or the slices are Volcano's `UUID[group-position]`
+    /// (geometry groups, not created here). The container would otherwise get the whole card.
     #[error(
-        "pod {pod}: its decision reserves MIG slices ({what}), which this node agent cannot \
-         create yet; refusing rather than handing out the whole card"
+        "pod {pod}: its decision reserves MIG slices ({what}), which this node agent does not \
+         create ({why}); refusing rather than handing out the whole card"
     )]
-    MigNotSupported { pod: String, what: String },
+    MigNotSupported {
+        pod: String,
+        what: String,
+        why: &'static str,
+    },
+    /// `hami.io/vgpu-mig-allocations` does not decode, or does not match the container's
+    /// devices (one reservation per device, on the same card, in device order).
+    #[error("pod {pod}: {MIG_ALLOCATIONS}: {reason}")]
+    MigReservation { pod: String, reason: String },
+    /// Creating the reserved MIG instances failed; none of this container's is left behind.
+    #[error("pod {pod}: {source}")]
+    Mig {
+        pod: String,
+        source: crate::mig::MigError,
+    },
     /// The per-container directory could not be prepared on the host.
     #[error("pod {pod}: preparing the isolation directories: {source}")]
     Prepare { pod: String, source: std::io::Error },
@@ -143,6 +159,9 @@ struct Candidate {
     pod: PodInfo,
     protocol: Protocol,
     devices: PodDevices,
+    /// `hami.io/vgpu-mig-allocations` with the runtime ids of the instances created for it, to
+    /// write back.
+    mig_written: Option<String>,
 }
 
 impl Candidate {
@@ -169,6 +188,8 @@ pub struct Allocator<P> {
     serial: Mutex<()>,
     /// Completes decisions the scheduler could not write, when Allocate finds no pod.
     completer: Option<Arc<Completer<P>>>,
+    /// Creates the MIG instances of reserved slices (`operatingMode: mig`).
+    mig: Option<Arc<MigManager>>,
 }
 
 impl<P: PodSource> Allocator<P> {
@@ -179,7 +200,15 @@ impl<P: PodSource> Allocator<P> {
             pods,
             serial: Mutex::new(()),
             completer: None,
+            mig: None,
         }
+    }
+
+    /// Realises the MIG slices of `hami.io/vgpu-mig-allocations` with `manager`: the
+    /// container gets the MIG devices instead of the cards.
+    pub fn with_mig(mut self, manager: Arc<MigManager>) -> Allocator<P> {
+        self.mig = Some(manager);
+        self
     }
 
     /// Lets Allocate complete a pod bound here without a decision ([`crate::complete`]) when
@@ -250,6 +279,9 @@ impl<P: PodSource> Allocator<P> {
                 c.protocol.to_allocate().to_string(),
                 c.protocol.encode(&c.devices),
             );
+            if let Some(text) = &c.mig_written {
+                annotations.insert(MIG_ALLOCATIONS.to_string(), text.clone());
+            }
             if c.next().is_none() {
                 annotations.insert(c.protocol.bind_phase().to_string(), "success".to_string());
             }
@@ -335,6 +367,7 @@ impl<P: PodSource> Allocator<P> {
                 pod,
                 protocol,
                 devices,
+                mig_written: None,
             });
         }
         out.sort_by(|a, b| {
@@ -380,10 +413,13 @@ impl<P: PodSource> Allocator<P> {
                     resource: self.config.resource_name.clone(),
                     count: 0,
                 })?;
-        if let Some(what) = mig_reservation(candidate, &devices) {
-            return Err(AllocateError::MigNotSupported { pod, what });
-        }
         let index = candidate.protocol.container(&candidate.pod, position);
+        if let Some(reservations) = self.mig_reservations(candidate, position, &devices)? {
+            let response = self.serve_mig(candidate, &reservations).await?;
+            tracing::info!(%pod, container = index, slices = reservations.len(), "allocated MIG devices");
+            candidate.devices[position].clear();
+            return Ok(response);
+        }
         let container = candidate
             .pod
             .containers
@@ -410,6 +446,132 @@ impl<P: PodSource> Allocator<P> {
         Ok(response)
     }
 
+    /// The MIG reservations of container entry `position`, in device order, checked against
+    /// its devices (node-side.md §6.5): `None` when the entry reserves no slice.
+    fn mig_reservations(
+        &self,
+        candidate: &Candidate,
+        position: usize,
+        devices: &[ContainerDevice],
+    ) -> Result<Option<Vec<Reservation>>, AllocateError> {
+        let pod = candidate.key();
+        if let Some(what) = volcano_slice(candidate, devices) {
+            return Err(AllocateError::MigNotSupported {
+                pod,
+                what,
+                why: "Volcano's geometry slices are not realised",
+            });
+        }
+        if candidate.protocol != Protocol::Hami {
+            return Ok(None);
+        }
+        let Some(text) = candidate.pod.annotation(MIG_ALLOCATIONS) else {
+            return Ok(None);
+        };
+        let bad = |reason: String| AllocateError::MigReservation {
+            pod: pod.clone(),
+            reason,
+        };
+        let all = decode_reservations(text).map_err(bad)?;
+        let mut mine: Vec<Reservation> = all
+            .into_iter()
+            .filter(|r| usize::try_from(r.container_index).ok() == Some(position))
+            .collect();
+        if mine.is_empty() {
+            return Ok(None);
+        }
+        mine.sort_by_key(|r| r.device_index);
+        if mine.len() != devices.len() {
+            return Err(bad(format!(
+                "container {position} has {} reservation(s) for {} device(s)",
+                mine.len(),
+                devices.len()
+            )));
+        }
+        for (k, (r, d)) in mine.iter().zip(devices).enumerate() {
+            if usize::try_from(r.device_index).ok() != Some(k) || r.gpu_uuid != d.uuid {
+                return Err(bad(format!(
+                    "container {position} device {k} is {} but its reservation is device {} on {}",
+                    d.uuid, r.device_index, r.gpu_uuid
+                )));
+            }
+        }
+        if self.mig.is_none() {
+            return Err(AllocateError::MigNotSupported {
+                pod,
+                what: MIG_ALLOCATIONS.to_string(),
+                why: "operatingMode is not mig",
+            });
+        }
+        Ok(Some(mine))
+    }
+
+    /// Reconciles once, creates the container's instances and records their runtime ids for
+    /// the write-back; the response names the MIG devices (no HAMi-core environment or mounts:
+    /// the isolation is the hardware's).
+    async fn serve_mig(
+        &self,
+        candidate: &mut Candidate,
+        reservations: &[Reservation],
+    ) -> Result<crate::api::ContainerAllocateResponse, AllocateError> {
+        let pod = candidate.key();
+        let Some(manager) = self.mig.clone() else {
+            return Err(AllocateError::MigNotSupported {
+                pod,
+                what: MIG_ALLOCATIONS.to_string(),
+                why: "operatingMode is not mig",
+            });
+        };
+        let pods = self.pods.pods_on(&self.node).await?;
+        let wanted = reservations.to_vec();
+        let worker = manager.clone();
+        let realised = tokio::task::spawn_blocking(move || {
+            match worker.reconcile_pods(&pods) {
+                Ok(errors) => {
+                    for error in errors {
+                        tracing::warn!(%error, "MIG instance kept");
+                    }
+                }
+                Err(reason) => tracing::warn!(%reason, "MIG reconciliation skipped"),
+            }
+            worker.realise(&wanted)
+        })
+        .await
+        .map_err(|e| AllocateError::MigReservation {
+            pod: pod.clone(),
+            reason: format!("the MIG worker stopped: {e}"),
+        })?
+        .map_err(|source| AllocateError::Mig {
+            pod: pod.clone(),
+            source,
+        })?;
+        let text = candidate
+            .mig_written
+            .as_deref()
+            .or(candidate.pod.annotation(MIG_ALLOCATIONS))
+            .unwrap_or_default();
+        let mut all =
+            decode_reservations(text).map_err(|reason| AllocateError::MigReservation {
+                pod: pod.clone(),
+                reason,
+            })?;
+        for (r, instance) in reservations.iter().zip(&realised) {
+            if let Some(entry) = all.iter_mut().find(|e| {
+                e.container_index == r.container_index && e.device_index == r.device_index
+            }) {
+                entry.mig_uuid = Some(instance.uuid.clone());
+                entry.gpu_instance_id = Some(instance.gi);
+                entry.compute_instance_id = Some(instance.ci);
+            }
+        }
+        let written = serde_json::to_string(&all).map_err(|e| AllocateError::MigReservation {
+            pod: pod.clone(),
+            reason: e.to_string(),
+        })?;
+        candidate.mig_written = Some(written);
+        Ok(response::mig_response(&realised))
+    }
+
     async fn mark_failed(&self, candidate: &Candidate) {
         let pod = &candidate.pod;
         let annotations = BTreeMap::from([(
@@ -426,12 +588,8 @@ impl<P: PodSource> Allocator<P> {
     }
 }
 
-/// What MIG reservation the candidate's next container has, if any: HAMi's
-/// `hami.io/vgpu-mig-allocations` on the pod, or Volcano's `UUID[group-position]` slices.
-fn mig_reservation(candidate: &Candidate, devices: &[ContainerDevice]) -> Option<String> {
-    if candidate.protocol == Protocol::Hami && candidate.pod.annotation(MIG_ALLOCATIONS).is_some() {
-        return Some(MIG_ALLOCATIONS.to_string());
-    }
+/// Volcano's `UUID[group-position]` slice among the devices, if any.
+fn volcano_slice(candidate: &Candidate, devices: &[ContainerDevice]) -> Option<String> {
     devices.iter().find_map(|d| {
         d.mig.as_ref().map(|m| {
             format!(
@@ -445,5 +603,7 @@ fn mig_reservation(candidate: &Candidate, devices: &[ContainerDevice]) -> Option
     })
 }
 
+#[cfg(test)]
+mod mig_tests;
 #[cfg(test)]
 mod tests;
