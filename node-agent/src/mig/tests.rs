@@ -503,3 +503,33 @@ fn start_up_without_the_pod_list_or_on_a_busy_card_resets_nothing() {
     );
     assert_eq!(on_card(&fake), vec![(0, 0, 1)]);
 }
+
+#[test]
+fn the_mig_example_files_register_one_card_with_four_profiles() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/node-agent");
+    let config = Config::load(&root.join("config-mig.yaml")).expect("the example parses");
+    let devices = crate::discovery::fake::parse(
+        Path::new("devices-mig.yaml"),
+        &std::fs::read_to_string(root.join("devices-mig.yaml")).expect("readable"),
+    )
+    .expect("the example parses");
+    let registered = crate::register::nvidia_devices(&devices, &config);
+    let got: Vec<(&str, i64, Vec<&str>)> = registered
+        .iter()
+        .map(|d| {
+            (
+                d.id.as_str(),
+                d.count,
+                d.mig_profiles.iter().map(|p| p.name.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![(
+            "GPU-5b8c0d7e-9a51-4c47-8f7d-0c2b6c3f1a40",
+            7,
+            vec!["1g.5gb", "2g.10gb", "3g.20gb", "7g.40gb"]
+        )]
+    );
+}
