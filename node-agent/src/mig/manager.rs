@@ -147,9 +147,21 @@ impl MigManager {
                 size: r.placement.size,
             });
         }
-        if let Some(other) = self
-            .control
-            .instances(gpu)?
+        let existing = self.control.instances(gpu)?;
+        // An instance of exactly the reserved profile and placement that nobody tracks is left
+        // over from this reservation (the agent stopped between creating it and writing its ids
+        // back): the scheduler gives a placement to one active reservation only. It is reused
+        // when it has a compute instance and no process runs in it.
+        if let Some(leftover) = existing
+            .iter()
+            .find(|i| i.profile_id == id && i.placement == r.placement && !i.uuid.is_empty())
+        {
+            let gi = leftover.gi;
+            self.refuse_if_busy(gpu, |p| p.gi == Some(gi))?;
+            tracing::info!(card = %gpu, gi, uuid = %leftover.uuid, "MIG instance left over: reused");
+            return Ok(leftover.clone());
+        }
+        if let Some(other) = existing
             .into_iter()
             .find(|i| i.placement.overlaps(&r.placement))
         {

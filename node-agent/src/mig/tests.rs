@@ -238,8 +238,8 @@ fn when_a_later_slice_fails_the_ones_created_by_the_same_call_are_destroyed() {
     let (fake, manager) = manager();
     fake.insert(Instance {
         gpu: "GPU-a".into(),
-        profile_id: 0,
-        placement: Placement { start: 6, size: 1 },
+        profile_id: 1,
+        placement: Placement { start: 4, size: 2 },
         gi: 9,
         ci: 0,
         uuid: "MIG-other".into(),
@@ -247,21 +247,21 @@ fn when_a_later_slice_fails_the_ones_created_by_the_same_call_are_destroyed() {
     let err = manager
         .realise(&[
             reservation(0, 0, "3g.20gb", 0, 4),
-            reservation(0, 1, "1g.5gb", 6, 1),
+            reservation(0, 1, "1g.5gb", 5, 1),
         ])
         .unwrap_err();
     assert_eq!(
         err,
         MigError::Occupied {
             gpu: "GPU-a".into(),
-            start: 6,
-            end: 7,
+            start: 4,
+            end: 6,
             gi: 9
         }
     );
     assert_eq!(
         on_card(&fake),
-        vec![(0, 6, 9)],
+        vec![(1, 4, 9)],
         "the 3g instance is gone again"
     );
     assert!(manager.tracked().is_empty());
@@ -531,5 +531,47 @@ fn the_mig_example_files_register_one_card_with_four_profiles() {
             7,
             vec!["1g.5gb", "2g.10gb", "3g.20gb", "7g.40gb"]
         )]
+    );
+}
+
+#[test]
+fn an_untracked_instance_at_exactly_the_reserved_slice_is_reused_unless_a_process_runs_in_it() {
+    let (fake, manager) = manager();
+    let leftover = Instance {
+        gpu: "GPU-a".into(),
+        profile_id: 1,
+        placement: Placement { start: 2, size: 2 },
+        gi: 5,
+        ci: 0,
+        uuid: "MIG-left".into(),
+    };
+    fake.insert(leftover.clone());
+    fake.set_processes(
+        "GPU-a",
+        vec![Process {
+            pid: 8,
+            gi: Some(5),
+        }],
+    );
+    let r = reservation(0, 0, "2g.10gb", 2, 2);
+    assert_eq!(
+        manager.realise(std::slice::from_ref(&r)),
+        Err(MigError::Busy {
+            gpu: "GPU-a".into(),
+            pids: vec![8]
+        })
+    );
+    fake.set_processes("GPU-a", vec![]);
+    assert_eq!(manager.realise(&[r]), Ok(vec![leftover]));
+    assert_eq!(on_card(&fake), vec![(1, 2, 5)], "nothing new created");
+    // A different profile over the same slices is someone else's.
+    assert_eq!(
+        manager.realise(&[reservation(1, 0, "1g.5gb", 3, 1)]),
+        Err(MigError::Occupied {
+            gpu: "GPU-a".into(),
+            start: 2,
+            end: 4,
+            gi: 5
+        })
     );
 }
