@@ -92,7 +92,7 @@ fn gpu_instances<'a>(device: &Device<'a>, profile: u32) -> Result<Vec<GpuInstanc
     let lib = device.nvml().lib();
     let sym = nvml_sym(lib.nvmlDeviceGetGpuInstances.as_ref())?;
     let mut buf: [nvmlGpuInstance_t; 16] = [std::ptr::null_mut(); 16];
-    let mut count: u32 = 0;
+    let mut count: u32 = buf.len() as u32;
     // SAFETY: live device handle; `buf` has room for 16 handles, twice the most GPU instances a card
     // can hold (8 memory slices), and NVML writes `count` of them.
     nvml_try(unsafe { sym(device.handle(), profile, buf.as_mut_ptr(), &mut count) })?;
@@ -188,7 +188,7 @@ impl<'a> GpuInstance<'a> {
     fn compute_instances(&self, profile: u32) -> Result<Vec<ComputeInstance<'a>>, NvmlError> {
         let sym = nvml_sym(self.lib.nvmlGpuInstanceGetComputeInstances.as_ref())?;
         let mut buf: [nvmlComputeInstance_t; 16] = [std::ptr::null_mut(); 16];
-        let mut count: u32 = 0;
+        let mut count: u32 = buf.len() as u32;
         // SAFETY: live GI handle; `buf` has room for 16 handles, twice the most compute instances a GI
         // can hold (8 compute slices); NVML writes `count` of them.
         nvml_try(unsafe { sym(self.handle, profile, buf.as_mut_ptr(), &mut count) })?;
