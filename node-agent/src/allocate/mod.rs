@@ -9,6 +9,7 @@
 //! physical cards of kubelet's replica ids wins, then the oldest `hami.io/bind-time`, then
 //! namespace/name, so the choice is the same on every run.
 
+mod mig;
 pub mod response;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use hamr_guest::device::{self, ContainerDevice, PodDevices};
 use hamr_guest::ledger::VGPU_NODE;
 use hamr_guest::vendor::nvidia::DEVICES_TO_ALLOCATE;
-use hamr_guest::vendor::nvidia::mig::{MIG_ALLOCATIONS, Reservation, decode_reservations};
+use hamr_guest::vendor::nvidia::mig::MIG_ALLOCATIONS;
 use hamr_guest::vendor::volcano;
 use tokio::sync::Mutex;
 
@@ -446,132 +447,6 @@ impl<P: PodSource> Allocator<P> {
         Ok(response)
     }
 
-    /// The MIG reservations of container entry `position`, in device order, checked against
-    /// its devices (node-side.md §6.5): `None` when the entry reserves no slice.
-    fn mig_reservations(
-        &self,
-        candidate: &Candidate,
-        position: usize,
-        devices: &[ContainerDevice],
-    ) -> Result<Option<Vec<Reservation>>, AllocateError> {
-        let pod = candidate.key();
-        if let Some(what) = volcano_slice(candidate, devices) {
-            return Err(AllocateError::MigNotSupported {
-                pod,
-                what,
-                why: "Volcano's geometry slices are not realised",
-            });
-        }
-        if candidate.protocol != Protocol::Hami {
-            return Ok(None);
-        }
-        let Some(text) = candidate.pod.annotation(MIG_ALLOCATIONS) else {
-            return Ok(None);
-        };
-        let bad = |reason: String| AllocateError::MigReservation {
-            pod: pod.clone(),
-            reason,
-        };
-        let all = decode_reservations(text).map_err(bad)?;
-        let mut mine: Vec<Reservation> = all
-            .into_iter()
-            .filter(|r| usize::try_from(r.container_index).ok() == Some(position))
-            .collect();
-        if mine.is_empty() {
-            return Ok(None);
-        }
-        mine.sort_by_key(|r| r.device_index);
-        if mine.len() != devices.len() {
-            return Err(bad(format!(
-                "container {position} has {} reservation(s) for {} device(s)",
-                mine.len(),
-                devices.len()
-            )));
-        }
-        for (k, (r, d)) in mine.iter().zip(devices).enumerate() {
-            if usize::try_from(r.device_index).ok() != Some(k) || r.gpu_uuid != d.uuid {
-                return Err(bad(format!(
-                    "container {position} device {k} is {} but its reservation is device {} on {}",
-                    d.uuid, r.device_index, r.gpu_uuid
-                )));
-            }
-        }
-        if self.mig.is_none() {
-            return Err(AllocateError::MigNotSupported {
-                pod,
-                what: MIG_ALLOCATIONS.to_string(),
-                why: "operatingMode is not mig",
-            });
-        }
-        Ok(Some(mine))
-    }
-
-    /// Reconciles once, creates the container's instances and records their runtime ids for
-    /// the write-back; the response names the MIG devices (no HAMi-core environment or mounts:
-    /// the isolation is the hardware's).
-    async fn serve_mig(
-        &self,
-        candidate: &mut Candidate,
-        reservations: &[Reservation],
-    ) -> Result<crate::api::ContainerAllocateResponse, AllocateError> {
-        let pod = candidate.key();
-        let Some(manager) = self.mig.clone() else {
-            return Err(AllocateError::MigNotSupported {
-                pod,
-                what: MIG_ALLOCATIONS.to_string(),
-                why: "operatingMode is not mig",
-            });
-        };
-        let pods = self.pods.pods_on(&self.node).await?;
-        let wanted = reservations.to_vec();
-        let worker = manager.clone();
-        let realised = tokio::task::spawn_blocking(move || {
-            match worker.reconcile_pods(&pods) {
-                Ok(errors) => {
-                    for error in errors {
-                        tracing::warn!(%error, "MIG instance kept");
-                    }
-                }
-                Err(reason) => tracing::warn!(%reason, "MIG reconciliation skipped"),
-            }
-            worker.realise(&wanted)
-        })
-        .await
-        .map_err(|e| AllocateError::MigReservation {
-            pod: pod.clone(),
-            reason: format!("the MIG worker stopped: {e}"),
-        })?
-        .map_err(|source| AllocateError::Mig {
-            pod: pod.clone(),
-            source,
-        })?;
-        let text = candidate
-            .mig_written
-            .as_deref()
-            .or(candidate.pod.annotation(MIG_ALLOCATIONS))
-            .unwrap_or_default();
-        let mut all =
-            decode_reservations(text).map_err(|reason| AllocateError::MigReservation {
-                pod: pod.clone(),
-                reason,
-            })?;
-        for (r, instance) in reservations.iter().zip(&realised) {
-            if let Some(entry) = all.iter_mut().find(|e| {
-                e.container_index == r.container_index && e.device_index == r.device_index
-            }) {
-                entry.mig_uuid = Some(instance.uuid.clone());
-                entry.gpu_instance_id = Some(instance.gi);
-                entry.compute_instance_id = Some(instance.ci);
-            }
-        }
-        let written = serde_json::to_string(&all).map_err(|e| AllocateError::MigReservation {
-            pod: pod.clone(),
-            reason: e.to_string(),
-        })?;
-        candidate.mig_written = Some(written);
-        Ok(response::mig_response(&realised))
-    }
-
     async fn mark_failed(&self, candidate: &Candidate) {
         let pod = &candidate.pod;
         let annotations = BTreeMap::from([(
@@ -586,21 +461,6 @@ impl<P: PodSource> Allocator<P> {
             tracing::warn!(%error, "could not mark the pod failed");
         }
     }
-}
-
-/// Volcano's `UUID[group-position]` slice among the devices, if any.
-fn volcano_slice(candidate: &Candidate, devices: &[ContainerDevice]) -> Option<String> {
-    devices.iter().find_map(|d| {
-        d.mig.as_ref().map(|m| {
-            format!(
-                "{}[{}-{}] in {}",
-                d.uuid,
-                m.profile,
-                m.placement.start,
-                candidate.protocol.to_allocate()
-            )
-        })
-    })
 }
 
 #[cfg(test)]
