@@ -80,6 +80,62 @@ pub struct Config {
     /// Completing the decisions of schedulers that bind pods without writing them
     /// (kube-scheduler-wasm-extension): [`crate::complete`].
     pub complete_decisions: CompleteConfig,
+    /// Which MIG profiles each card model registers in `mig` mode (`migProfileAllowlist`):
+    /// the first entry with a model string found in the card's model applies. HAMi's chart
+    /// default.
+    pub mig_profile_allowlist: Vec<MigAllow>,
+    /// Seconds between MIG reconciliations (instances whose pod is gone are destroyed; 5 in
+    /// HAMi).
+    pub mig_reconcile_seconds: u64,
+}
+
+/// One `migProfileAllowlist` entry: card models (substrings of the model name) and the profile
+/// names they register (`<N>g.<memory>`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigAllow {
+    pub models: Vec<String>,
+    pub profiles: Vec<String>,
+}
+
+/// HAMi's chart default `migProfileAllowlist` (node-side.md §6.2).
+pub fn default_mig_allowlist() -> Vec<MigAllow> {
+    let entry = |models: &[&str], profiles: &[&str]| MigAllow {
+        models: models.iter().map(|s| s.to_string()).collect(),
+        profiles: profiles.iter().map(|s| s.to_string()).collect(),
+    };
+    vec![
+        entry(&["A30"], &["1g.6gb", "2g.12gb", "4g.24gb"]),
+        entry(
+            &["A100-SXM4-40GB", "A100-40GB-PCIe", "A100-PCIE-40GB"],
+            &["1g.5gb", "2g.10gb", "3g.20gb", "7g.40gb"],
+        ),
+        entry(
+            &["A100-SXM4-80GB", "A100-80GB-PCIe", "A100-PCIE-80GB"],
+            &["1g.10gb", "2g.20gb", "3g.40gb", "7g.79gb"],
+        ),
+        entry(
+            &["H100-PCIE-80GB", "H100-SXM5-80GB"],
+            &["1g.10gb", "2g.20gb", "3g.40gb", "7g.80gb"],
+        ),
+        entry(
+            &["H100-PCIE-94GB", "H100-SXM5-94GB"],
+            &["1g.12gb", "2g.24gb", "3g.47gb", "7g.94gb"],
+        ),
+        entry(
+            &["H20", "H100 on GH200"],
+            &["1g.12gb", "2g.24gb", "3g.48gb", "7g.96gb"],
+        ),
+        entry(
+            &["H200 NVL", "H200-SXM5"],
+            &["1g.18gb", "2g.35gb", "3g.71gb", "7g.141gb"],
+        ),
+        entry(&["B200"], &["1g.23gb", "2g.45gb", "3g.90gb", "7g.180gb"]),
+        entry(
+            &["RTX PRO 6000 Blackwell Server Edition"],
+            &["1g.24gb", "2g.48gb", "4g.96gb"],
+        ),
+    ]
 }
 
 /// Which pods the agent completes, and with which scheduler configuration.
@@ -150,6 +206,8 @@ impl Default for Config {
             xid_recovery_seconds: 300,
             topology_score: false,
             complete_decisions: CompleteConfig::default(),
+            mig_profile_allowlist: default_mig_allowlist(),
+            mig_reconcile_seconds: 5,
         }
     }
 }
@@ -194,6 +252,25 @@ impl Config {
         }
         if !["hami-core", "mig", "mps"].contains(&config.operating_mode.as_str()) {
             return Err(invalid("operatingMode", "must be hami-core, mig or mps"));
+        }
+        for (i, entry) in config.mig_profile_allowlist.iter().enumerate() {
+            let invalid = |message: String| ConfigError::Parse {
+                path: path.to_path_buf(),
+                field: format!("migProfileAllowlist[{i}]"),
+                message,
+            };
+            if entry.models.is_empty() || entry.profiles.is_empty() {
+                return Err(invalid("models and profiles must not be empty".to_string()));
+            }
+            if let Some(bad) = entry
+                .profiles
+                .iter()
+                .find(|p| crate::mig::slices_of(p).is_none())
+            {
+                return Err(invalid(format!(
+                    "profile {bad:?} is not <N>g.<memory> (e.g. 1g.10gb)"
+                )));
+            }
         }
         if let Err(e) =
             hamr_guest::config::Config::from_json(&config.complete_decisions.guest_config)
@@ -298,6 +375,22 @@ mod tests {
             text.starts_with("a.yaml: completeDecisions.guestConfig: config: ")
                 && text.contains("expected a string"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_mig_profile_that_is_not_n_g_dot_memory_is_refused_with_its_entry() {
+        let text = "migProfileAllowlist:\n- {models: [A30], profiles: [1g.6gb, big]}\n";
+        let err = Config::parse(Path::new("a.yaml"), text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a.yaml: migProfileAllowlist[0]: profile \"big\" is not <N>g.<memory> (e.g. 1g.10gb)"
+        );
+        let text = "migProfileAllowlist:\n- {models: [], profiles: [1g.6gb]}\n";
+        let err = Config::parse(Path::new("a.yaml"), text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a.yaml: migProfileAllowlist[0]: models and profiles must not be empty"
         );
     }
 

@@ -13,14 +13,19 @@ use hamr_node_agent::complete::Completer;
 use hamr_node_agent::config::Config;
 use hamr_node_agent::discovery::fake::FakeDiscovery;
 use hamr_node_agent::discovery::nvml::{NvmlDiscovery, XidWatcher};
-use hamr_node_agent::discovery::{Discovery, Inventory};
+use hamr_node_agent::discovery::{Discovery, Inventory, NVIDIA};
 use hamr_node_agent::health::XidPolicy;
 use hamr_node_agent::kubelet::{KubeletLink, supervise};
+use hamr_node_agent::mig::fake::FakeMig;
+use hamr_node_agent::mig::{MigControl, MigManager};
 use hamr_node_agent::plugin::Plugin;
 use hamr_node_agent::plugin::counted::{CountedPlugin, volcano_links};
-use hamr_node_agent::pods::KubePods;
+use hamr_node_agent::pods::{KubePods, PodSource};
 use hamr_node_agent::register::{Registrar, registration};
 use hamr_node_agent::usage::UsagePublisher;
+
+/// The MIG backend, when the node runs dynamic MIG.
+type Mig = Arc<dyn MigControl>;
 
 #[derive(Parser)]
 #[command(
@@ -63,18 +68,26 @@ async fn agent() -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let (discovery, xids): (Arc<dyn Discovery>, Option<XidWatcher>) = match &args.fake {
-        Some(path) => (Arc::new(FakeDiscovery::new(path)), None),
-        None => {
-            let nvml = NvmlDiscovery::init()?;
-            let xids = nvml.xid_watcher();
-            (Arc::new(nvml), Some(xids))
-        }
-    };
+    let mig_mode = config.operating_mode == "mig";
+    let (discovery, xids, mut mig): (Arc<dyn Discovery>, Option<XidWatcher>, Option<Mig>) =
+        match &args.fake {
+            Some(path) => (Arc::new(FakeDiscovery::new(path)), None, None),
+            None => {
+                let nvml = NvmlDiscovery::init()?.with_topology(config.topology_score);
+                let xids = nvml.xid_watcher();
+                let mig: Option<Arc<dyn MigControl>> =
+                    mig_mode.then(|| Arc::new(nvml.mig_control()) as Arc<dyn MigControl>);
+                (Arc::new(nvml), Some(xids), mig)
+            }
+        };
     let policy = XidPolicy::from_process_env()?;
     let recovery =
         (config.xid_recovery_seconds > 0).then(|| Duration::from_secs(config.xid_recovery_seconds));
     let inventory = Inventory::new(discovery)?.with_recovery(recovery);
+    if mig_mode && args.fake.is_some() {
+        // The fake file's MIG cards, with their instances in memory.
+        mig = Some(Arc::new(FakeMig::from_devices(&inventory.current())));
+    }
 
     if args.print_registration {
         for (key, value) in registration(&inventory.current(), &config) {
@@ -94,13 +107,23 @@ async fn agent() -> anyhow::Result<()> {
             .spawn(move || xids.run(policy, inventory, stop))
             .map_err(|e| anyhow::anyhow!("starting the XID event thread: {e}"))?;
     }
-    run(args.node_name, config, inventory).await
+    run(args.node_name, config, inventory, mig).await
 }
 
-async fn run(node: String, config: Config, inventory: Inventory) -> anyhow::Result<()> {
+async fn run(
+    node: String,
+    config: Config,
+    inventory: Inventory,
+    mig: Option<Arc<dyn MigControl>>,
+) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| anyhow::anyhow!("building the Kubernetes client: {e}"))?;
+    let pods = KubePods::new(client.clone()).on_node(node.clone());
+    let mig = match mig {
+        Some(control) => Some(start_mig(control, &config, &inventory, &pods, &node).await),
+        None => None,
+    };
 
     // Discovery: re-scan periodically; health changes reach ListAndWatch and the registration
     // through the inventory.
@@ -127,8 +150,10 @@ async fn run(node: String, config: Config, inventory: Inventory) -> anyhow::Resu
 
     // The device plugin, kept registered across kubelet restarts until SIGTERM or Ctrl-C; it
     // completes the decisions of schedulers that bind pods without writing them.
-    let pods = KubePods::new(client.clone()).on_node(node.clone());
     let mut allocator = Allocator::new(node.clone(), config.clone(), pods.clone());
+    if let Some(manager) = mig {
+        allocator = allocator.with_mig(manager);
+    }
     let complete = &config.complete_decisions;
     if !complete.scheduler_names.is_empty() {
         let completer = Arc::new(Completer::new(node, complete, registered, pods)?);
@@ -172,6 +197,56 @@ async fn run(node: String, config: Config, inventory: Inventory) -> anyhow::Resu
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Dynamic MIG start-up (node-side.md §6.6): when every NVIDIA card's model is in
+/// `migProfileAllowlist`, idle cards are reset and recorded instances adopted; then the
+/// reconciler runs every `migReconcileSeconds`. Failures are logged: start-up goes on.
+async fn start_mig(
+    control: Arc<dyn MigControl>,
+    config: &Config,
+    inventory: &Inventory,
+    pods: &KubePods,
+    node: &str,
+) -> Arc<MigManager> {
+    let manager = Arc::new(MigManager::new(control));
+    let allowed = inventory
+        .current()
+        .iter()
+        .filter(|d| d.vendor == NVIDIA)
+        .all(|d| {
+            config
+                .mig_profile_allowlist
+                .iter()
+                .any(|e| e.models.iter().any(|m| d.model.contains(m.as_str())))
+        });
+    if allowed {
+        let list = match pods.pods_on(node).await {
+            Ok(list) => Some(list),
+            Err(error) => {
+                tracing::warn!(%error, "MIG start-up: pods unreadable, every card counts as in use");
+                None
+            }
+        };
+        let worker = manager.clone();
+        match tokio::task::spawn_blocking(move || worker.start(list.as_deref())).await {
+            Ok(errors) => {
+                for error in errors {
+                    tracing::warn!(%error, "MIG start-up");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "MIG start-up failed"),
+        }
+        // Modes may have changed: publish the cards' MIG profiles now.
+        if let Err(error) = inventory.refresh() {
+            tracing::warn!(%error, "device scan failed after MIG start-up");
+        }
+    } else {
+        tracing::warn!("MIG start-up reset skipped: a card's model is not in migProfileAllowlist");
+    }
+    let every = Duration::from_secs(config.mig_reconcile_seconds.max(1));
+    tokio::spawn(manager.clone().run(pods.clone(), node.to_string(), every));
+    manager
 }
 
 /// Resolves on SIGTERM (the kubelet stopping the pod) or Ctrl-C.

@@ -18,6 +18,8 @@ pub struct PodInfo {
     pub uid: String,
     /// `status.phase` (`Pending` while kubelet admits it).
     pub phase: String,
+    /// The pod has a deletion timestamp (its MIG instances are no longer its own).
+    pub deleting: bool,
     pub annotations: BTreeMap<String, String>,
     /// Init containers, then regular containers: the order of HAMi's device-list annotation.
     pub containers: Vec<ContainerInfo>,
@@ -319,6 +321,7 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
             .as_ref()
             .and_then(|s| s.phase.clone())
             .unwrap_or_default(),
+        deleting: pod.metadata.deletion_timestamp.is_some(),
         annotations: pod.metadata.annotations.clone().unwrap_or_default(),
         containers: init.iter().chain(regular).map(container_info).collect(),
         init_containers: init.len(),

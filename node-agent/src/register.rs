@@ -46,12 +46,25 @@ pub fn encode_register(devices: &[DeviceInfo]) -> String {
 ///
 /// Worked example: a 40960 MiB card with scaling 1.5 registers `devmem` 61440; core scaling 2
 /// registers `devcore` 200.
+///
+/// In `mig` mode (§6.2) a card registers the `migProfiles` that `migProfileAllowlist` allows
+/// for its model ([`crate::mig::profiles::registered`]) and `count` = the largest instance
+/// count among them; a card with none is left out, as HAMi does.
 pub fn nvidia_devices(devices: &[Device], config: &Config) -> Vec<DeviceInfo> {
     let mig = config.operating_mode == "mig";
     devices
         .iter()
         .filter(|d| d.vendor == NVIDIA)
-        .map(|d| {
+        .filter_map(|d| {
+            let (mig_profiles, count) = if mig {
+                crate::mig::profiles::registered(
+                    &d.model,
+                    &d.mig_profiles,
+                    &config.mig_profile_allowlist,
+                )?
+            } else {
+                (Vec::new(), config.device_split_count)
+            };
             let devmem = if mig {
                 d.memory_mib as f64
             } else {
@@ -62,10 +75,10 @@ pub fn nvidia_devices(devices: &[Device], config: &Config) -> Vec<DeviceInfo> {
             } else {
                 f64::from(d.cores) * config.device_core_scaling
             };
-            DeviceInfo {
+            Some(DeviceInfo {
                 id: d.id.clone(),
                 index: d.index,
-                count: i64::from(config.device_split_count),
+                count: i64::from(count),
                 // Go truncates float64 to int32; saturate instead of wrapping.
                 devmem: devmem.min(f64::from(i32::MAX)) as i64,
                 devcore: devcore.min(f64::from(i32::MAX)) as i64,
@@ -73,8 +86,9 @@ pub fn nvidia_devices(devices: &[Device], config: &Config) -> Vec<DeviceInfo> {
                 numa: i64::from(d.numa),
                 mode: config.operating_mode.clone(),
                 health: d.healthy,
+                mig_profiles,
                 ..DeviceInfo::default()
-            }
+            })
         })
         .collect()
 }

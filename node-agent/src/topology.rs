@@ -78,6 +78,38 @@ pub fn pair_score(from_i: &Link, from_j: &Link) -> i64 {
     from_i.pcie.score() + 100 * i64::from(from_i.nvlinks.min(MAX_NVLINKS))
 }
 
+/// One active NVLink of a card, as NVML reports its far end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteLink {
+    /// The far end's PCI bus id, normalised (`0000:3b:00.0`).
+    pub bus_id: String,
+    /// The far end is an NVSwitch.
+    pub switch: bool,
+}
+
+/// The NVLinks from card i to card j (node-side.md §2.6): i's links whose far end is j's bus
+/// id; with none, when i has active links, the links through NVSwitches of both cards, the
+/// smaller count; else 0.
+///
+/// Worked example: two SXM cards with 18 switch links each score 18; a card with 2 direct
+/// links to `0000:3b:00.0` scores 2 to that card and 0 to a card with no links at all.
+pub fn nvlinks(from_i: &[RemoteLink], from_j: &[RemoteLink], bus_j: &str) -> u32 {
+    let count = |links: &[RemoteLink], f: &dyn Fn(&RemoteLink) -> bool| {
+        u32::try_from(links.iter().filter(|l| f(l)).count()).unwrap_or(u32::MAX)
+    };
+    let direct = count(from_i, &|l| !bus_j.is_empty() && l.bus_id == bus_j);
+    if direct > 0 || from_i.is_empty() {
+        return direct;
+    }
+    let switches_i = count(from_i, &|l| l.switch);
+    let switches_j = count(from_j, &|l| l.switch);
+    if switches_i > 0 && switches_j > 0 {
+        switches_i.min(switches_j)
+    } else {
+        0
+    }
+}
+
 /// The value of `hami.io/node-nvidia-score` for the node's NVIDIA cards, in index order, or
 /// `None` when no card knows a link. Pairs with a link known in one direction only are left
 /// out.
@@ -156,6 +188,36 @@ mod tests {
         assert_eq!(
             pair_score(&link(Level::Node, 2), &link(Level::Node, 3)),
             220
+        );
+    }
+
+    #[test]
+    fn nvlinks_count_direct_links_else_the_smaller_switch_count() {
+        let to = |bus: &str| RemoteLink {
+            bus_id: bus.into(),
+            switch: false,
+        };
+        let switch = || RemoteLink {
+            bus_id: "0000:c1:00.0".into(),
+            switch: true,
+        };
+        let direct = [to("0000:3b:00.0"), to("0000:3b:00.0"), to("0000:5e:00.0")];
+        assert_eq!(nvlinks(&direct, &[], "0000:3b:00.0"), 2);
+        assert_eq!(nvlinks(&direct, &[], "0000:af:00.0"), 0, "no switch links");
+        let i = vec![switch(); 18];
+        let j = vec![switch(); 12];
+        assert_eq!(nvlinks(&i, &j, "0000:3b:00.0"), 12);
+        assert_eq!(nvlinks(&j, &i, "0000:5e:00.0"), 12);
+        assert_eq!(
+            nvlinks(&i, &[], "0000:5e:00.0"),
+            0,
+            "the other card has none"
+        );
+        assert_eq!(nvlinks(&[], &i, "0000:5e:00.0"), 0, "this card has none");
+        assert_eq!(
+            nvlinks(&direct, &[], ""),
+            0,
+            "an unknown bus id matches nothing"
         );
     }
 

@@ -9,6 +9,7 @@
 //! physical cards of kubelet's replica ids wins, then the oldest `hami.io/bind-time`, then
 //! namespace/name, so the choice is the same on every run.
 
+mod mig;
 pub mod response;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use tokio::sync::Mutex;
 use crate::api::{AllocateRequest, AllocateResponse};
 use crate::complete::Completer;
 use crate::config::Config;
+use crate::mig::MigManager;
 use crate::plugin::is_replica_of;
 use crate::pods::{PodInfo, PodSource, PodSourceError};
 use response::{Target, container_response, prepare_dirs};
@@ -126,13 +128,28 @@ pub enum AllocateError {
         position: usize,
         containers: usize,
     },
-    /// The decision reserves MIG slices and this agent does not create MIG instances yet; the
-    /// container would otherwise get the whole card.
+    /// The decision reserves MIG slices this agent does not create: the node's
+    /// `operatingMode` is not `mig`, or the slices are Volcano's `UUID[group-position]`
+    /// (geometry groups, not created here). The container would otherwise get the whole card.
     #[error(
-        "pod {pod}: its decision reserves MIG slices ({what}), which this node agent cannot \
-         create yet; refusing rather than handing out the whole card"
+        "pod {pod}: its decision reserves MIG slices ({what}), which this node agent does not \
+         create ({why}); refusing rather than handing out the whole card"
     )]
-    MigNotSupported { pod: String, what: String },
+    MigNotSupported {
+        pod: String,
+        what: String,
+        why: &'static str,
+    },
+    /// `hami.io/vgpu-mig-allocations` does not decode, or does not match the container's
+    /// devices (one reservation per device, on the same card, in device order).
+    #[error("pod {pod}: {MIG_ALLOCATIONS}: {reason}")]
+    MigReservation { pod: String, reason: String },
+    /// Creating the reserved MIG instances failed; none of this container's is left behind.
+    #[error("pod {pod}: {source}")]
+    Mig {
+        pod: String,
+        source: crate::mig::MigError,
+    },
     /// The per-container directory could not be prepared on the host.
     #[error("pod {pod}: preparing the isolation directories: {source}")]
     Prepare { pod: String, source: std::io::Error },
@@ -143,6 +160,9 @@ struct Candidate {
     pod: PodInfo,
     protocol: Protocol,
     devices: PodDevices,
+    /// `hami.io/vgpu-mig-allocations` with the runtime ids of the instances created for it, to
+    /// write back.
+    mig_written: Option<String>,
 }
 
 impl Candidate {
@@ -169,6 +189,8 @@ pub struct Allocator<P> {
     serial: Mutex<()>,
     /// Completes decisions the scheduler could not write, when Allocate finds no pod.
     completer: Option<Arc<Completer<P>>>,
+    /// Creates the MIG instances of reserved slices (`operatingMode: mig`).
+    mig: Option<Arc<MigManager>>,
 }
 
 impl<P: PodSource> Allocator<P> {
@@ -179,7 +201,15 @@ impl<P: PodSource> Allocator<P> {
             pods,
             serial: Mutex::new(()),
             completer: None,
+            mig: None,
         }
+    }
+
+    /// Realises the MIG slices of `hami.io/vgpu-mig-allocations` with `manager`: the
+    /// container gets the MIG devices instead of the cards.
+    pub fn with_mig(mut self, manager: Arc<MigManager>) -> Allocator<P> {
+        self.mig = Some(manager);
+        self
     }
 
     /// Lets Allocate complete a pod bound here without a decision ([`crate::complete`]) when
@@ -250,6 +280,9 @@ impl<P: PodSource> Allocator<P> {
                 c.protocol.to_allocate().to_string(),
                 c.protocol.encode(&c.devices),
             );
+            if let Some(text) = &c.mig_written {
+                annotations.insert(MIG_ALLOCATIONS.to_string(), text.clone());
+            }
             if c.next().is_none() {
                 annotations.insert(c.protocol.bind_phase().to_string(), "success".to_string());
             }
@@ -335,6 +368,7 @@ impl<P: PodSource> Allocator<P> {
                 pod,
                 protocol,
                 devices,
+                mig_written: None,
             });
         }
         out.sort_by(|a, b| {
@@ -380,10 +414,13 @@ impl<P: PodSource> Allocator<P> {
                     resource: self.config.resource_name.clone(),
                     count: 0,
                 })?;
-        if let Some(what) = mig_reservation(candidate, &devices) {
-            return Err(AllocateError::MigNotSupported { pod, what });
-        }
         let index = candidate.protocol.container(&candidate.pod, position);
+        if let Some(reservations) = self.mig_reservations(candidate, position, &devices)? {
+            let response = self.serve_mig(candidate, &reservations).await?;
+            tracing::info!(%pod, container = index, slices = reservations.len(), "allocated MIG devices");
+            candidate.devices[position].clear();
+            return Ok(response);
+        }
         let container = candidate
             .pod
             .containers
@@ -426,24 +463,7 @@ impl<P: PodSource> Allocator<P> {
     }
 }
 
-/// What MIG reservation the candidate's next container has, if any: HAMi's
-/// `hami.io/vgpu-mig-allocations` on the pod, or Volcano's `UUID[group-position]` slices.
-fn mig_reservation(candidate: &Candidate, devices: &[ContainerDevice]) -> Option<String> {
-    if candidate.protocol == Protocol::Hami && candidate.pod.annotation(MIG_ALLOCATIONS).is_some() {
-        return Some(MIG_ALLOCATIONS.to_string());
-    }
-    devices.iter().find_map(|d| {
-        d.mig.as_ref().map(|m| {
-            format!(
-                "{}[{}-{}] in {}",
-                d.uuid,
-                m.profile,
-                m.placement.start,
-                candidate.protocol.to_allocate()
-            )
-        })
-    })
-}
-
+#[cfg(test)]
+mod mig_tests;
 #[cfg(test)]
 mod tests;

@@ -118,6 +118,24 @@ pub fn container_response(
     }
 }
 
+/// The response for a container given MIG devices (node-side.md §6.5): the runtime is told
+/// the MIG device UUIDs (`NVIDIA_VISIBLE_DEVICES`, and CDI names); nothing of HAMi-core.
+pub fn mig_response(instances: &[crate::mig::Instance]) -> ContainerAllocateResponse {
+    let uuids: Vec<&str> = instances.iter().map(|i| i.uuid.as_str()).collect();
+    ContainerAllocateResponse {
+        envs: HashMap::from([("NVIDIA_VISIBLE_DEVICES".to_string(), uuids.join(","))]),
+        mounts: Vec::new(),
+        devices: Vec::new(),
+        annotations: HashMap::new(),
+        cdi_devices: uuids
+            .iter()
+            .map(|u| CdiDevice {
+                name: format!("nvidia.com/gpu={u}"),
+            })
+            .collect(),
+    }
+}
+
 fn display(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }

@@ -411,7 +411,7 @@ async fn a_volcano_pod_is_served_from_its_own_keys_and_its_list_skips_init_conta
 }
 
 #[tokio::test]
-async fn a_hami_decision_with_mig_reservations_is_refused_and_marked_failed() {
+async fn without_mig_control_a_hami_decision_with_mig_reservations_is_refused_and_marked_failed() {
     let root = tempfile::tempdir().expect("temp dir");
     let pods = MemoryPods::default();
     let mut pod = decided("m1", "GPU-a,NVIDIA,5120,14:;", &["main"]);
@@ -428,7 +428,8 @@ async fn a_hami_decision_with_mig_reservations_is_refused_and_marked_failed() {
     assert_eq!(
         err.to_string(),
         "pod default/m1: its decision reserves MIG slices (hami.io/vgpu-mig-allocations), which \
-         this node agent cannot create yet; refusing rather than handing out the whole card"
+         this node agent does not create (operatingMode is not mig); refusing rather than \
+         handing out the whole card"
     );
     let pod = pods.get("default", "m1").expect("pod");
     assert_eq!(pod.annotation(BIND_PHASE), Some("failed"));

@@ -14,6 +14,12 @@
 //!     healthy: true             # default true
 //!     count: 4                  # slots registered; default deviceSplitCount (not for NVIDIA)
 //!     extras: { linkZone: "1" } # vendor facts, free-form strings
+//!     migEnabled: false         # MIG mode now (NVIDIA)
+//!     mig:                      # a MIG-capable card (NVIDIA): its GPU-instance profiles
+//!       pending: false          # MIG mode after the next reset; default: migEnabled
+//!       profiles:
+//!         - {sliceCount: 1, instanceCount: 7, multiprocessors: 14, memoryMiB: 4864,
+//!            placements: [{start: 0, size: 1}, {start: 1, size: 1}]}
 //! ```
 //!
 //! `vendor` is one of the guest's vendor keys (`NVIDIA`, `Ascend910B3`, `DCU`, `MR-V100`,
@@ -63,6 +69,27 @@ struct FakeDevice {
     count: Option<u32>,
     #[serde(default)]
     links: BTreeMap<String, crate::topology::Link>,
+    mig: Option<FakeMigCard>,
+}
+
+/// A MIG-capable card's `mig:` block: its GPU-instance profiles as NVML would report them.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FakeMigCard {
+    /// MIG mode after the next reset; default: as `migEnabled`.
+    pending: Option<bool>,
+    profiles: Vec<FakeProfile>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FakeProfile {
+    slice_count: u32,
+    instance_count: u32,
+    multiprocessors: u32,
+    #[serde(rename = "memoryMiB")]
+    memory_mib: u64,
+    placements: Vec<hamr_guest::device::Placement>,
 }
 
 fn whole() -> u32 {
@@ -147,6 +174,55 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Device>, DiscoveryError> {
         if d.memory_mib == 0 {
             return Err(invalid("memoryMiB", "must be above 0".to_string()));
         }
+        let mut mig_profiles = Vec::new();
+        if let Some(mig) = &d.mig {
+            if d.vendor != NVIDIA {
+                return Err(invalid("mig", "only NVIDIA cards have MIG".to_string()));
+            }
+            for (j, p) in mig.profiles.iter().enumerate() {
+                let field = |f: &str| format!("mig.profiles[{j}].{f}");
+                let Some(id) = crate::mig::profile_id(p.slice_count) else {
+                    return Err(invalid(
+                        &field("sliceCount"),
+                        format!("{} is not 1, 2, 3, 4, 6, 7 or 8", p.slice_count),
+                    ));
+                };
+                if mig_profiles
+                    .iter()
+                    .any(|q: &crate::mig::GiProfile| q.id == id)
+                {
+                    return Err(invalid(
+                        &field("sliceCount"),
+                        format!("a second {}-slice profile", p.slice_count),
+                    ));
+                }
+                if p.memory_mib == 0 || p.instance_count == 0 || p.multiprocessors == 0 {
+                    return Err(invalid(
+                        &field("memoryMiB"),
+                        "memoryMiB, instanceCount and multiprocessors must be above 0".to_string(),
+                    ));
+                }
+                if let Some(bad) = p.placements.iter().find(|pl| pl.size == 0) {
+                    return Err(invalid(
+                        &field("placements"),
+                        format!("the placement at {} has size 0", bad.start),
+                    ));
+                }
+                mig_profiles.push(crate::mig::GiProfile {
+                    id,
+                    slice_count: p.slice_count,
+                    instance_count: p.instance_count,
+                    multiprocessors: p.multiprocessors,
+                    memory_mib: p.memory_mib,
+                    placements: p.placements.clone(),
+                });
+            }
+        }
+        let mig_pending = d
+            .mig
+            .as_ref()
+            .and_then(|m| m.pending)
+            .unwrap_or(d.mig_enabled);
         let index = match d.index {
             Some(index) => index,
             None => u32::try_from(i).map_err(|_| invalid("index", "too many devices".into()))?,
@@ -165,6 +241,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Device>, DiscoveryError> {
             extras: d.extras,
             count: d.count,
             links: d.links,
+            mig_pending,
+            mig_profiles,
         });
     }
     for (i, d) in out.iter().enumerate() {

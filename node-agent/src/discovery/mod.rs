@@ -41,6 +41,12 @@ pub struct Device {
     pub pci_bus_id: Option<String>,
     /// Whether MIG mode is currently enabled on the card.
     pub mig_enabled: bool,
+    /// Whether MIG mode is enabled after the next GPU reset (differs from `mig_enabled` while
+    /// a mode change waits for a reset).
+    pub mig_pending: bool,
+    /// NVIDIA only: the card's GPU-instance profiles (empty without MIG, or when MIG mode is
+    /// off and the driver does not report them then).
+    pub mig_profiles: Vec<crate::mig::GiProfile>,
     /// Vendor facts the generic fields do not cover (link zone, wing, NetworkID, instance type).
     pub extras: BTreeMap<String, String>,
     /// The sharing slots the vendor's device plugin registers for this device (`count`);
@@ -267,6 +273,8 @@ mod tests {
             extras: BTreeMap::new(),
             count: None,
             links: BTreeMap::new(),
+            mig_pending: false,
+            mig_profiles: Vec::new(),
         }
     }
 

@@ -2,7 +2,9 @@
 //! without the driver gets [`DiscoveryError::LibraryMissing`], never a panic.
 //!
 //! Per card (node-side.md §2.3): UUID, index, model name with HAMi's `NVIDIA-` prefix rule, total
-//! memory in MiB, PCI bus id, NUMA node from sysfs, and whether MIG mode is on.
+//! memory in MiB, PCI bus id, NUMA node from sysfs, MIG mode (current and pending) and the
+//! card's GPU-instance profiles (read only; the mode is never changed by a scan), and, with
+//! [`NvmlDiscovery::with_topology`], the PCIe/NVLink path to every other card (§2.6).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +15,11 @@ use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{EventSet, Nvml};
 
+use nvml_wrapper::enum_wrappers::device::TopologyLevel;
+
 use super::{Device, Discovery, DiscoveryError, Inventory, NVIDIA};
 use crate::health::{HealthEvent, Verdict, XidPolicy, judge};
+use crate::topology::{Level, Link, MAX_NVLINKS, RemoteLink, nvlinks};
 
 /// The library NVML is loaded from (`nvml-wrapper`'s default on Linux).
 pub const LIBRARY: &str = "libnvidia-ml.so.1";
@@ -25,6 +30,7 @@ const MIB: u64 = 1024 * 1024;
 pub struct NvmlDiscovery {
     nvml: Arc<Nvml>,
     sysfs_pci: PathBuf,
+    topology: bool,
 }
 
 impl NvmlDiscovery {
@@ -37,7 +43,71 @@ impl NvmlDiscovery {
         Ok(NvmlDiscovery {
             nvml: Arc::new(nvml),
             sysfs_pci: PathBuf::from("/sys/bus/pci/devices"),
+            topology: false,
         })
+    }
+
+    /// Also reads the links between cards on every scan (for `hami.io/node-nvidia-score`).
+    pub fn with_topology(mut self, on: bool) -> NvmlDiscovery {
+        self.topology = on;
+        self
+    }
+
+    /// Dynamic MIG over the same NVML handle.
+    pub fn mig_control(&self) -> crate::mig::nvml::NvmlMig {
+        crate::mig::nvml::NvmlMig::new(self.nvml.clone())
+    }
+
+    /// The active NVLinks of card `index`: far-end bus id and whether it is an NVSwitch.
+    /// Links answering `NOT_SUPPORTED` or `INVALID_ARGUMENT` are skipped.
+    fn remote_links(&self, index: u32) -> Vec<RemoteLink> {
+        let Ok(device) = self.nvml.device_by_index(index) else {
+            return Vec::new();
+        };
+        (0..MAX_NVLINKS)
+            .filter_map(|link| {
+                let wrapper = device.link_wrapper_for(link);
+                if !wrapper.is_active().ok()? {
+                    return None;
+                }
+                let bus_id = normalise_bus_id(&wrapper.remote_pci_info().ok()?.bus_id);
+                let switch = matches!(
+                    wrapper.remote_device_type(link),
+                    Ok(nvml_wrapper::enum_wrappers::nv_link::IntDeviceType::Switch)
+                );
+                Some(RemoteLink { bus_id, switch })
+            })
+            .collect()
+    }
+
+    /// Fills `links` of every card: the PCIe common ancestor and the NVLink count to each
+    /// other card. A pair NVML cannot place is left out (scored 0 by the scheduler).
+    fn read_links(&self, cards: &mut [Device]) {
+        let remote: Vec<Vec<RemoteLink>> =
+            cards.iter().map(|c| self.remote_links(c.index)).collect();
+        for i in 0..cards.len() {
+            for j in 0..cards.len() {
+                if i == j {
+                    continue;
+                }
+                let (Ok(a), Ok(b)) = (
+                    self.nvml.device_by_index(cards[i].index),
+                    self.nvml.device_by_index(cards[j].index),
+                ) else {
+                    continue;
+                };
+                let Ok(level) = a.topology_common_ancestor(b) else {
+                    continue;
+                };
+                let to_bus = cards[j].pci_bus_id.clone().unwrap_or_default();
+                let link = Link {
+                    pcie: level_of(level),
+                    nvlinks: nvlinks(&remote[i], &remote[j], &to_bus),
+                };
+                let other = cards[j].id.clone();
+                cards[i].links.insert(other, link);
+            }
+        }
     }
 
     /// The XID event loop over the same NVML handle.
@@ -66,7 +136,14 @@ impl NvmlDiscovery {
             .map_err(fail("nvmlDeviceGetMemoryInfo"))?;
         let bus_id = device.pci_info().ok().map(|p| normalise_bus_id(&p.bus_id));
         // Cards without MIG answer NOT_SUPPORTED: that is "MIG off", not a failure.
-        let mig_enabled = device.mig_mode().is_ok_and(|m| m.current == 1);
+        let mode = device.mig_mode().ok();
+        let mig_enabled = mode.as_ref().is_some_and(|m| m.current == 1);
+        let mig_pending = mode.as_ref().is_some_and(|m| m.pending == 1);
+        let mig_profiles = if mode.is_some() {
+            crate::mig::nvml::gi_profiles(&device)
+        } else {
+            Vec::new()
+        };
         let numa = bus_id
             .as_deref()
             .map_or(0, |bus| read_numa(&self.sysfs_pci, bus));
@@ -81,6 +158,8 @@ impl NvmlDiscovery {
             healthy: true,
             pci_bus_id: bus_id,
             mig_enabled,
+            mig_pending,
+            mig_profiles,
             extras: Default::default(),
             count: None,
             links: Default::default(),
@@ -95,7 +174,13 @@ impl Discovery for NvmlDiscovery {
             index: 0,
             reason: e.to_string(),
         })?;
-        (0..count).map(|i| self.card(i)).collect()
+        let mut cards = (0..count)
+            .map(|i| self.card(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.topology {
+            self.read_links(&mut cards);
+        }
+        Ok(cards)
     }
 }
 
@@ -240,6 +325,18 @@ impl XidWatcher {
     }
 }
 
+/// NVML's topology level as ours.
+fn level_of(level: TopologyLevel) -> Level {
+    match level {
+        TopologyLevel::Internal => Level::Internal,
+        TopologyLevel::Single => Level::Single,
+        TopologyLevel::Multiple => Level::Multiple,
+        TopologyLevel::HostBridge => Level::HostBridge,
+        TopologyLevel::Node => Level::Node,
+        TopologyLevel::System => Level::System,
+    }
+}
+
 /// Why `Nvml::init` failed, in one line.
 fn init_reason(e: &NvmlError) -> String {
     match e {
@@ -345,6 +442,29 @@ mod tests {
             "{:?}",
             inventory.current()
         );
+    }
+
+    #[test]
+    #[ignore = "needs GPU"]
+    fn every_pair_of_real_cards_has_a_pcie_level_both_ways() {
+        let nvml = NvmlDiscovery::init()
+            .expect("NVML loads on a GPU machine")
+            .with_topology(true);
+        let cards = nvml.scan().expect("scan succeeds");
+        for card in &cards {
+            println!("{} {:?}", card.id, card.links);
+            for other in cards.iter().filter(|o| o.id != card.id) {
+                let there = card
+                    .links
+                    .get(&other.id)
+                    .expect("a link to every other card");
+                let back = other.links.get(&card.id).expect("and back");
+                assert_eq!(there.pcie, back.pcie, "{} <-> {}", card.id, other.id);
+            }
+            assert!(!card.links.contains_key(&card.id), "no link to itself");
+        }
+        let scores = crate::topology::encode_scores(&cards);
+        assert_eq!(scores.is_some(), cards.len() > 1, "{scores:?}");
     }
 
     #[test]

@@ -21,6 +21,8 @@ fn card(id: &str, index: u32, memory_mib: u64, healthy: bool) -> Device {
         extras: BTreeMap::new(),
         count: None,
         links: BTreeMap::new(),
+        mig_pending: false,
+        mig_profiles: Vec::new(),
     }
 }
 
@@ -79,9 +81,23 @@ fn mig_mode_registers_unscaled_memory_and_whole_cores() {
         operating_mode: "mig".to_string(),
         ..Config::default()
     };
-    let registered = nvidia_devices(&[card("GPU-a", 0, 40960, true)], &config);
+    let mut mig = card("GPU-a", 0, 40960, true);
+    mig.mig_profiles = vec![crate::mig::GiProfile {
+        id: 0,
+        slice_count: 1,
+        instance_count: 7,
+        multiprocessors: 14,
+        memory_mib: 4864,
+        placements: vec![Placement { start: 0, size: 1 }],
+    }];
+    // A card without MIG profiles is left out in MIG mode (HAMi: not registered at all).
+    let registered = nvidia_devices(&[mig, card("GPU-b", 1, 40960, true)], &config);
+    assert_eq!(registered.len(), 1, "{registered:?}");
     assert_eq!((registered[0].devmem, registered[0].devcore), (40960, 100));
-    assert_eq!(registered[0].mode, "mig");
+    assert_eq!(
+        (registered[0].mode.as_str(), registered[0].count),
+        ("mig", 7)
+    );
 }
 
 #[test]

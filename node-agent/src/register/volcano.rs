@@ -31,7 +31,8 @@ pub fn volcano_type(model: &str) -> String {
 /// # use hamr_node_agent::{config::Config, discovery::Device, register::volcano::encode};
 /// let card = Device { id: "GPU-a".into(), vendor: "NVIDIA".into(), index: 0,
 ///     model: "NVIDIA A100 80GB PCIe".into(), memory_mib: 81920, cores: 100, numa: 0,
-///     healthy: true, pci_bus_id: None, mig_enabled: false, extras: Default::default(), count: None, links: Default::default() };
+///     healthy: true, pci_bus_id: None, mig_enabled: false, extras: Default::default(), count: None, links: Default::default(),
+///     mig_pending: false, mig_profiles: vec![] };
 /// assert_eq!(encode(&[card], &Config::default()),
 ///     "GPU-a,10,81920,NVIDIA-NVIDIA A100 80GB PCIe,true,hami-core:");
 /// ```
@@ -90,6 +91,8 @@ mod tests {
             extras: BTreeMap::new(),
             count: None,
             links: BTreeMap::new(),
+            mig_pending: false,
+            mig_profiles: Vec::new(),
         }
     }
 

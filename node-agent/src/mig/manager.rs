@@ -1,0 +1,359 @@
+//! The MIG policy over a [`MigControl`] backend (node-side.md §6.5–6.6): realise reservations,
+//! reconcile against the node's pods, reset idle cards and adopt recorded instances at start.
+//!
+//! Never repartition under a running process: an instance is destroyed only when no process
+//! runs in it, a card's mode is switched or reset only when nothing runs on it, and an instance
+//! is created only when no process runs on the whole card (in MIG mode processes run inside
+//! instances; creating one in free slices does not disturb them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hamr_guest::vendor::nvidia::mig::{MIG_ALLOCATIONS, Reservation, decode_reservations};
+
+use super::{Instance, MigControl, MigError, profile_id, slices_of};
+use crate::pods::{PodInfo, PodSource};
+
+/// What identifies a reserved slice: card, profile name and placement (HAMi keys by card index;
+/// the UUID is the same card).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub gpu: String,
+    pub profile: String,
+    pub start: u32,
+    pub size: u32,
+}
+
+impl Key {
+    pub fn of(r: &Reservation) -> Key {
+        Key {
+            gpu: r.gpu_uuid.clone(),
+            profile: r.profile.clone(),
+            start: r.placement.start,
+            size: r.placement.size,
+        }
+    }
+}
+
+/// Creates, tracks and destroys the instances of reserved slices. Only instances it created or
+/// adopted are ever destroyed by reconciliation.
+pub struct MigManager {
+    control: Arc<dyn MigControl>,
+    tracked: Mutex<BTreeMap<Key, Instance>>,
+}
+
+/// Whether a pod still holds its reservations: not being deleted, not finished.
+pub fn is_active(pod: &PodInfo) -> bool {
+    !pod.deleting && pod.phase != "Succeeded" && pod.phase != "Failed"
+}
+
+/// The reservations of the node's active pods. A list that does not decode fails the whole
+/// call (reconciliation then skips its cycle rather than destroy what it cannot account for).
+pub fn active_reservations(pods: &[PodInfo]) -> Result<Vec<Reservation>, String> {
+    let mut out = Vec::new();
+    for pod in pods.iter().filter(|p| is_active(p)) {
+        if let Some(text) = pod.annotation(MIG_ALLOCATIONS) {
+            let list = decode_reservations(text).map_err(|e| {
+                format!("pod {}/{}: {MIG_ALLOCATIONS}: {e}", pod.namespace, pod.name)
+            })?;
+            out.extend(list);
+        }
+    }
+    Ok(out)
+}
+
+impl MigManager {
+    pub fn new(control: Arc<dyn MigControl>) -> MigManager {
+        MigManager {
+            control,
+            tracked: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The instances tracked now, by key.
+    pub fn tracked(&self) -> BTreeMap<Key, Instance> {
+        self.lock().clone()
+    }
+
+    /// Realises one container's reservations, in order (node-side.md §6.5): an instance
+    /// already tracked for a reservation is reused; otherwise the card is put in MIG mode if it
+    /// is idle, the reserved placement is checked against the profile's legal ones (never
+    /// another tried), and a GPU instance with its compute instance is created. If one fails,
+    /// the instances created by this call are destroyed, last first.
+    pub fn realise(&self, reservations: &[Reservation]) -> Result<Vec<Instance>, MigError> {
+        let mut tracked = self.lock();
+        let mut created: Vec<Key> = Vec::new();
+        let mut out = Vec::with_capacity(reservations.len());
+        for r in reservations {
+            let key = Key::of(r);
+            if let Some(instance) = tracked.get(&key) {
+                out.push(instance.clone());
+                continue;
+            }
+            match self.create(r) {
+                Ok(instance) => {
+                    tracing::info!(card = %r.gpu_uuid, profile = %r.profile,
+                        start = r.placement.start, gi = instance.gi, uuid = %instance.uuid,
+                        "MIG instance created");
+                    tracked.insert(key.clone(), instance.clone());
+                    created.push(key);
+                    out.push(instance);
+                }
+                Err(error) => {
+                    for key in created.iter().rev() {
+                        if let Some(instance) = tracked.remove(key)
+                            && let Err(e) = self.control.destroy(&instance.gpu, instance.gi)
+                        {
+                            tracing::warn!(error = %e, "rolling back a MIG instance");
+                        }
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn create(&self, r: &Reservation) -> Result<Instance, MigError> {
+        let gpu = r.gpu_uuid.as_str();
+        let unknown = || MigError::UnknownProfile {
+            gpu: gpu.to_string(),
+            profile: r.profile.clone(),
+        };
+        let id = slices_of(&r.profile)
+            .and_then(profile_id)
+            .ok_or_else(unknown)?;
+        self.refuse_if_busy(gpu, |p| p.gi.is_none())?;
+        let mode = self.control.mode(gpu)?;
+        if mode.current != mode.pending {
+            return Err(MigError::PendingModeChange {
+                gpu: gpu.to_string(),
+                current: mode.current,
+                pending: mode.pending,
+            });
+        }
+        if !mode.current {
+            self.refuse_if_busy(gpu, |_| true)?;
+            self.control.enable(gpu)?;
+        }
+        let profiles = self.control.profiles(gpu)?;
+        let profile = profiles.iter().find(|p| p.id == id).ok_or_else(unknown)?;
+        if !profile.placements.contains(&r.placement) {
+            return Err(MigError::BadPlacement {
+                gpu: gpu.to_string(),
+                profile: r.profile.clone(),
+                start: r.placement.start,
+                size: r.placement.size,
+            });
+        }
+        let existing = self.control.instances(gpu)?;
+        // An instance of exactly the reserved profile and placement that nobody tracks is left
+        // over from this reservation (the agent stopped between creating it and writing its ids
+        // back): the scheduler gives a placement to one active reservation only. It is reused
+        // when it has a compute instance and no process runs in it.
+        if let Some(leftover) = existing
+            .iter()
+            .find(|i| i.profile_id == id && i.placement == r.placement && !i.uuid.is_empty())
+        {
+            let gi = leftover.gi;
+            self.refuse_if_busy(gpu, |p| p.gi == Some(gi))?;
+            tracing::info!(card = %gpu, gi, uuid = %leftover.uuid, "MIG instance left over: reused");
+            return Ok(leftover.clone());
+        }
+        if let Some(other) = existing
+            .into_iter()
+            .find(|i| i.placement.overlaps(&r.placement))
+        {
+            return Err(MigError::Occupied {
+                gpu: gpu.to_string(),
+                start: other.placement.start,
+                end: other.placement.start + other.placement.size,
+                gi: other.gi,
+            });
+        }
+        self.control.create(gpu, id, r.placement)
+    }
+
+    /// Fails with [`MigError::Busy`] when a process matching `counts` runs on the card; a
+    /// process list that cannot be read counts as busy.
+    fn refuse_if_busy(
+        &self,
+        gpu: &str,
+        counts: impl Fn(&super::Process) -> bool,
+    ) -> Result<(), MigError> {
+        let pids: Vec<u32> = self
+            .control
+            .processes(gpu)?
+            .iter()
+            .filter(|p| counts(p))
+            .map(|p| p.pid)
+            .collect();
+        if pids.is_empty() {
+            Ok(())
+        } else {
+            Err(MigError::Busy {
+                gpu: gpu.to_string(),
+                pids,
+            })
+        }
+    }
+
+    /// Destroys every tracked instance whose key is not `active`, unless a process still runs
+    /// in it (it is kept, and retried next time). Returns what could not be destroyed.
+    pub fn reconcile(&self, active: &BTreeSet<Key>) -> Vec<MigError> {
+        let mut tracked = self.lock();
+        let stale: Vec<Key> = tracked
+            .keys()
+            .filter(|k| !active.contains(*k))
+            .cloned()
+            .collect();
+        let mut errors = Vec::new();
+        for key in stale {
+            let Some(instance) = tracked.get(&key).cloned() else {
+                continue;
+            };
+            let gi = instance.gi;
+            let result = self
+                .refuse_if_busy(&instance.gpu, |p| p.gi.is_none_or(|g| g == gi))
+                .and_then(|()| self.control.destroy(&instance.gpu, gi));
+            match result {
+                Ok(()) => {
+                    tracing::info!(card = %instance.gpu, gi, uuid = %instance.uuid,
+                        "MIG instance destroyed: its pod is gone");
+                    tracked.remove(&key);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        errors
+    }
+
+    /// Reconciles against the node's pods now (node-side.md §6.6). A pod list that cannot be
+    /// read or decoded skips the cycle (fail-closed).
+    pub fn reconcile_pods(&self, pods: &[PodInfo]) -> Result<Vec<MigError>, String> {
+        let active: BTreeSet<Key> = active_reservations(pods)?.iter().map(Key::of).collect();
+        Ok(self.reconcile(&active))
+    }
+
+    /// Start-up (node-side.md §6.6): every MIG card that no active reservation names and no
+    /// process runs on is put in MIG mode and emptied; then the recorded instances of active
+    /// pods are verified on the cards and tracked. `pods` is `None` when they could not be
+    /// read: every card then counts as in use. Returns what failed (start-up goes on).
+    pub fn start(&self, pods: Option<&[PodInfo]>) -> Vec<MigError> {
+        let mut errors = Vec::new();
+        let cards = match self.control.cards() {
+            Ok(cards) => cards,
+            Err(e) => return vec![e],
+        };
+        let reservations = match pods.map(active_reservations) {
+            Some(Ok(list)) => Some(list),
+            Some(Err(reason)) => {
+                tracing::warn!(%reason, "MIG start-up: every card counts as in use");
+                None
+            }
+            None => None,
+        };
+        let in_use: BTreeSet<&str> = match &reservations {
+            Some(list) => list.iter().map(|r| r.gpu_uuid.as_str()).collect(),
+            None => cards.iter().map(String::as_str).collect(),
+        };
+        for gpu in cards.iter().filter(|g| !in_use.contains(g.as_str())) {
+            if let Err(e) = self.reset(gpu) {
+                errors.push(e);
+            }
+        }
+        for r in reservations.iter().flatten() {
+            if let Err(e) = self.adopt(r) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    /// Puts an idle card in MIG mode and destroys every instance on it.
+    fn reset(&self, gpu: &str) -> Result<(), MigError> {
+        self.refuse_if_busy(gpu, |_| true)?;
+        let mode = self.control.mode(gpu)?;
+        if mode.current != mode.pending {
+            return Err(MigError::PendingModeChange {
+                gpu: gpu.to_string(),
+                current: mode.current,
+                pending: mode.pending,
+            });
+        }
+        if !mode.current {
+            self.control.enable(gpu)?;
+        }
+        for instance in self.control.instances(gpu)? {
+            self.control.destroy(gpu, instance.gi)?;
+        }
+        tracing::info!(card = %gpu, "idle MIG card reset");
+        Ok(())
+    }
+
+    /// Tracks a reservation's recorded instance once the card confirms it: same profile,
+    /// placement and ids, same MIG UUID. A reservation without runtime ids is not realised yet.
+    fn adopt(&self, r: &Reservation) -> Result<(), MigError> {
+        let (Some(uuid), Some(gi), Some(ci)) =
+            (&r.mig_uuid, r.gpu_instance_id, r.compute_instance_id)
+        else {
+            return Ok(());
+        };
+        let gpu = r.gpu_uuid.as_str();
+        let id = slices_of(&r.profile).and_then(profile_id);
+        let found = self
+            .control
+            .instances(gpu)?
+            .into_iter()
+            .find(|i| i.gi == gi)
+            .filter(|i| {
+                Some(i.profile_id) == id
+                    && i.placement == r.placement
+                    && i.ci == ci
+                    && &i.uuid == uuid
+            });
+        match found {
+            Some(instance) => {
+                self.lock().insert(Key::of(r), instance);
+                Ok(())
+            }
+            None => Err(MigError::Mismatch {
+                gpu: gpu.to_string(),
+                what: format!(
+                    "{} at {} (GPU instance {gi}, compute instance {ci}, {uuid})",
+                    r.profile, r.placement.start
+                ),
+            }),
+        }
+    }
+
+    /// Reconciles every `interval` against the pods of `node`, until the task is dropped.
+    pub async fn run<P: PodSource>(self: Arc<Self>, pods: P, node: String, interval: Duration) {
+        loop {
+            tokio::time::sleep(interval).await;
+            let list = match pods.pods_on(&node).await {
+                Ok(list) => list,
+                Err(error) => {
+                    tracing::warn!(%error, "MIG reconciliation skipped: pods unreadable");
+                    continue;
+                }
+            };
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.reconcile_pods(&list)).await {
+                Ok(Ok(errors)) => {
+                    for error in errors {
+                        tracing::warn!(%error, "MIG instance kept");
+                    }
+                }
+                Ok(Err(reason)) => tracing::warn!(%reason, "MIG reconciliation skipped"),
+                Err(error) => tracing::warn!(%error, "MIG reconciliation failed"),
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Instance>> {
+        // A poisoned lock means a panic elsewhere; the map itself is still consistent.
+        self.tracked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,50 @@
+//! HAMi's `migProfiles` from a card's GPU-instance profiles and `migProfileAllowlist`
+//! (node-side.md §6.2): the first allowlist entry whose model strings occur in the card's model
+//! names the profiles; each name's `Ng` prefix picks the NVML profile.
+
+use hamr_guest::device::MigProfile;
+
+use super::{GiProfile, profile_id, slices_of};
+use crate::config::MigAllow;
+
+/// What a card registers in MIG mode: its allowed profiles, and `count` (the largest instance
+/// count among them). `None` when no allowlist entry matches or none of its profiles exists on
+/// the card: HAMi then leaves the card out of the registration.
+///
+/// `core` = ceil(profile SMs × 100 / whole-card SMs), the whole card being the largest SM count
+/// of any profile. Worked example (A100-40GB, 98 SMs as 7g): `1g.5gb` with 14 SMs →
+/// ceil(1400 / 98) = 15; `3g.20gb` with 42 SMs → ceil(4200 / 98) = 43.
+pub fn registered(
+    model: &str,
+    profiles: &[GiProfile],
+    allowlist: &[MigAllow],
+) -> Option<(Vec<MigProfile>, u32)> {
+    let entry = allowlist
+        .iter()
+        .find(|e| e.models.iter().any(|m| model.contains(m.as_str())))?;
+    let whole = profiles.iter().map(|p| p.multiprocessors).max()?;
+    let mut out = Vec::new();
+    let mut count = 0;
+    for name in &entry.profiles {
+        let Some(id) = slices_of(name).and_then(profile_id) else {
+            continue;
+        };
+        let Some(p) = profiles.iter().find(|p| p.id == id) else {
+            continue;
+        };
+        let core = if whole == 0 {
+            0
+        } else {
+            (u64::from(p.multiprocessors) * 100).div_ceil(u64::from(whole))
+        };
+        count = count.max(p.instance_count);
+        out.push(MigProfile {
+            name: name.clone(),
+            memory_mb: i64::try_from(p.memory_mib).unwrap_or(i64::MAX),
+            core: i64::try_from(core).unwrap_or(i64::MAX),
+            slice_count: p.slice_count,
+            placements: p.placements.clone(),
+        });
+    }
+    (!out.is_empty()).then_some((out, count))
+}
