@@ -14,6 +14,7 @@ pub mod config;
 pub mod discovery;
 pub mod health;
 pub mod kubelet;
+pub mod lock;
 #[cfg(test)]
 mod mock_api;
 pub mod plugin;
