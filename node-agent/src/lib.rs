@@ -12,6 +12,7 @@ pub mod annotate;
 pub mod complete;
 pub mod config;
 pub mod discovery;
+pub mod filter;
 pub mod health;
 pub mod kubelet;
 pub mod lock;

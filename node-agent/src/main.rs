@@ -14,6 +14,7 @@ use hamr_node_agent::config::Config;
 use hamr_node_agent::discovery::fake::FakeDiscovery;
 use hamr_node_agent::discovery::nvml::{NvmlDiscovery, XidWatcher};
 use hamr_node_agent::discovery::{Discovery, Inventory};
+use hamr_node_agent::filter::Filtered;
 use hamr_node_agent::health::XidPolicy;
 use hamr_node_agent::kubelet::{KubeletLink, supervise};
 use hamr_node_agent::plugin::Plugin;
@@ -63,6 +64,10 @@ async fn agent() -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    // Read once: a malformed per-node file stops the agent here, before it serves anything,
+    // rather than sharing cards the administrator meant to withhold or split differently.
+    let node_file = config.node_config_path.clone();
+    let config = config.load_for_node(&node_file, &args.node_name)?;
     let (discovery, xids): (Arc<dyn Discovery>, Option<XidWatcher>) = match &args.fake {
         Some(path) => (Arc::new(FakeDiscovery::new(path)), None),
         None => {
@@ -74,6 +79,11 @@ async fn agent() -> anyhow::Result<()> {
     let policy = XidPolicy::from_process_env()?;
     let recovery =
         (config.xid_recovery_seconds > 0).then(|| Duration::from_secs(config.xid_recovery_seconds));
+    let discovery = Arc::new(Filtered::new(
+        discovery,
+        config.filter_devices.clone(),
+        config.pre_configured_device_memory,
+    ));
     let inventory = Inventory::new(discovery)?.with_recovery(recovery);
 
     if args.print_registration {

@@ -193,7 +193,11 @@ impl<P: PodSource> DevicePlugin for Plugin<P> {
         // WatchStream yields the current list at once, then every change.
         let stream = WatchStream::new(self.devices.clone()).map(move |devices| {
             Ok(ListAndWatchResponse {
-                devices: replicas(&devices, config.device_split_count, false),
+                devices: replicas(
+                    &devices,
+                    config.device_split_count,
+                    config.enable_numa_topology,
+                ),
             })
         });
         Ok(Response::new(Box::pin(stream)))
