@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use hamr_guest::api;
 use k8s_openapi::api::core::v1::{Container, Event, Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde::Serialize;
 
 use crate::lock::{NODE_LOCK, NodeLockState};
 
@@ -87,25 +88,20 @@ pub enum PodSourceError {
     },
 }
 
-/// One merge patch of a pod's metadata: annotations and labels to set.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// One merge patch of a pod's metadata: annotations and labels to set. It serialises as the
+/// patch's `metadata`, each map left out when empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct MetaPatch {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
 impl MetaPatch {
-    /// The JSON merge patch body: `{"metadata":{"annotations":{..},"labels":{..}}}`, each map
-    /// left out when empty.
+    /// The JSON merge patch body: `{"metadata":{"annotations":{..},"labels":{..}}}`.
     pub fn body(&self) -> serde_json::Value {
-        let mut metadata = serde_json::Map::new();
-        if !self.annotations.is_empty() {
-            metadata.insert("annotations".into(), serde_json::json!(self.annotations));
-        }
-        if !self.labels.is_empty() {
-            metadata.insert("labels".into(), serde_json::json!(self.labels));
-        }
-        serde_json::json!({ "metadata": metadata })
+        serde_json::json!({ "metadata": self })
     }
 }
 
