@@ -18,7 +18,7 @@ use hamr_node_agent::filter::Filtered;
 use hamr_node_agent::health::XidPolicy;
 use hamr_node_agent::kubelet::{KubeletLink, supervise};
 use hamr_node_agent::plugin::Plugin;
-use hamr_node_agent::plugin::counted::{CountedPlugin, volcano_links};
+use hamr_node_agent::plugin::counted::spawn_volcano;
 use hamr_node_agent::pods::KubePods;
 use hamr_node_agent::register::{Registrar, registration};
 use hamr_node_agent::usage::UsagePublisher;
@@ -157,22 +157,17 @@ async fn run(node: String, config: Config, inventory: Inventory) -> anyhow::Resu
     };
     // With `volcano.register`, Volcano's three resources on their own sockets: vgpu-number
     // served by the same plugin, memory and cores units that only count.
-    let (number, counted) = volcano_links(&config);
     let (quit, quitting) = tokio::sync::watch::channel(false);
-    let until_quit = move || {
-        let mut quitting = quitting.clone();
-        async move {
-            let _ = quitting.wait_for(|q| *q).await;
-        }
-    };
     let mut extra = tokio::task::JoinSet::new();
-    if let Some(link) = number {
-        extra.spawn(supervise(plugin.clone(), link, until_quit()));
-    }
-    for (unit, link) in counted {
-        let served = CountedPlugin::new(inventory.subscribe(), unit, config.clone());
-        extra.spawn(supervise(served, link, until_quit()));
-    }
+    let poll = Duration::from_secs(1);
+    spawn_volcano(
+        &mut extra,
+        &config,
+        plugin.clone(),
+        &inventory,
+        poll,
+        &quitting,
+    );
     let result = tokio::select! {
         result = supervise(plugin, link, stopped()) => result,
         Some(Ok(Err(error))) = extra.join_next() => Err(error),
