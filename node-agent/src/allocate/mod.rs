@@ -215,7 +215,7 @@ impl<P: PodSource> Allocator<P> {
         let lock = self.read_lock().await;
         let locked = self.locked(lock.as_ref()).await;
         let mut candidates = match &locked {
-            Some(c) if self.serves_all(std::slice::from_ref(c), request) => vec![c.clone()],
+            Some(c) if serves_alone(c, request) => vec![c.clone()],
             _ => self.candidates(locked.as_ref()).await?,
         };
         if let Some(completer) = &self.completer
@@ -569,6 +569,17 @@ impl<P: PodSource> Allocator<P> {
             tracing::warn!(%error, "could not mark the pod failed");
         }
     }
+}
+
+/// Whether `candidate` alone serves every container request of `request`, in turn: its
+/// entries with devices, in order, have the requested counts.
+fn serves_alone(candidate: &Candidate, request: &AllocateRequest) -> bool {
+    let mut entries = candidate.devices.iter().filter(|d| !d.is_empty());
+    request.container_requests.iter().all(|r| {
+        entries
+            .next()
+            .is_some_and(|d| d.len() == r.devices_ids.len())
+    })
 }
 
 /// What MIG reservation the candidate's next container has, if any: HAMi's

@@ -175,12 +175,18 @@ async fn expect_served(handle: &mut Mock, pod: &Value) {
     );
 }
 
-/// Nothing more is asked of the API server once Allocate has answered.
+/// Allocate's answer, once it has asked nothing more of the API server than the test
+/// answered; an unexpected request fails the test (Allocate would wait on it forever).
 async fn finished(
     task: tokio::task::JoinHandle<Result<crate::api::AllocateResponse, String>>,
     handle: &mut Mock,
 ) -> Result<crate::api::AllocateResponse, String> {
-    let result = task.await.expect("allocate task");
+    let result = tokio::select! {
+        result = task => result.expect("allocate task"),
+        Some((request, _)) = handle.next_request() => {
+            panic!("unexpected request {} {}", request.method(), request.uri())
+        }
+    };
     let more = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
     if let Ok(Some((request, _))) = more {
         panic!("unexpected request {} {}", request.method(), request.uri());
@@ -189,6 +195,7 @@ async fn finished(
 }
 
 const NODE_URI: &str = "/api/v1/nodes/node1";
+
 /// The node patch that removes the lock at `rv`.
 fn lock_removed(rv: &str) -> Value {
     json!({"metadata": {"annotations": {NODE_LOCK: null}, "resourceVersion": rv}})
@@ -491,5 +498,38 @@ async fn a_failed_pod_releases_its_lock() {
 
     let p1 = pods.get("default", "p1").expect("p1");
     assert_eq!(p1.annotation("hami.io/bind-phase"), Some("failed"));
+    assert_eq!(pods.node_lock(NODE).await.expect("node").value, None);
+}
+
+/// Two containers' requests, the first for card GPU-b's replicas: the locked pod p1 (on GPU-a)
+/// is served first all the same, as HAMi serves the locked pod without further checks; the
+/// other pod, whose cards match, gets the second request.
+#[tokio::test]
+async fn the_locked_pod_is_served_before_one_whose_cards_match_kubelets_replicas() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let pods = MemoryPods::default();
+    let mut p0 = pod_json("p0", &["main"]);
+    p0["metadata"]["annotations"]["hami.io/vgpu-devices-to-allocate"] =
+        json!("GPU-b,NVIDIA,2000,20:;");
+    pods.insert(NODE, pod_info(&serde_json::from_value(p0).expect("pod")));
+    let p1 = pod_json("p1", &["main"]);
+    pods.insert(NODE, pod_info(&serde_json::from_value(p1).expect("pod")));
+    pods.set_node_lock(NODE, Some(&format!("{TIME},default,p1")));
+    let allocator = Allocator::new(NODE, mem_config(root.path()), pods.clone());
+    let container = |ids: &[&str]| ContainerAllocateRequest {
+        devices_ids: ids.iter().map(|s| s.to_string()).collect(),
+    };
+    let request = AllocateRequest {
+        container_requests: vec![container(&["GPU-b-0"]), container(&["GPU-b-1"])],
+    };
+
+    let response = allocator.allocate(&request).await.expect("served");
+
+    let limits: Vec<&str> = response
+        .container_responses
+        .iter()
+        .map(|r| r.envs["CUDA_DEVICE_MEMORY_LIMIT_0"].as_str())
+        .collect();
+    assert_eq!(limits, ["1000m", "2000m"], "p1 (locked) first, then p0");
     assert_eq!(pods.node_lock(NODE).await.expect("node").value, None);
 }
