@@ -59,6 +59,15 @@ pub enum Outcome {
     Failed(String, String),
 }
 
+/// What one completion did, and the pods it worked on.
+#[derive(Debug, Default)]
+pub struct Completion {
+    pub outcomes: Vec<Outcome>,
+    /// The node's pods as listed, with the completion's patches merged; `None` when nothing
+    /// was listed (the registration is not known yet).
+    pub pods: Option<Vec<PodInfo>>,
+}
+
 /// What the completer remembers of a pod it handled.
 enum Handled {
     /// Its decision was written; this is the pod with the decision merged, booked in place of
@@ -149,12 +158,18 @@ impl<P: PodSource> Completer<P> {
     /// Completes every pod of the node that needs a decision, on a fresh list of its pods.
     /// Nothing is done before the agent's registration is known.
     pub async fn complete(&self) -> Result<Vec<Outcome>, CompleteError> {
+        Ok(self.complete_listing().await?.outcomes)
+    }
+
+    /// [`Completer::complete`], also handing back the node's pods it listed, with its own
+    /// patches merged, so that Allocate need not list them again.
+    pub async fn complete_listing(&self) -> Result<Completion, CompleteError> {
         let mut handled = self.handled.lock().await;
         let registration = self.registration.borrow().clone();
         if registration.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Completion::default());
         }
-        let listed = self.pods.pods_on(&self.node).await?;
+        let mut listed = self.pods.pods_on(&self.node).await?;
         handled.retain(|uid, _| listed.iter().any(|p| p.uid == *uid));
 
         // The node's true ledger: its registration and every pod bound to it, our own
@@ -168,8 +183,9 @@ impl<P: PodSource> Completer<P> {
         for e in engine.apply(&[Delta::NodeUpsert(node)]) {
             tracing::warn!(error = %e.error, "the node's registration in the completion ledger");
         }
-        let mut todo: Vec<&PodInfo> = Vec::new();
-        for pod in &listed {
+        // Indices into `listed`.
+        let mut todo: Vec<usize> = Vec::new();
+        for (i, pod) in listed.iter().enumerate() {
             let record = match handled.get(&pod.uid) {
                 Some(Handled::Completed(placed))
                     if matches!(
@@ -186,14 +202,15 @@ impl<P: PodSource> Completer<P> {
                     "not counted in the completion ledger");
             }
             if self.maybe(&pod.record) && !handled.contains_key(&pod.uid) {
-                todo.push(pod);
+                todo.push(i);
             }
         }
-        todo.sort_by_key(|p| key(p));
+        todo.sort_by_key(|&i| key(&listed[i]));
 
         let mut outcomes = Vec::new();
         let now = (self.clock)();
-        for pod in todo {
+        for i in todo {
+            let pod = &mut listed[i];
             let verdict = match completion::need(engine.ledger(), &pod.record, &self.node) {
                 Ok(Need::Decision) => match engine.reserve(&pod.record, &self.node, now) {
                     Ok(Reservation::Reserved(decision)) => Ok(decision),
@@ -207,7 +224,10 @@ impl<P: PodSource> Completer<P> {
                 Ok(decision) => {
                     let patch = decision_patch(&decision, now);
                     // Not written: nothing is remembered, the next completion tries again.
-                    self.pods.patch(&pod.namespace, &pod.name, patch).await?;
+                    self.pods
+                        .patch(&pod.namespace, &pod.name, patch.clone())
+                        .await?;
+                    pod.apply(&patch);
                     tracing::info!(pod = %key(pod), node = %self.node,
                         "completed the scheduler's device decision");
                     let placed = hamr_k8s_convert::placed(&pod.record, &decision);
@@ -219,7 +239,10 @@ impl<P: PodSource> Completer<P> {
                         annotations: BTreeMap::from([(BIND_PHASE.into(), "failed".into())]),
                         labels: BTreeMap::new(),
                     };
-                    self.pods.patch(&pod.namespace, &pod.name, patch).await?;
+                    self.pods
+                        .patch(&pod.namespace, &pod.name, patch.clone())
+                        .await?;
+                    pod.apply(&patch);
                     let message =
                         format!("node {} cannot hold the pod's devices: {reason}", self.node);
                     tracing::warn!(pod = %key(pod), %message, "device decision failed");
@@ -237,7 +260,10 @@ impl<P: PodSource> Completer<P> {
                 }
             }
         }
-        Ok(outcomes)
+        Ok(Completion {
+            outcomes,
+            pods: Some(listed),
+        })
     }
 
     /// Follows the node's pods and completes each candidate as it appears, until the watch

@@ -1,9 +1,14 @@
 //! The agent's configuration file (YAML). Every key has HAMi's chart default, so an empty file
-//! (or no file) is a valid configuration; see `examples/node-agent/config.yaml`.
+//! (or no file) is a valid configuration; see `examples/node-agent/config.yaml`. HAMi's
+//! per-node file overrides some keys for one node ([`node`]).
+
+pub mod node;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::filter::FilterDevices;
 
 /// Why the configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -21,11 +26,12 @@ pub enum ConfigError {
         field: String,
         message: String,
     },
-    /// A key parsed but its value cannot work (for example a split count of 0).
+    /// A key parsed but its value cannot work (for example a split count of 0); the message
+    /// names the value.
     #[error("{path}: {field}: {message}")]
     Invalid {
         path: PathBuf,
-        field: &'static str,
+        field: String,
         message: String,
     },
 }
@@ -58,6 +64,16 @@ pub struct Config {
     pub health_interval_seconds: u64,
     /// `LIBCUDA_LOG_LEVEL` handed to containers, when set.
     pub lib_cuda_log_level: Option<u32>,
+    /// MiB registered for a card whose memory discovery reports as 0 (unified-memory parts);
+    /// 0 leaves such a card out (`preConfiguredDeviceMemory`).
+    pub pre_configured_device_memory: u64,
+    /// Tell kubelet each replica's NUMA node in ListAndWatch (`enableNumaTopology`).
+    pub enable_numa_topology: bool,
+    /// NVIDIA cards neither registered nor advertised to kubelet (`filterdevices`).
+    pub filter_devices: FilterDevices,
+    /// HAMi's per-node file (`/config/config.json` of its device plugin ConfigMap), read once
+    /// at start; a missing file overrides nothing ([`node`]).
+    pub node_config_path: PathBuf,
     /// Hands containers `GPU_CORE_UTILIZATION_POLICY=disable`.
     pub disable_core_limit: bool,
     /// Offer `GetPreferredAllocation` to kubelet (`enablegetpreferredallocation`).
@@ -198,6 +214,10 @@ impl Default for Config {
             register_interval_seconds: 30,
             health_interval_seconds: 5,
             lib_cuda_log_level: None,
+            pre_configured_device_memory: 0,
+            enable_numa_topology: false,
+            filter_devices: FilterDevices::default(),
+            node_config_path: PathBuf::from("/config/config.json"),
             disable_core_limit: false,
             enable_get_preferred_allocation: false,
             register_hami: true,
@@ -233,26 +253,13 @@ impl Config {
                 message,
             })?
         };
-        let invalid = |field, message: &str| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            field,
-            message: message.to_string(),
-        };
-        if config.device_split_count == 0 {
-            return Err(invalid("deviceSplitCount", "must be at least 1"));
-        }
-        if !config.device_memory_scaling.is_finite() || config.device_memory_scaling <= 0.0 {
-            return Err(invalid("deviceMemoryScaling", "must be a number above 0"));
-        }
-        if !config.device_core_scaling.is_finite() || config.device_core_scaling <= 0.0 {
-            return Err(invalid("deviceCoreScaling", "must be a number above 0"));
-        }
-        if config.volcano.gpu_memory_factor == 0 {
-            return Err(invalid("volcano.gpuMemoryFactor", "must be at least 1"));
-        }
-        if !["hami-core", "mig", "mps"].contains(&config.operating_mode.as_str()) {
-            return Err(invalid("operatingMode", "must be hami-core, mig or mps"));
-        }
+        config
+            .check()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: field.to_string(),
+                message,
+            })?;
         for (i, entry) in config.mig_profile_allowlist.iter().enumerate() {
             let invalid = |message: String| ConfigError::Parse {
                 path: path.to_path_buf(),
@@ -272,12 +279,43 @@ impl Config {
                 )));
             }
         }
-        if let Err(e) =
-            hamr_guest::config::Config::from_json(&config.complete_decisions.guest_config)
-        {
-            return Err(invalid("completeDecisions.guestConfig", &e.to_string()));
-        }
         Ok(config)
+    }
+
+    /// The first key whose value cannot work, and why (naming the value).
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.device_split_count == 0 {
+            return Err(("deviceSplitCount", "must be at least 1, not 0".into()));
+        }
+        let positive = |field, value: f64| {
+            if value.is_finite() && value > 0.0 {
+                Ok(())
+            } else {
+                Err((field, format!("must be a number above 0, not {value}")))
+            }
+        };
+        positive("deviceMemoryScaling", self.device_memory_scaling)?;
+        positive("deviceCoreScaling", self.device_core_scaling)?;
+        if self.volcano.gpu_memory_factor == 0 {
+            return Err((
+                "volcano.gpuMemoryFactor",
+                "must be at least 1, not 0".into(),
+            ));
+        }
+        if !["hami-core", "mig", "mps"].contains(&self.operating_mode.as_str()) {
+            return Err((
+                "operatingMode",
+                format!(
+                    "must be hami-core, mig or mps, not {:?}",
+                    self.operating_mode
+                ),
+            ));
+        }
+        if let Err(e) = hamr_guest::config::Config::from_json(&self.complete_decisions.guest_config)
+        {
+            return Err(("completeDecisions.guestConfig", e.to_string()));
+        }
+        Ok(())
     }
 
     /// The host and container directory of the isolation library: `<hookPath>/vgpu`.
@@ -399,7 +437,7 @@ mod tests {
         let err = Config::parse(Path::new("a.yaml"), "deviceSplitCount: 0\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "a.yaml: deviceSplitCount: must be at least 1"
+            "a.yaml: deviceSplitCount: must be at least 1, not 0"
         );
     }
 }

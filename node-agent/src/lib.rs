@@ -14,8 +14,10 @@ pub mod annotate;
 pub mod complete;
 pub mod config;
 pub mod discovery;
+pub mod filter;
 pub mod health;
 pub mod kubelet;
+pub mod lock;
 pub mod mig;
 #[cfg(test)]
 mod mock_api;

@@ -14,12 +14,13 @@ use hamr_node_agent::config::Config;
 use hamr_node_agent::discovery::fake::FakeDiscovery;
 use hamr_node_agent::discovery::nvml::{NvmlDiscovery, XidWatcher};
 use hamr_node_agent::discovery::{Discovery, Inventory, NVIDIA};
+use hamr_node_agent::filter::Filtered;
 use hamr_node_agent::health::XidPolicy;
 use hamr_node_agent::kubelet::{KubeletLink, supervise};
 use hamr_node_agent::mig::fake::FakeMig;
 use hamr_node_agent::mig::{MigControl, MigManager};
 use hamr_node_agent::plugin::Plugin;
-use hamr_node_agent::plugin::counted::{CountedPlugin, volcano_links};
+use hamr_node_agent::plugin::counted::spawn_volcano;
 use hamr_node_agent::pods::{KubePods, PodSource};
 use hamr_node_agent::register::{Registrar, registration};
 use hamr_node_agent::usage::UsagePublisher;
@@ -68,6 +69,10 @@ async fn agent() -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    // Read once: a malformed per-node file stops the agent here, before it serves anything,
+    // rather than sharing cards the administrator meant to withhold or split differently.
+    let node_file = config.node_config_path.clone();
+    let config = config.load_for_node(&node_file, &args.node_name)?;
     let mig_mode = config.operating_mode == "mig";
     let (discovery, xids, mut mig): (Arc<dyn Discovery>, Option<XidWatcher>, Option<Mig>) =
         match &args.fake {
@@ -83,6 +88,11 @@ async fn agent() -> anyhow::Result<()> {
     let policy = XidPolicy::from_process_env()?;
     let recovery =
         (config.xid_recovery_seconds > 0).then(|| Duration::from_secs(config.xid_recovery_seconds));
+    let discovery = Arc::new(Filtered::new(
+        discovery,
+        config.filter_devices.clone(),
+        config.pre_configured_device_memory,
+    ));
     let inventory = Inventory::new(discovery)?.with_recovery(recovery);
     if mig_mode && args.fake.is_some() {
         // The fake file's MIG cards, with their instances in memory.
@@ -172,22 +182,17 @@ async fn run(
     };
     // With `volcano.register`, Volcano's three resources on their own sockets: vgpu-number
     // served by the same plugin, memory and cores units that only count.
-    let (number, counted) = volcano_links(&config);
     let (quit, quitting) = tokio::sync::watch::channel(false);
-    let until_quit = move || {
-        let mut quitting = quitting.clone();
-        async move {
-            let _ = quitting.wait_for(|q| *q).await;
-        }
-    };
     let mut extra = tokio::task::JoinSet::new();
-    if let Some(link) = number {
-        extra.spawn(supervise(plugin.clone(), link, until_quit()));
-    }
-    for (unit, link) in counted {
-        let served = CountedPlugin::new(inventory.subscribe(), unit, config.clone());
-        extra.spawn(supervise(served, link, until_quit()));
-    }
+    let poll = Duration::from_secs(1);
+    spawn_volcano(
+        &mut extra,
+        &config,
+        plugin.clone(),
+        &inventory,
+        poll,
+        &quitting,
+    );
     let result = tokio::select! {
         result = supervise(plugin, link, stopped()) => result,
         Some(Ok(Err(error))) = extra.join_next() => Err(error),

@@ -46,3 +46,15 @@ pub fn watch_response(event: &Value) -> Response<Body> {
         .body(Body::from(format!("{event}\n").into_bytes()))
         .expect("response")
 }
+
+/// A failure answer: HTTP `code` with the API server's `Status` body.
+pub fn status_response(code: u16, reason: &str, message: &str) -> Response<Body> {
+    let status = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    });
+    Response::builder()
+        .status(code)
+        .body(Body::from(serde_json::to_vec(&status).expect("json")))
+        .expect("response")
+}

@@ -193,7 +193,11 @@ impl<P: PodSource> DevicePlugin for Plugin<P> {
         // WatchStream yields the current list at once, then every change.
         let stream = WatchStream::new(self.devices.clone()).map(move |devices| {
             Ok(ListAndWatchResponse {
-                devices: replicas(&devices, config.device_split_count, false),
+                devices: replicas(
+                    &devices,
+                    config.device_split_count,
+                    config.enable_numa_topology,
+                ),
             })
         });
         Ok(Response::new(Box::pin(stream)))
@@ -296,5 +300,40 @@ mod tests {
             "another card's replica"
         );
         assert!(!is_replica_of("GPU-a-x", "GPU-a"), "no replica number");
+    }
+
+    #[tokio::test]
+    async fn list_and_watch_tells_each_replicas_numa_node_only_when_configured() {
+        let card = Device {
+            id: "GPU-a".into(),
+            vendor: NVIDIA.into(),
+            numa: 1,
+            memory_mib: 1024,
+            cores: 100,
+            healthy: true,
+            ..Device::default()
+        };
+        for (numa, expected) in [(false, None), (true, Some(1))] {
+            let (_devices, rx) = watch::channel(vec![card.clone()]);
+            let config = crate::config::Config {
+                device_split_count: 2,
+                enable_numa_topology: numa,
+                ..crate::config::Config::default()
+            };
+            let pods = crate::pods::MemoryPods::default();
+            let plugin = Plugin::new(rx, Arc::new(Allocator::new("node1", config, pods)));
+            let mut stream = plugin
+                .list_and_watch(Request::new(Empty {}))
+                .await
+                .expect("stream")
+                .into_inner();
+            let first = stream.next().await.expect("a list").expect("ok");
+            let nodes: Vec<Option<i64>> = first
+                .devices
+                .iter()
+                .map(|d| d.topology.as_ref().map(|t| t.nodes[0].id))
+                .collect();
+            assert_eq!(nodes, [expected, expected], "enableNumaTopology: {numa}");
+        }
     }
 }

@@ -7,8 +7,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use hamr_guest::api;
-use k8s_openapi::api::core::v1::{Container, Event, Pod};
+use k8s_openapi::api::core::v1::{Container, Event, Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde::Serialize;
+
+use crate::lock::{NODE_LOCK, NodeLockState};
 
 /// What Allocate needs to know about a pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,6 +46,13 @@ impl PodInfo {
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.get(key).map(String::as_str)
     }
+
+    /// The pod as the API server holds it once `patch` is merged into its metadata.
+    pub fn apply(&mut self, patch: &MetaPatch) {
+        self.annotations.extend(patch.annotations.clone());
+        hamr_k8s_convert::merge(&mut self.record.annotations, &patch.annotations);
+        hamr_k8s_convert::merge(&mut self.record.labels, &patch.labels);
+    }
 }
 
 /// Why pods could not be read or updated.
@@ -61,27 +71,39 @@ pub enum PodSourceError {
     /// The pod to update is not there (in-memory source).
     #[error("pod {namespace}/{name} not found")]
     NotFound { namespace: String, name: String },
+    /// Reading one pod failed (other than its absence).
+    #[error("reading pod {namespace}/{name}: {source}")]
+    Get {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+    /// Reading or patching our Node failed.
+    #[error("node {node}: {source}")]
+    Node { node: String, source: kube::Error },
+    /// The Node changed since it was read (HTTP 409 on a patch with its `resourceVersion`);
+    /// read it again and retry.
+    #[error("node {node} changed since it was read (resourceVersion {resource_version})")]
+    Conflict {
+        node: String,
+        resource_version: String,
+    },
 }
 
-/// One merge patch of a pod's metadata: annotations and labels to set.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// One merge patch of a pod's metadata: annotations and labels to set. It serialises as the
+/// patch's `metadata`, each map left out when empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct MetaPatch {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
 impl MetaPatch {
-    /// The JSON merge patch body: `{"metadata":{"annotations":{..},"labels":{..}}}`, each map
-    /// left out when empty.
+    /// The JSON merge patch body: `{"metadata":{"annotations":{..},"labels":{..}}}`.
     pub fn body(&self) -> serde_json::Value {
-        let mut metadata = serde_json::Map::new();
-        if !self.annotations.is_empty() {
-            metadata.insert("annotations".into(), serde_json::json!(self.annotations));
-        }
-        if !self.labels.is_empty() {
-            metadata.insert("labels".into(), serde_json::json!(self.labels));
-        }
-        serde_json::json!({ "metadata": metadata })
+        serde_json::json!({ "metadata": self })
     }
 }
 
@@ -128,14 +150,44 @@ pub trait PodSource: Send + Sync + 'static {
 
     /// Emits a Warning event about a pod; a failure is logged, never returned.
     fn warn(&self, warning: PodWarning) -> impl Future<Output = ()> + Send;
+
+    /// One pod; `None` when it does not exist.
+    fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<PodInfo>, PodSourceError>> + Send;
+
+    /// The node's lock annotation `hami.io/mutex.lock` and the Node's `resourceVersion`
+    /// ([`crate::lock`]).
+    fn node_lock(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<NodeLockState, PodSourceError>> + Send;
+
+    /// Removes the node's lock annotation, provided the Node is still at `resource_version`
+    /// ([`PodSourceError::Conflict`] otherwise).
+    fn remove_node_lock(
+        &self,
+        node: &str,
+        resource_version: &str,
+    ) -> impl Future<Output = Result<(), PodSourceError>> + Send;
 }
 
-/// Pods held in memory (tests, `--fake` demos). Clones share the same pods, and the patches
-/// and warnings written, in order.
+/// Pods held in memory (tests, `--fake` demos). Clones share the same pods, node locks, and
+/// the patches and warnings written, in order.
 #[derive(Clone, Default)]
 pub struct MemoryPods {
     pods: Arc<Mutex<Vec<(String, PodInfo)>>>,
     log: Arc<Mutex<Written>>,
+    locks: Arc<Mutex<BTreeMap<String, MemoryNode>>>,
+}
+
+/// A node's lock annotation and a resourceVersion bumped on every change.
+#[derive(Clone, Default)]
+struct MemoryNode {
+    lock: Option<String>,
+    version: u64,
 }
 
 #[derive(Default)]
@@ -166,6 +218,14 @@ impl MemoryPods {
     /// The warnings emitted so far.
     pub fn warnings(&self) -> Vec<PodWarning> {
         self.written().warnings.clone()
+    }
+
+    /// Sets (or, with `None`, removes) the node's lock annotation, as a scheduler would.
+    pub fn set_node_lock(&self, node: &str, value: Option<&str>) {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = locks.entry(node.to_string()).or_default();
+        entry.lock = value.map(str::to_string);
+        entry.version += 1;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, PodInfo)>> {
@@ -202,9 +262,7 @@ impl PodSource for MemoryPods {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
             })?;
-        pod.annotations.extend(patch.annotations.clone());
-        hamr_k8s_convert::merge(&mut pod.record.annotations, &patch.annotations);
-        hamr_k8s_convert::merge(&mut pod.record.labels, &patch.labels);
+        pod.apply(&patch);
         self.written()
             .patches
             .push((format!("{namespace}/{name}"), patch));
@@ -213,6 +271,37 @@ impl PodSource for MemoryPods {
 
     async fn warn(&self, warning: PodWarning) {
         self.written().warnings.push(warning);
+    }
+
+    async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodInfo>, PodSourceError> {
+        Ok(self.get(namespace, name))
+    }
+
+    async fn node_lock(&self, node: &str) -> Result<NodeLockState, PodSourceError> {
+        let locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        let found = locks.get(node).cloned().unwrap_or_default();
+        Ok(NodeLockState {
+            value: found.lock,
+            resource_version: found.version.to_string(),
+        })
+    }
+
+    async fn remove_node_lock(
+        &self,
+        node: &str,
+        resource_version: &str,
+    ) -> Result<(), PodSourceError> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = locks.entry(node.to_string()).or_default();
+        if entry.version.to_string() != resource_version {
+            return Err(PodSourceError::Conflict {
+                node: node.to_string(),
+                resource_version: resource_version.to_string(),
+            });
+        }
+        entry.lock = None;
+        entry.version += 1;
+        Ok(())
     }
 }
 
@@ -293,6 +382,63 @@ impl PodSource for KubePods {
                 source,
             })?;
         Ok(())
+    }
+
+    async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodInfo>, PodSourceError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let pod = api
+            .get_opt(name)
+            .await
+            .map_err(|source| PodSourceError::Get {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                source,
+            })?;
+        Ok(pod.as_ref().map(pod_info))
+    }
+
+    async fn node_lock(&self, node: &str) -> Result<NodeLockState, PodSourceError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let found = api.get(node).await.map_err(|source| PodSourceError::Node {
+            node: node.to_string(),
+            source,
+        })?;
+        Ok(NodeLockState {
+            value: found
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(NODE_LOCK))
+                .cloned(),
+            resource_version: found.metadata.resource_version.unwrap_or_default(),
+        })
+    }
+
+    async fn remove_node_lock(
+        &self,
+        node: &str,
+        resource_version: &str,
+    ) -> Result<(), PodSourceError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        // A merge patch with metadata.resourceVersion is refused with 409 if the Node changed.
+        let patch = serde_json::json!({"metadata": {
+            "annotations": { NODE_LOCK: null },
+            "resourceVersion": resource_version,
+        }});
+        match api
+            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Err(PodSourceError::Conflict {
+                node: node.to_string(),
+                resource_version: resource_version.to_string(),
+            }),
+            Err(source) => Err(PodSourceError::Node {
+                node: node.to_string(),
+                source,
+            }),
+        }
     }
 
     async fn warn(&self, warning: PodWarning) {

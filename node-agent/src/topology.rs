@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::discovery::{Device, NVIDIA};
 
@@ -130,26 +130,30 @@ pub fn encode_scores(devices: &[Device]) -> Option<String> {
     }
     cards.sort_by_key(|d| d.index);
     let by_id: BTreeMap<&str, &Device> = cards.iter().map(|d| (d.id.as_str(), *d)).collect();
-    let entries: Vec<String> = cards
+    let entries: Vec<ScoreEntry> = cards
         .iter()
-        .map(|i| {
-            let score: serde_json::Map<String, serde_json::Value> = i
+        .map(|i| ScoreEntry {
+            uuid: &i.id,
+            score: i
                 .links
                 .iter()
                 .filter_map(|(other, link)| {
                     let back = by_id.get(other.as_str())?.links.get(&i.id)?;
-                    Some((other.clone(), pair_score(link, back).into()))
+                    Some((other.as_str(), pair_score(link, back)))
                 })
-                .collect();
-            // HAMi's field order (`uuid`, then `score`); the inner map is ordered by UUID.
-            format!(
-                "{{\"uuid\":{},\"score\":{}}}",
-                serde_json::Value::from(i.id.as_str()),
-                serde_json::Value::Object(score)
-            )
+                .collect(),
         })
         .collect();
-    Some(format!("[{}]", entries.join(",")))
+    // Strings and integers always serialise; `None` would only mean "no scores".
+    serde_json::to_string(&entries).ok()
+}
+
+/// One card's entry of `hami.io/node-nvidia-score`, in HAMi's field order (`uuid`, then
+/// `score`, ordered by UUID).
+#[derive(Serialize)]
+struct ScoreEntry<'a> {
+    uuid: &'a str,
+    score: BTreeMap<&'a str, i64>,
 }
 
 #[cfg(test)]

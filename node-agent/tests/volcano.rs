@@ -18,8 +18,7 @@ use hamr_node_agent::api::{
 use hamr_node_agent::config::{Config, VolcanoConfig};
 use hamr_node_agent::discovery::Inventory;
 use hamr_node_agent::discovery::fake::FakeDiscovery;
-use hamr_node_agent::kubelet::supervise;
-use hamr_node_agent::plugin::counted::{CountedPlugin, volcano_links};
+use hamr_node_agent::plugin::counted::spawn_volcano;
 use hamr_node_agent::plugin::{Plugin, unix_channel};
 use hamr_node_agent::pods::MemoryPods;
 use tonic::Streaming;
@@ -88,23 +87,11 @@ async fn volcano_resources_are_served_registered_and_follow_health() {
         MemoryPods::default(),
     ));
     let plugin = Plugin::new(inventory.subscribe(), allocator);
-    let (number, counted) = volcano_links(&config);
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let until = || {
-        let mut stopping = stopping.clone();
-        async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        }
-    };
-    let mut tasks = Vec::new();
-    let mut number = number.expect("vgpu-number is served");
-    number.poll = Duration::from_millis(20);
-    tasks.push(tokio::spawn(supervise(plugin, number, until())));
-    for (unit, mut link) in counted {
-        link.poll = Duration::from_millis(20);
-        let served = CountedPlugin::new(inventory.subscribe(), unit, config.clone());
-        tasks.push(tokio::spawn(supervise(served, link, until())));
-    }
+    let mut tasks = tokio::task::JoinSet::new();
+    let poll = Duration::from_millis(20);
+    // The agent's own wiring (main.rs calls the same function).
+    spawn_volcano(&mut tasks, &config, plugin, &inventory, poll, &stopping);
 
     // Three registrations, each resource on its own socket.
     let mut seen: Vec<(String, String, String)> = kubelet
@@ -197,11 +184,12 @@ async fn volcano_resources_are_served_registered_and_follow_health() {
     // Open streams would hold the servers' graceful shutdown.
     drop((number, memory, cores, client));
     let _ = stop.send(true);
-    for task in tasks {
-        let result = tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("stops")
-            .expect("no panic");
+    assert_eq!(tasks.len(), 3);
+    while let Some(task) = tokio::time::timeout(Duration::from_secs(10), tasks.join_next())
+        .await
+        .expect("stops")
+    {
+        let result = task.expect("no panic");
         assert!(result.is_ok(), "{result:?}");
     }
 }

@@ -26,6 +26,7 @@ use tokio::sync::Mutex;
 use crate::api::{AllocateRequest, AllocateResponse};
 use crate::complete::Completer;
 use crate::config::Config;
+use crate::lock::{self, Backoff, HeldLock, Holder, NodeLockState, Released};
 use crate::mig::MigManager;
 use crate::plugin::is_replica_of;
 use crate::pods::{PodInfo, PodSource, PodSourceError};
@@ -156,6 +157,7 @@ pub enum AllocateError {
 }
 
 /// A pod's pending decision: its to-allocate list, decoded.
+#[derive(Clone)]
 struct Candidate {
     pod: PodInfo,
     protocol: Protocol,
@@ -163,6 +165,8 @@ struct Candidate {
     /// `hami.io/vgpu-mig-allocations` with the runtime ids of the instances created for it, to
     /// write back.
     mig_written: Option<String>,
+    /// The node lock names this pod: it is served first whenever its next entry fits.
+    locked: bool,
 }
 
 impl Candidate {
@@ -187,6 +191,8 @@ pub struct Allocator<P> {
     config: Config,
     pods: P,
     serial: Mutex<()>,
+    /// How a node lock release that meets a conflict is retried.
+    backoff: Backoff,
     /// Completes decisions the scheduler could not write, when Allocate finds no pod.
     completer: Option<Arc<Completer<P>>>,
     /// Creates the MIG instances of reserved slices (`operatingMode: mig`).
@@ -200,6 +206,7 @@ impl<P: PodSource> Allocator<P> {
             config,
             pods,
             serial: Mutex::new(()),
+            backoff: Backoff::DEFAULT_RETRY,
             completer: None,
             mig: None,
         }
@@ -225,22 +232,30 @@ impl<P: PodSource> Allocator<P> {
 
     /// Answers one kubelet Allocate call: consumes one container entry per container request,
     /// writes back the shortened to-allocate list and, when nothing is left, `bind-phase:
-    /// success`. A failure after a pod was chosen marks it `bind-phase: failed`.
+    /// success`. A failure after a pod was chosen marks it `bind-phase: failed`. Either way a
+    /// node lock held for the finished pod is released ([`crate::lock`]).
+    ///
+    /// The pod named by the node lock, when it has a decision to serve here, is tried first
+    /// (node-side.md §3.2): when it serves the whole request, the node's pods are not listed.
     pub async fn allocate(
         &self,
         request: &AllocateRequest,
     ) -> Result<AllocateResponse, AllocateError> {
         let _serial = self.serial.lock().await;
-        let mut candidates = self.candidates().await?;
+        let lock = self.read_lock().await;
+        let locked = self.locked(lock.as_ref()).await;
+        let mut candidates = match &locked {
+            Some(c) if serves_alone(c, request) => vec![c.clone()],
+            _ => self.candidates(locked.as_ref()).await?,
+        };
         if let Some(completer) = &self.completer
             && !self.serves_all(&candidates, request)
         {
             let deadline = tokio::time::Instant::now() + completer.wait();
             loop {
-                if let Err(error) = completer.complete().await {
-                    tracing::warn!(%error, "completing a device decision for Allocate");
-                }
-                candidates = self.candidates().await?;
+                candidates = self
+                    .completed(completer, locked.as_ref(), "Allocate")
+                    .await?;
                 if self.serves_all(&candidates, request) || tokio::time::Instant::now() >= deadline
                 {
                     break;
@@ -266,6 +281,7 @@ impl<P: PodSource> Allocator<P> {
                 Ok(response) => responses.push(response),
                 Err(error) => {
                     self.mark_failed(&candidates[chosen]).await;
+                    self.unlock(lock.as_ref(), &candidates[chosen]).await;
                     return Err(error);
                 }
             }
@@ -283,12 +299,16 @@ impl<P: PodSource> Allocator<P> {
             if let Some(text) = &c.mig_written {
                 annotations.insert(MIG_ALLOCATIONS.to_string(), text.clone());
             }
-            if c.next().is_none() {
+            let done = c.next().is_none();
+            if done {
                 annotations.insert(c.protocol.bind_phase().to_string(), "success".to_string());
             }
             self.pods
                 .annotate(&c.pod.namespace, &c.pod.name, annotations)
                 .await?;
+            if done {
+                self.unlock(lock.as_ref(), c).await;
+            }
         }
         Ok(AllocateResponse {
             container_responses: responses,
@@ -304,15 +324,25 @@ impl<P: PodSource> Allocator<P> {
         must_include: &[String],
         size: usize,
     ) -> Result<Option<Vec<String>>, AllocateError> {
-        let mut candidates = self.candidates().await?;
+        let lock = self.read_lock().await;
+        let locked = self.locked(lock.as_ref()).await;
+        let mut candidates = match &locked {
+            Some(c)
+                if self
+                    .choose(std::slice::from_ref(c), size, available)
+                    .is_some() =>
+            {
+                vec![c.clone()]
+            }
+            _ => self.candidates(locked.as_ref()).await?,
+        };
         if let Some(completer) = &self.completer
             && self.choose(&candidates, size, available).is_none()
         {
             // Once, without waiting: GetPreferredAllocation is only a hint.
-            if let Err(error) = completer.complete().await {
-                tracing::warn!(%error, "completing a device decision for GetPreferredAllocation");
-            }
-            candidates = self.candidates().await?;
+            candidates = self
+                .completed(completer, locked.as_ref(), "GetPreferredAllocation")
+                .await?;
         }
         let Some(chosen) = self.choose(&candidates, size, available) else {
             return Ok(None);
@@ -342,35 +372,144 @@ impl<P: PodSource> Allocator<P> {
         })
     }
 
-    async fn candidates(&self) -> Result<Vec<Candidate>, AllocateError> {
-        let pods = self.pods.pods_on(&self.node).await?;
-        let mut out: Vec<Candidate> = Vec::new();
-        for pod in pods {
-            if pod.phase != "Pending" {
-                continue;
+    /// The node lock, when the Node carries one that parses. A lock that does not parse, or a
+    /// Node that cannot be read, is logged and Allocate finds the pod by its bind phase.
+    async fn read_lock(&self) -> Option<HeldLock> {
+        match self.pods.node_lock(&self.node).await {
+            Ok(NodeLockState {
+                value: Some(value), ..
+            }) => match lock::parse(&value) {
+                Ok(holder) => Some(HeldLock { value, holder }),
+                Err(error) => {
+                    tracing::warn!(node = %self.node, %error,
+                        "malformed node lock ignored; finding the pod by its bind phase");
+                    None
+                }
+            },
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error,
+                    "could not read the node lock; finding the pod by its bind phase");
+                None
             }
-            let protocol = [Protocol::Hami, Protocol::Volcano].into_iter().find(|p| {
-                pod.annotation(p.node_key()) == Some(self.node.as_str())
-                    && matches!(
-                        pod.annotation(p.bind_phase()),
-                        Some("allocating" | "success")
-                    )
-            });
-            let Some(protocol) = protocol else { continue };
-            // A list that does not decode cannot be served; it is skipped, not guessed at.
-            let Some(Ok(devices)) = pod
-                .annotation(protocol.to_allocate())
-                .map(|t| protocol.decode(t))
-            else {
-                continue;
-            };
-            out.push(Candidate {
-                pod,
-                protocol,
-                devices,
-                mig_written: None,
-            });
         }
+    }
+
+    /// The pod the node lock names, when it has a decision to serve on this node.
+    async fn locked(&self, lock: Option<&HeldLock>) -> Option<Candidate> {
+        let Holder::Pod { namespace, name } = &lock?.holder else {
+            return None;
+        };
+        let pod = match self.pods.pod(namespace, name).await {
+            Ok(Some(pod)) => pod,
+            Ok(None) => {
+                tracing::info!(pod = %format!("{namespace}/{name}"),
+                    "the pod named by the node lock is gone; finding the pod by its bind phase");
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(%error,
+                    "could not read the pod named by the node lock; finding the pod by its bind phase");
+                return None;
+            }
+        };
+        let found = self.candidate(pod).map(|c| Candidate { locked: true, ..c });
+        if found.is_none() {
+            tracing::info!(pod = %format!("{namespace}/{name}"),
+                "the pod named by the node lock has no decision to serve here; finding the pod by its bind phase");
+        }
+        found
+    }
+
+    /// Releases the node lock read at the start of the call if it was taken for `c`'s pod
+    /// (or for no named pod). A failure is logged: the lock expires 5 minutes after it was
+    /// taken, and the container is served either way.
+    async fn unlock(&self, lock: Option<&HeldLock>, c: &Candidate) {
+        let Some(held) = lock else { return };
+        let (namespace, name) = (&c.pod.namespace, &c.pod.name);
+        if !held.is_for(namespace, name) {
+            return;
+        }
+        let pod = c.key();
+        match lock::release(&self.pods, &self.node, held, namespace, name, self.backoff).await {
+            Ok(Released::Removed) => {
+                tracing::info!(%pod, node = %self.node, "node lock released");
+            }
+            Ok(Released::Gone) => {}
+            Ok(Released::NotOurs(value)) => {
+                tracing::info!(%pod, node = %self.node, %value,
+                    "node lock taken for another pod since; left in place");
+            }
+            Err(error) => {
+                tracing::warn!(%pod, %error,
+                    "could not release the node lock; it expires 5 minutes after it was taken");
+            }
+        }
+    }
+
+    /// The candidates among the node's pods, the locked one first.
+    async fn candidates(
+        &self,
+        locked: Option<&Candidate>,
+    ) -> Result<Vec<Candidate>, AllocateError> {
+        Ok(self.rank(locked, self.pods.pods_on(&self.node).await?))
+    }
+
+    /// Runs the completer, then the candidates among the pods it listed (one list of the
+    /// node's pods per try); lists them itself only when the completer did not.
+    async fn completed(
+        &self,
+        completer: &Completer<P>,
+        locked: Option<&Candidate>,
+        call: &'static str,
+    ) -> Result<Vec<Candidate>, AllocateError> {
+        let listed = match completer.complete_listing().await {
+            Ok(done) => done.pods,
+            Err(error) => {
+                tracing::warn!(%error, call, "completing a device decision");
+                None
+            }
+        };
+        match listed {
+            Some(pods) => Ok(self.rank(locked, pods)),
+            None => self.candidates(locked).await,
+        }
+    }
+
+    /// The pod's pending decision, when it is `Pending` here with a bind phase of
+    /// `allocating` or `success` and a to-allocate list that decodes.
+    fn candidate(&self, pod: PodInfo) -> Option<Candidate> {
+        if pod.phase != "Pending" {
+            return None;
+        }
+        let protocol = [Protocol::Hami, Protocol::Volcano].into_iter().find(|p| {
+            pod.annotation(p.node_key()) == Some(self.node.as_str())
+                && matches!(
+                    pod.annotation(p.bind_phase()),
+                    Some("allocating" | "success")
+                )
+        })?;
+        // A list that does not decode cannot be served; it is skipped, not guessed at.
+        let devices = protocol
+            .decode(pod.annotation(protocol.to_allocate())?)
+            .ok()?;
+        Some(Candidate {
+            pod,
+            protocol,
+            devices,
+            mig_written: None,
+            locked: false,
+        })
+    }
+
+    /// The pods among `pods` with a decision to serve here, oldest bind first; `locked` (the
+    /// pod the node lock names) before all of them.
+    fn rank(&self, locked: Option<&Candidate>, pods: Vec<PodInfo>) -> Vec<Candidate> {
+        let mut out: Vec<Candidate> = pods
+            .into_iter()
+            .filter_map(|pod| self.candidate(pod))
+            .filter(|c| locked.is_none_or(|l| l.key() != c.key()))
+            .collect();
         out.sort_by(|a, b| {
             let time = |c: &Candidate| {
                 c.pod
@@ -380,13 +519,19 @@ impl<P: PodSource> Allocator<P> {
             };
             time(a).cmp(&time(b)).then_with(|| a.key().cmp(&b.key()))
         });
-        Ok(out)
+        if let Some(l) = locked {
+            out.insert(0, l.clone());
+        }
+        out
     }
 
-    /// The candidate to serve a request of `count` devices; one whose cards all appear among
-    /// the replica `ids` first.
+    /// The candidate to serve a request of `count` devices: the locked pod when it fits, then
+    /// one whose cards all appear among the replica `ids`, then any that fits.
     fn choose(&self, candidates: &[Candidate], count: usize, ids: &[String]) -> Option<usize> {
         let fits = |c: &Candidate| c.next().is_some_and(|(_, d)| d.len() == count);
+        if let Some(i) = candidates.iter().position(|c| c.locked && fits(c)) {
+            return Some(i);
+        }
         let same_cards = |c: &Candidate| {
             c.next().is_some_and(|(_, d)| {
                 d.iter()
@@ -461,6 +606,17 @@ impl<P: PodSource> Allocator<P> {
             tracing::warn!(%error, "could not mark the pod failed");
         }
     }
+}
+
+/// Whether `candidate` alone serves every container request of `request`, in turn: its
+/// entries with devices, in order, have the requested counts.
+fn serves_alone(candidate: &Candidate, request: &AllocateRequest) -> bool {
+    let mut entries = candidate.devices.iter().filter(|d| !d.is_empty());
+    request.container_requests.iter().all(|r| {
+        entries
+            .next()
+            .is_some_and(|d| d.len() == r.devices_ids.len())
+    })
 }
 
 #[cfg(test)]

@@ -19,11 +19,12 @@ use std::time::Duration;
 
 use prost::Message;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{HEALTHY, PluginError, UNHEALTHY, serve_service};
+use super::{HEALTHY, Plugin, PluginError, UNHEALTHY, serve_service};
 use crate::api::device_plugin_server::DevicePlugin;
 use crate::api::{
     AllocateRequest, AllocateResponse, ContainerAllocateResponse,
@@ -32,8 +33,9 @@ use crate::api::{
     PreferredAllocationRequest, PreferredAllocationResponse,
 };
 use crate::config::Config;
-use crate::discovery::{Device, NVIDIA};
-use crate::kubelet::{KubeletLink, Served};
+use crate::discovery::{Device, Inventory, NVIDIA};
+use crate::kubelet::{KubeletLink, Served, supervise};
+use crate::pods::PodSource;
 use crate::register::volcano::registered_memory;
 
 pub const VGPU_NUMBER: &str = "volcano.sh/vgpu-number";
@@ -107,6 +109,36 @@ pub fn volcano_links(config: &Config) -> (Option<KubeletLink>, Vec<(Unit, Kubele
         .map(|u| (u, link(u.resource())))
         .collect();
     (number, counted)
+}
+
+/// Starts Volcano's resources for `config` in `tasks` (none unless `volcano.register`):
+/// `volcano.sh/vgpu-number` served by `plugin` and the memory and cores units of `inventory`,
+/// each supervised on its own socket ([`supervise`]), watching `kubelet.sock` every `poll`,
+/// until `stop` turns true.
+pub fn spawn_volcano<P: PodSource>(
+    tasks: &mut JoinSet<Result<(), PluginError>>,
+    config: &Config,
+    plugin: Plugin<P>,
+    inventory: &Inventory,
+    poll: Duration,
+    stop: &watch::Receiver<bool>,
+) {
+    let until = || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    let (number, counted) = volcano_links(config);
+    if let Some(mut link) = number {
+        link.poll = poll;
+        tasks.spawn(supervise(plugin, link, until()));
+    }
+    for (unit, mut link) in counted {
+        link.poll = poll;
+        let served = CountedPlugin::new(inventory.subscribe(), unit, config.clone());
+        tasks.spawn(supervise(served, link, until()));
+    }
 }
 
 /// `nvidia-<part after the slash>.sock`, as volcano-vgpu names its sockets.
