@@ -229,18 +229,37 @@ impl MigManager {
         errors
     }
 
-    /// Reconciles against the node's pods now (node-side.md §6.6). A pod list that cannot be
-    /// read or decoded skips the cycle (fail-closed).
+    /// Reconciles against the node's pods now (node-side.md §6.6): destroys the tracked
+    /// instances of gone pods, then adopts every active reservation that recorded runtime ids
+    /// but is not tracked (after an agent restart, or when start-up could not adopt it), once
+    /// the card confirms the instance. A pod list that cannot be read or decoded skips the
+    /// cycle (fail-closed).
     pub fn reconcile_pods(&self, pods: &[PodInfo]) -> Result<Vec<MigError>, String> {
-        let active: BTreeSet<Key> = active_reservations(pods)?.iter().map(Key::of).collect();
-        Ok(self.reconcile(&active))
+        let reservations = active_reservations(pods)?;
+        let active: BTreeSet<Key> = reservations.iter().map(Key::of).collect();
+        let mut errors = self.reconcile(&active);
+        errors.extend(self.adopt_all(&reservations));
+        Ok(errors)
     }
 
-    /// Start-up (node-side.md §6.6): every MIG card that no active reservation names and no
-    /// process runs on is put in MIG mode and emptied; then the recorded instances of active
-    /// pods are verified on the cards and tracked. `pods` is `None` when they could not be
-    /// read: every card then counts as in use. Returns what failed (start-up goes on).
-    pub fn start(&self, pods: Option<&[PodInfo]>) -> Vec<MigError> {
+    /// Adopts every reservation of `reservations` that carries runtime ids and is not tracked;
+    /// returns the records the cards do not confirm.
+    fn adopt_all(&self, reservations: &[Reservation]) -> Vec<MigError> {
+        let mut errors = Vec::new();
+        for r in reservations {
+            if let Err(e) = self.adopt(r) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    /// Start-up (node-side.md §6.6): with `reset`, every MIG card that no active reservation
+    /// names and no process runs on is put in MIG mode and emptied; then (whatever `reset`) the
+    /// recorded instances of active pods are verified on the cards and tracked. `pods` is
+    /// `None` when they could not be read: every card then counts as in use, and adoption is
+    /// left to reconciliation. Returns what failed (start-up goes on).
+    pub fn start(&self, pods: Option<&[PodInfo]>, reset: bool) -> Vec<MigError> {
         let mut errors = Vec::new();
         let cards = match self.control.cards() {
             Ok(cards) => cards,
@@ -258,15 +277,13 @@ impl MigManager {
             Some(list) => list.iter().map(|r| r.gpu_uuid.as_str()).collect(),
             None => cards.iter().map(String::as_str).collect(),
         };
-        for gpu in cards.iter().filter(|g| !in_use.contains(g.as_str())) {
+        for gpu in cards.iter().filter(|g| reset && !in_use.contains(g.as_str())) {
             if let Err(e) = self.reset(gpu) {
                 errors.push(e);
             }
         }
-        for r in reservations.iter().flatten() {
-            if let Err(e) = self.adopt(r) {
-                errors.push(e);
-            }
+        if let Some(list) = &reservations {
+            errors.extend(self.adopt_all(list));
         }
         errors
     }
@@ -293,13 +310,17 @@ impl MigManager {
     }
 
     /// Tracks a reservation's recorded instance once the card confirms it: same profile,
-    /// placement and ids, same MIG UUID. A reservation without runtime ids is not realised yet.
+    /// placement and ids, same MIG UUID. A reservation without runtime ids is not realised yet;
+    /// one already tracked is left as it is.
     fn adopt(&self, r: &Reservation) -> Result<(), MigError> {
         let (Some(uuid), Some(gi), Some(ci)) =
             (&r.mig_uuid, r.gpu_instance_id, r.compute_instance_id)
         else {
             return Ok(());
         };
+        if self.lock().contains_key(&Key::of(r)) {
+            return Ok(());
+        }
         let gpu = r.gpu_uuid.as_str();
         let id = slices_of(&r.profile).and_then(profile_id);
         let found = self

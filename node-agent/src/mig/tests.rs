@@ -446,7 +446,7 @@ fn start_up_resets_idle_cards_and_adopts_what_active_pods_recorded() {
     let pods = vec![pod("p", "Running", &[recorded.clone(), wrong])];
 
     let manager = MigManager::new(fake.clone());
-    let errors = manager.start(Some(&pods));
+    let errors = manager.start(Some(&pods), true);
     assert_eq!(
         errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec![
@@ -485,7 +485,7 @@ fn start_up_without_the_pod_list_or_on_a_busy_card_resets_nothing() {
         ci: 0,
         uuid: "MIG-x".into(),
     });
-    assert_eq!(manager.start(None), vec![]);
+    assert_eq!(manager.start(None, true), vec![]);
     assert_eq!(on_card(&fake), vec![(0, 0, 1)]);
     fake.set_processes(
         "GPU-a",
@@ -495,7 +495,7 @@ fn start_up_without_the_pod_list_or_on_a_busy_card_resets_nothing() {
         }],
     );
     assert_eq!(
-        manager.start(Some(&[])),
+        manager.start(Some(&[]), true),
         vec![MigError::Busy {
             gpu: "GPU-a".into(),
             pids: vec![5]
@@ -573,5 +573,86 @@ fn an_untracked_instance_at_exactly_the_reserved_slice_is_reused_unless_a_proces
             end: 4,
             gi: 5
         })
+    );
+}
+
+#[test]
+fn reconciliation_adopts_recorded_instances_nobody_tracks_and_destroys_them_once_their_pod_is_gone()
+{
+    // After a restart whose start-up adopted nothing (pods unreadable, or reset skipped), the
+    // instance a running pod recorded is on the card but untracked.
+    let (fake, manager) = manager();
+    let recorded_instance = Instance {
+        gpu: "GPU-a".into(),
+        profile_id: 1,
+        placement: Placement { start: 2, size: 2 },
+        gi: 5,
+        ci: 0,
+        uuid: "MIG-rec".into(),
+    };
+    fake.insert(recorded_instance.clone());
+    let mut recorded = reservation(0, 0, "2g.10gb", 2, 2);
+    recorded.mig_uuid = Some("MIG-rec".into());
+    recorded.gpu_instance_id = Some(5);
+    recorded.compute_instance_id = Some(0);
+    // A record the card does not confirm is reported and never adopted.
+    let mut wrong = reservation(1, 0, "1g.5gb", 6, 1);
+    wrong.mig_uuid = Some("MIG-nowhere".into());
+    wrong.gpu_instance_id = Some(9);
+    wrong.compute_instance_id = Some(0);
+    let running = pod("p", "Running", &[recorded.clone(), wrong]);
+    assert_eq!(manager.start(None, true), vec![]);
+    assert_eq!(manager.tracked().len(), 0, "pods unreadable at start-up");
+
+    let errors = manager
+        .reconcile_pods(std::slice::from_ref(&running))
+        .expect("decodes");
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec![
+            "card GPU-a: recorded instance 1g.5gb at 6 (GPU instance 9, compute instance 0, \
+             MIG-nowhere) does not match the card"
+        ]
+    );
+    assert_eq!(
+        manager.tracked().into_values().collect::<Vec<_>>(),
+        vec![recorded_instance]
+    );
+    let done = pod("p", "Succeeded", &[recorded]);
+    assert_eq!(manager.reconcile_pods(&[done]).expect("decodes"), vec![]);
+    assert_eq!(on_card(&fake), vec![], "destroyed once the pod is gone");
+}
+
+#[test]
+fn start_up_without_the_reset_still_adopts_recorded_instances() {
+    let (fake, manager) = manager();
+    let mut recorded = reservation(0, 0, "1g.5gb", 6, 1);
+    let instance = Instance {
+        gpu: "GPU-a".into(),
+        profile_id: 0,
+        placement: Placement { start: 6, size: 1 },
+        gi: 2,
+        ci: 0,
+        uuid: "MIG-r".into(),
+    };
+    fake.insert(instance.clone());
+    // An instance nobody recorded on an idle card: only a reset would remove it.
+    fake.insert(Instance {
+        gpu: "GPU-a".into(),
+        profile_id: 0,
+        placement: Placement { start: 0, size: 1 },
+        gi: 1,
+        ci: 0,
+        uuid: "MIG-x".into(),
+    });
+    recorded.mig_uuid = Some("MIG-r".into());
+    recorded.gpu_instance_id = Some(2);
+    recorded.compute_instance_id = Some(0);
+    let pods = vec![pod("p", "Running", &[recorded])];
+    assert_eq!(manager.start(Some(&pods), false), vec![]);
+    assert_eq!(on_card(&fake), vec![(0, 6, 2), (0, 0, 1)], "no reset");
+    assert_eq!(
+        manager.tracked().into_values().collect::<Vec<_>>(),
+        vec![instance]
     );
 }
