@@ -85,11 +85,12 @@ impl<P: PodSource> Allocator<P> {
                 why: "operatingMode is not mig",
             });
         };
+        let read_at = std::time::Instant::now();
         let pods = self.pods.pods_on(&self.node).await?;
         let wanted = reservations.to_vec();
         let worker = manager.clone();
         let realised = tokio::task::spawn_blocking(move || {
-            match worker.reconcile_pods(&pods) {
+            match worker.reconcile_pods(&pods, read_at) {
                 Ok(errors) => {
                     for error in errors {
                         tracing::warn!(%error, "MIG instance kept");

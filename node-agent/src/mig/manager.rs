@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hamr_guest::vendor::nvidia::mig::{MIG_ALLOCATIONS, Reservation, decode_reservations};
 
@@ -40,7 +40,24 @@ impl Key {
 /// adopted are ever destroyed by reconciliation.
 pub struct MigManager {
     control: Arc<dyn MigControl>,
-    tracked: Mutex<BTreeMap<Key, Instance>>,
+    tracked: Mutex<BTreeMap<Key, Tracked>>,
+}
+
+/// A tracked instance and when it was created or adopted: a pod list read before then may not
+/// show its pod yet, so it cannot condemn the instance.
+#[derive(Clone, Debug)]
+struct Tracked {
+    instance: Instance,
+    since: Instant,
+}
+
+impl Tracked {
+    fn now(instance: Instance) -> Tracked {
+        Tracked {
+            instance,
+            since: Instant::now(),
+        }
+    }
 }
 
 /// Whether a pod still holds its reservations: not being deleted, not finished.
@@ -73,7 +90,10 @@ impl MigManager {
 
     /// The instances tracked now, by key.
     pub fn tracked(&self) -> BTreeMap<Key, Instance> {
-        self.lock().clone()
+        self.lock()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.instance.clone()))
+            .collect()
     }
 
     /// Realises one container's reservations, in order (node-side.md §6.5): an instance
@@ -87,8 +107,8 @@ impl MigManager {
         let mut out = Vec::with_capacity(reservations.len());
         for r in reservations {
             let key = Key::of(r);
-            if let Some(instance) = tracked.get(&key) {
-                out.push(instance.clone());
+            if let Some(entry) = tracked.get(&key) {
+                out.push(entry.instance.clone());
                 continue;
             }
             match self.create(r) {
@@ -96,14 +116,15 @@ impl MigManager {
                     tracing::info!(card = %r.gpu_uuid, profile = %r.profile,
                         start = r.placement.start, gi = instance.gi, uuid = %instance.uuid,
                         "MIG instance created");
-                    tracked.insert(key.clone(), instance.clone());
+                    tracked.insert(key.clone(), Tracked::now(instance.clone()));
                     created.push(key);
                     out.push(instance);
                 }
                 Err(error) => {
                     for key in created.iter().rev() {
-                        if let Some(instance) = tracked.remove(key)
-                            && let Err(e) = self.control.destroy(&instance.gpu, instance.gi)
+                        if let Some(entry) = tracked.remove(key)
+                            && let Err(e) =
+                                self.control.destroy(&entry.instance.gpu, entry.instance.gi)
                         {
                             tracing::warn!(error = %e, "rolling back a MIG instance");
                         }
@@ -200,17 +221,19 @@ impl MigManager {
     }
 
     /// Destroys every tracked instance whose key is not `active`, unless a process still runs
-    /// in it (it is kept, and retried next time). Returns what could not be destroyed.
-    pub fn reconcile(&self, active: &BTreeSet<Key>) -> Vec<MigError> {
+    /// in it (it is kept, and retried next time) or it was tracked at or after `read_at`, when
+    /// the pods behind `active` were read (its pod may be missing from that list only because
+    /// the list is older). Returns what could not be destroyed.
+    pub fn reconcile(&self, active: &BTreeSet<Key>, read_at: Instant) -> Vec<MigError> {
         let mut tracked = self.lock();
         let stale: Vec<Key> = tracked
-            .keys()
-            .filter(|k| !active.contains(*k))
-            .cloned()
+            .iter()
+            .filter(|(k, t)| !active.contains(*k) && t.since < read_at)
+            .map(|(k, _)| k.clone())
             .collect();
         let mut errors = Vec::new();
         for key in stale {
-            let Some(instance) = tracked.get(&key).cloned() else {
+            let Some(instance) = tracked.get(&key).map(|t| t.instance.clone()) else {
                 continue;
             };
             let gi = instance.gi;
@@ -232,12 +255,16 @@ impl MigManager {
     /// Reconciles against the node's pods now (node-side.md §6.6): destroys the tracked
     /// instances of gone pods, then adopts every active reservation that recorded runtime ids
     /// but is not tracked (after an agent restart, or when start-up could not adopt it), once
-    /// the card confirms the instance. A pod list that cannot be read or decoded skips the
-    /// cycle (fail-closed).
-    pub fn reconcile_pods(&self, pods: &[PodInfo]) -> Result<Vec<MigError>, String> {
+    /// the card confirms the instance. `read_at` is when `pods` was read (taken before the
+    /// request). A pod list that cannot be read or decoded skips the cycle (fail-closed).
+    pub fn reconcile_pods(
+        &self,
+        pods: &[PodInfo],
+        read_at: Instant,
+    ) -> Result<Vec<MigError>, String> {
         let reservations = active_reservations(pods)?;
         let active: BTreeSet<Key> = reservations.iter().map(Key::of).collect();
-        let mut errors = self.reconcile(&active);
+        let mut errors = self.reconcile(&active, read_at);
         errors.extend(self.adopt_all(&reservations));
         Ok(errors)
     }
@@ -277,7 +304,10 @@ impl MigManager {
             Some(list) => list.iter().map(|r| r.gpu_uuid.as_str()).collect(),
             None => cards.iter().map(String::as_str).collect(),
         };
-        for gpu in cards.iter().filter(|g| reset && !in_use.contains(g.as_str())) {
+        for gpu in cards
+            .iter()
+            .filter(|g| reset && !in_use.contains(g.as_str()))
+        {
             if let Err(e) = self.reset(gpu) {
                 errors.push(e);
             }
@@ -336,7 +366,7 @@ impl MigManager {
             });
         match found {
             Some(instance) => {
-                self.lock().insert(Key::of(r), instance);
+                self.lock().insert(Key::of(r), Tracked::now(instance));
                 Ok(())
             }
             None => Err(MigError::Mismatch {
@@ -353,6 +383,7 @@ impl MigManager {
     pub async fn run<P: PodSource>(self: Arc<Self>, pods: P, node: String, interval: Duration) {
         loop {
             tokio::time::sleep(interval).await;
+            let read_at = Instant::now();
             let list = match pods.pods_on(&node).await {
                 Ok(list) => list,
                 Err(error) => {
@@ -361,7 +392,7 @@ impl MigManager {
                 }
             };
             let me = self.clone();
-            match tokio::task::spawn_blocking(move || me.reconcile_pods(&list)).await {
+            match tokio::task::spawn_blocking(move || me.reconcile_pods(&list, read_at)).await {
                 Ok(Ok(errors)) => {
                     for error in errors {
                         tracing::warn!(%error, "MIG instance kept");
@@ -373,7 +404,7 @@ impl MigManager {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Instance>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Tracked>> {
         // A poisoned lock means a panic elsewhere; the map itself is still consistent.
         self.tracked.lock().unwrap_or_else(|e| e.into_inner())
     }

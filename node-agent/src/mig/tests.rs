@@ -347,7 +347,9 @@ fn reconciliation_destroys_the_instances_of_gone_pods_but_not_under_a_running_pr
         pod("p-kept", "Running", std::slice::from_ref(&kept)),
         pod("p-gone", "Succeeded", std::slice::from_ref(&gone)),
     ];
-    let errors = manager.reconcile_pods(&pods).expect("decodes");
+    let errors = manager
+        .reconcile_pods(&pods, std::time::Instant::now())
+        .expect("decodes");
     assert_eq!(
         errors,
         vec![MigError::Busy {
@@ -368,7 +370,12 @@ fn reconciliation_destroys_the_instances_of_gone_pods_but_not_under_a_running_pr
             gi: Some(1),
         }],
     );
-    assert_eq!(manager.reconcile_pods(&pods).expect("decodes"), vec![]);
+    assert_eq!(
+        manager
+            .reconcile_pods(&pods, std::time::Instant::now())
+            .expect("decodes"),
+        vec![]
+    );
     assert_eq!(
         on_card(&fake),
         vec![(0, 6, 1)],
@@ -384,7 +391,9 @@ fn reconciliation_destroys_the_instances_of_gone_pods_but_not_under_a_running_pr
     deleting.deleting = true;
     fake.set_processes("GPU-a", vec![]);
     assert_eq!(
-        manager.reconcile_pods(&[deleting]).expect("decodes"),
+        manager
+            .reconcile_pods(&[deleting], std::time::Instant::now())
+            .expect("decodes"),
         vec![]
     );
     assert_eq!(on_card(&fake), vec![]);
@@ -399,7 +408,9 @@ fn reconciliation_skips_the_cycle_when_a_reservation_list_does_not_decode() {
     let mut bad = pod("p", "Running", &[]);
     bad.annotations
         .insert(MIG_ALLOCATIONS.into(), "[{\"containerIndex\":0}]".into());
-    let err = manager.reconcile_pods(&[bad]).unwrap_err();
+    let err = manager
+        .reconcile_pods(&[bad], std::time::Instant::now())
+        .unwrap_err();
     assert!(
         err.starts_with("pod default/p: hami.io/vgpu-mig-allocations: not a MIG reservation list"),
         "{err}"
@@ -470,7 +481,10 @@ fn start_up_resets_idle_cards_and_adopts_what_active_pods_recorded() {
         vec![leftover("GPU-a", 3, 5)]
     );
     // The adopted instance is destroyed once its pod is gone; the unverified one never is.
-    assert_eq!(manager.reconcile(&BTreeSet::new()), vec![]);
+    assert_eq!(
+        manager.reconcile(&BTreeSet::new(), std::time::Instant::now()),
+        vec![]
+    );
     assert_eq!(on_card(&fake), vec![(0, 6, 4)]);
 }
 
@@ -605,7 +619,7 @@ fn reconciliation_adopts_recorded_instances_nobody_tracks_and_destroys_them_once
     assert_eq!(manager.tracked().len(), 0, "pods unreadable at start-up");
 
     let errors = manager
-        .reconcile_pods(std::slice::from_ref(&running))
+        .reconcile_pods(std::slice::from_ref(&running), std::time::Instant::now())
         .expect("decodes");
     assert_eq!(
         errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -619,7 +633,12 @@ fn reconciliation_adopts_recorded_instances_nobody_tracks_and_destroys_them_once
         vec![recorded_instance]
     );
     let done = pod("p", "Succeeded", &[recorded]);
-    assert_eq!(manager.reconcile_pods(&[done]).expect("decodes"), vec![]);
+    assert_eq!(
+        manager
+            .reconcile_pods(&[done], std::time::Instant::now())
+            .expect("decodes"),
+        vec![]
+    );
     assert_eq!(on_card(&fake), vec![], "destroyed once the pod is gone");
 }
 
@@ -655,4 +674,29 @@ fn start_up_without_the_reset_still_adopts_recorded_instances() {
         manager.tracked().into_values().collect::<Vec<_>>(),
         vec![instance]
     );
+}
+
+#[test]
+fn an_instance_tracked_after_the_pod_list_was_read_is_not_destroyed_by_that_list() {
+    // Reconciliation read the pods, then waited for the lock while an Allocate created the
+    // instance of a pod bound after the read: that list does not show the pod.
+    let (fake, manager) = manager();
+    let read_before = std::time::Instant::now();
+    manager
+        .realise(&[reservation(0, 0, "1g.5gb", 6, 1)])
+        .expect("created");
+    assert_eq!(
+        manager.reconcile_pods(&[], read_before).expect("decodes"),
+        vec![]
+    );
+    assert_eq!(on_card(&fake), vec![(0, 6, 1)], "kept: the list is older");
+    assert_eq!(manager.tracked().len(), 1);
+    // A list read after the instance was tracked that still lacks the pod condemns it.
+    assert_eq!(
+        manager
+            .reconcile_pods(&[], std::time::Instant::now())
+            .expect("decodes"),
+        vec![]
+    );
+    assert_eq!(on_card(&fake), vec![]);
 }
