@@ -88,6 +88,7 @@ impl<P: PodSource> Allocator<P> {
         let read_at = std::time::Instant::now();
         let pods = self.pods.pods_on(&self.node).await?;
         let wanted = reservations.to_vec();
+        let owner = candidate.pod.uid.clone();
         let worker = manager.clone();
         let realised = tokio::task::spawn_blocking(move || {
             match worker.reconcile_pods(&pods, read_at) {
@@ -98,7 +99,7 @@ impl<P: PodSource> Allocator<P> {
                 }
                 Err(reason) => tracing::warn!(%reason, "MIG reconciliation skipped"),
             }
-            worker.realise(&wanted)
+            worker.realise(&owner, &wanted)
         })
         .await
         .map_err(|e| AllocateError::MigReservation {

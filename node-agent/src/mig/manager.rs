@@ -43,18 +43,20 @@ pub struct MigManager {
     tracked: Mutex<BTreeMap<Key, Tracked>>,
 }
 
-/// A tracked instance and when it was created or adopted: a pod list read before then may not
-/// show its pod yet, so it cannot condemn the instance.
+/// A tracked instance, the UID of the pod it was created for or adopted from, and when: a pod
+/// list read before then may not show its pod yet, so it cannot condemn the instance.
 #[derive(Clone, Debug)]
 struct Tracked {
     instance: Instance,
+    owner: String,
     since: Instant,
 }
 
 impl Tracked {
-    fn now(instance: Instance) -> Tracked {
+    fn now(instance: Instance, owner: &str) -> Tracked {
         Tracked {
             instance,
+            owner: owner.to_string(),
             since: Instant::now(),
         }
     }
@@ -65,16 +67,17 @@ pub fn is_active(pod: &PodInfo) -> bool {
     !pod.deleting && pod.phase != "Succeeded" && pod.phase != "Failed"
 }
 
-/// The reservations of the node's active pods. A list that does not decode fails the whole
-/// call (reconciliation then skips its cycle rather than destroy what it cannot account for).
-pub fn active_reservations(pods: &[PodInfo]) -> Result<Vec<Reservation>, String> {
+/// The reservations of the node's active pods, each with its pod's UID. A list that does not
+/// decode fails the whole call (reconciliation then skips its cycle rather than destroy what
+/// it cannot account for).
+pub fn active_reservations(pods: &[PodInfo]) -> Result<Vec<(String, Reservation)>, String> {
     let mut out = Vec::new();
     for pod in pods.iter().filter(|p| is_active(p)) {
         if let Some(text) = pod.annotation(MIG_ALLOCATIONS) {
             let list = decode_reservations(text).map_err(|e| {
                 format!("pod {}/{}: {MIG_ALLOCATIONS}: {e}", pod.namespace, pod.name)
             })?;
-            out.extend(list);
+            out.extend(list.into_iter().map(|r| (pod.uid.clone(), r)));
         }
     }
     Ok(out)
@@ -96,44 +99,96 @@ impl MigManager {
             .collect()
     }
 
-    /// Realises one container's reservations, in order (node-side.md §6.5): an instance
-    /// already tracked for a reservation is reused; otherwise the card is put in MIG mode if it
+    /// Realises one container's reservations for the pod with UID `owner`, in order
+    /// (node-side.md §6.5): an instance already tracked for a reservation is reused (one
+    /// tracked for another pod only when no process runs in it and the card still has it: the
+    /// scheduler may give the slices of a deleted pod whose process still runs to a new pod);
+    /// otherwise the card is put in MIG mode if it
     /// is idle, the reserved placement is checked against the profile's legal ones (never
     /// another tried), and a GPU instance with its compute instance is created. If one fails,
     /// the instances created by this call are destroyed, last first.
-    pub fn realise(&self, reservations: &[Reservation]) -> Result<Vec<Instance>, MigError> {
+    pub fn realise(
+        &self,
+        owner: &str,
+        reservations: &[Reservation],
+    ) -> Result<Vec<Instance>, MigError> {
         let mut tracked = self.lock();
         let mut created: Vec<Key> = Vec::new();
         let mut out = Vec::with_capacity(reservations.len());
         for r in reservations {
             let key = Key::of(r);
-            if let Some(entry) = tracked.get(&key) {
-                out.push(entry.instance.clone());
-                continue;
+            let handed = match tracked.get(&key) {
+                Some(entry) if entry.owner == owner => {
+                    out.push(entry.instance.clone());
+                    continue;
+                }
+                Some(entry) => self.hand_over(entry),
+                None => Ok(None),
+            };
+            match handed {
+                Ok(Some(instance)) => {
+                    tracing::info!(card = %r.gpu_uuid, gi = instance.gi, uuid = %instance.uuid,
+                        owner, "MIG instance of a gone pod handed over");
+                    tracked.insert(key, Tracked::now(instance.clone(), owner));
+                    out.push(instance);
+                    continue;
+                }
+                Ok(None) => {
+                    tracked.remove(&key);
+                }
+                Err(error) => {
+                    self.roll_back(&mut tracked, &created);
+                    return Err(error);
+                }
             }
             match self.create(r) {
                 Ok(instance) => {
                     tracing::info!(card = %r.gpu_uuid, profile = %r.profile,
                         start = r.placement.start, gi = instance.gi, uuid = %instance.uuid,
                         "MIG instance created");
-                    tracked.insert(key.clone(), Tracked::now(instance.clone()));
+                    tracked.insert(key.clone(), Tracked::now(instance.clone(), owner));
                     created.push(key);
                     out.push(instance);
                 }
                 Err(error) => {
-                    for key in created.iter().rev() {
-                        if let Some(entry) = tracked.remove(key)
-                            && let Err(e) =
-                                self.control.destroy(&entry.instance.gpu, entry.instance.gi)
-                        {
-                            tracing::warn!(error = %e, "rolling back a MIG instance");
-                        }
-                    }
+                    self.roll_back(&mut tracked, &created);
                     return Err(error);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Destroys the instances of `created`, last first, and stops tracking them.
+    fn roll_back(&self, tracked: &mut BTreeMap<Key, Tracked>, created: &[Key]) {
+        for key in created.iter().rev() {
+            if let Some(entry) = tracked.remove(key)
+                && let Err(e) = self.control.destroy(&entry.instance.gpu, entry.instance.gi)
+            {
+                tracing::warn!(error = %e, "rolling back a MIG instance");
+            }
+        }
+    }
+
+    /// The instance tracked for another pod, if it may pass to a new one: refused
+    /// ([`MigError::HeldBy`]) while a process runs in it; `None` when the card no longer has it
+    /// (it is then created anew).
+    fn hand_over(&self, entry: &Tracked) -> Result<Option<Instance>, MigError> {
+        let instance = &entry.instance;
+        let gi = instance.gi;
+        if let Err(busy) = self.refuse_if_busy(&instance.gpu, |p| p.gi == Some(gi)) {
+            return Err(match busy {
+                MigError::Busy { gpu, pids } => MigError::HeldBy {
+                    gpu,
+                    gi,
+                    owner: entry.owner.clone(),
+                    pids,
+                },
+                other => other,
+            });
+        }
+        let on_card = self.control.instances(&instance.gpu)?;
+        Ok(on_card.into_iter().find(|i| i == instance))
     }
 
     fn create(&self, r: &Reservation) -> Result<Instance, MigError> {
@@ -263,7 +318,7 @@ impl MigManager {
         read_at: Instant,
     ) -> Result<Vec<MigError>, String> {
         let reservations = active_reservations(pods)?;
-        let active: BTreeSet<Key> = reservations.iter().map(Key::of).collect();
+        let active: BTreeSet<Key> = reservations.iter().map(|(_, r)| Key::of(r)).collect();
         let mut errors = self.reconcile(&active, read_at);
         errors.extend(self.adopt_all(&reservations));
         Ok(errors)
@@ -271,10 +326,10 @@ impl MigManager {
 
     /// Adopts every reservation of `reservations` that carries runtime ids and is not tracked;
     /// returns the records the cards do not confirm.
-    fn adopt_all(&self, reservations: &[Reservation]) -> Vec<MigError> {
+    fn adopt_all(&self, reservations: &[(String, Reservation)]) -> Vec<MigError> {
         let mut errors = Vec::new();
-        for r in reservations {
-            if let Err(e) = self.adopt(r) {
+        for (owner, r) in reservations {
+            if let Err(e) = self.adopt(owner, r) {
                 errors.push(e);
             }
         }
@@ -301,7 +356,7 @@ impl MigManager {
             None => None,
         };
         let in_use: BTreeSet<&str> = match &reservations {
-            Some(list) => list.iter().map(|r| r.gpu_uuid.as_str()).collect(),
+            Some(list) => list.iter().map(|(_, r)| r.gpu_uuid.as_str()).collect(),
             None => cards.iter().map(String::as_str).collect(),
         };
         for gpu in cards
@@ -339,10 +394,10 @@ impl MigManager {
         Ok(())
     }
 
-    /// Tracks a reservation's recorded instance once the card confirms it: same profile,
-    /// placement and ids, same MIG UUID. A reservation without runtime ids is not realised yet;
-    /// one already tracked is left as it is.
-    fn adopt(&self, r: &Reservation) -> Result<(), MigError> {
+    /// Tracks a reservation's recorded instance for the pod with UID `owner` once the card
+    /// confirms it: same profile, placement and ids, same MIG UUID. A reservation without
+    /// runtime ids is not realised yet; one already tracked is left as it is.
+    fn adopt(&self, owner: &str, r: &Reservation) -> Result<(), MigError> {
         let (Some(uuid), Some(gi), Some(ci)) =
             (&r.mig_uuid, r.gpu_instance_id, r.compute_instance_id)
         else {
@@ -366,7 +421,8 @@ impl MigManager {
             });
         match found {
             Some(instance) => {
-                self.lock().insert(Key::of(r), Tracked::now(instance));
+                self.lock()
+                    .insert(Key::of(r), Tracked::now(instance, owner));
                 Ok(())
             }
             None => Err(MigError::Mismatch {

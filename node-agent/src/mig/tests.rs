@@ -68,6 +68,7 @@ fn pod(name: &str, phase: &str, reservations: &[Reservation]) -> PodInfo {
     PodInfo {
         namespace: "default".into(),
         name: name.into(),
+        uid: name.into(),
         phase: phase.into(),
         annotations: [(
             MIG_ALLOCATIONS.to_string(),
@@ -199,7 +200,9 @@ fn a_mig_block_on_a_card_of_another_vendor_or_with_an_odd_slice_count_is_refused
 fn a_reservation_is_created_at_its_placement_once_and_reused_after() {
     let (fake, manager) = manager();
     let r = reservation(0, 0, "2g.10gb", 2, 2);
-    let first = manager.realise(std::slice::from_ref(&r)).expect("created");
+    let first = manager
+        .realise("p", std::slice::from_ref(&r))
+        .expect("created");
     assert_eq!(
         first,
         vec![Instance {
@@ -211,7 +214,7 @@ fn a_reservation_is_created_at_its_placement_once_and_reused_after() {
             uuid: "MIG-a/1/0".into(),
         }]
     );
-    let again = manager.realise(&[r]).expect("reused");
+    let again = manager.realise("p", &[r]).expect("reused");
     assert_eq!(again, first);
     assert_eq!(on_card(&fake), vec![(1, 2, 1)], "one instance, not two");
 }
@@ -220,14 +223,14 @@ fn a_reservation_is_created_at_its_placement_once_and_reused_after() {
 fn a_placement_the_profile_does_not_allow_is_refused_and_nothing_is_created() {
     let (fake, manager) = manager();
     let err = manager
-        .realise(&[reservation(0, 0, "2g.10gb", 1, 2)])
+        .realise("p", &[reservation(0, 0, "2g.10gb", 1, 2)])
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         "card GPU-a: profile \"2g.10gb\" cannot start at slice 1 (size 2)"
     );
     let err = manager
-        .realise(&[reservation(0, 0, "5g.30gb", 0, 5)])
+        .realise("p", &[reservation(0, 0, "5g.30gb", 0, 5)])
         .unwrap_err();
     assert_eq!(err.to_string(), "card GPU-a: no MIG profile \"5g.30gb\"");
     assert_eq!(on_card(&fake), vec![]);
@@ -245,10 +248,13 @@ fn when_a_later_slice_fails_the_ones_created_by_the_same_call_are_destroyed() {
         uuid: "MIG-other".into(),
     });
     let err = manager
-        .realise(&[
-            reservation(0, 0, "3g.20gb", 0, 4),
-            reservation(0, 1, "1g.5gb", 5, 1),
-        ])
+        .realise(
+            "p",
+            &[
+                reservation(0, 0, "3g.20gb", 0, 4),
+                reservation(0, 1, "1g.5gb", 5, 1),
+            ],
+        )
         .unwrap_err();
     assert_eq!(
         err,
@@ -278,7 +284,7 @@ fn a_card_with_a_process_outside_any_instance_is_not_repartitioned() {
         }],
     );
     let err = manager
-        .realise(&[reservation(0, 0, "1g.5gb", 6, 1)])
+        .realise("p", &[reservation(0, 0, "1g.5gb", 6, 1)])
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -297,7 +303,7 @@ fn a_card_with_mig_off_is_switched_on_only_when_idle_and_a_pending_change_is_ref
     let fake = Arc::new(FakeMig::from_devices(&devices));
     let manager = MigManager::new(fake.clone());
     manager
-        .realise(&[reservation(0, 0, "1g.5gb", 6, 1)])
+        .realise("p", &[reservation(0, 0, "1g.5gb", 6, 1)])
         .expect("switched on and created");
     assert_eq!(
         fake.mode("GPU-a").expect("card"),
@@ -314,7 +320,7 @@ fn a_card_with_mig_off_is_switched_on_only_when_idle_and_a_pending_change_is_ref
     .expect("valid");
     let manager = MigManager::new(Arc::new(FakeMig::from_devices(&pending)));
     let err = manager
-        .realise(&[reservation(0, 0, "1g.5gb", 6, 1)])
+        .realise("p", &[reservation(0, 0, "1g.5gb", 6, 1)])
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -328,10 +334,10 @@ fn reconciliation_destroys_the_instances_of_gone_pods_but_not_under_a_running_pr
     let kept = reservation(0, 0, "1g.5gb", 6, 1);
     let gone = reservation(0, 0, "2g.10gb", 0, 2);
     manager
-        .realise(std::slice::from_ref(&kept))
+        .realise("p-kept", std::slice::from_ref(&kept))
         .expect("created");
     manager
-        .realise(std::slice::from_ref(&gone))
+        .realise("p-gone", std::slice::from_ref(&gone))
         .expect("created");
     assert_eq!(on_card(&fake), vec![(0, 6, 1), (1, 0, 2)]);
 
@@ -403,7 +409,7 @@ fn reconciliation_destroys_the_instances_of_gone_pods_but_not_under_a_running_pr
 fn reconciliation_skips_the_cycle_when_a_reservation_list_does_not_decode() {
     let (fake, manager) = manager();
     manager
-        .realise(&[reservation(0, 0, "1g.5gb", 6, 1)])
+        .realise("p", &[reservation(0, 0, "1g.5gb", 6, 1)])
         .expect("created");
     let mut bad = pod("p", "Running", &[]);
     bad.annotations
@@ -569,18 +575,18 @@ fn an_untracked_instance_at_exactly_the_reserved_slice_is_reused_unless_a_proces
     );
     let r = reservation(0, 0, "2g.10gb", 2, 2);
     assert_eq!(
-        manager.realise(std::slice::from_ref(&r)),
+        manager.realise("p", std::slice::from_ref(&r)),
         Err(MigError::Busy {
             gpu: "GPU-a".into(),
             pids: vec![8]
         })
     );
     fake.set_processes("GPU-a", vec![]);
-    assert_eq!(manager.realise(&[r]), Ok(vec![leftover]));
+    assert_eq!(manager.realise("p", &[r]), Ok(vec![leftover]));
     assert_eq!(on_card(&fake), vec![(1, 2, 5)], "nothing new created");
     // A different profile over the same slices is someone else's.
     assert_eq!(
-        manager.realise(&[reservation(1, 0, "1g.5gb", 3, 1)]),
+        manager.realise("p", &[reservation(1, 0, "1g.5gb", 3, 1)]),
         Err(MigError::Occupied {
             gpu: "GPU-a".into(),
             start: 2,
@@ -683,7 +689,7 @@ fn an_instance_tracked_after_the_pod_list_was_read_is_not_destroyed_by_that_list
     let (fake, manager) = manager();
     let read_before = std::time::Instant::now();
     manager
-        .realise(&[reservation(0, 0, "1g.5gb", 6, 1)])
+        .realise("p", &[reservation(0, 0, "1g.5gb", 6, 1)])
         .expect("created");
     assert_eq!(
         manager.reconcile_pods(&[], read_before).expect("decodes"),
@@ -699,4 +705,53 @@ fn an_instance_tracked_after_the_pod_list_was_read_is_not_destroyed_by_that_list
         vec![]
     );
     assert_eq!(on_card(&fake), vec![]);
+}
+
+#[test]
+fn an_instance_tracked_for_another_pod_is_handed_over_only_when_idle_and_still_on_the_card() {
+    let (fake, manager) = manager();
+    let r = reservation(0, 0, "2g.10gb", 2, 2);
+    let first = manager
+        .realise("uid-1", std::slice::from_ref(&r))
+        .expect("created");
+    // uid-1 was deleted but its process still runs in the instance; the scheduler gives the
+    // same slices to uid-2.
+    fake.set_processes(
+        "GPU-a",
+        vec![Process {
+            pid: 9,
+            gi: Some(first[0].gi),
+        }],
+    );
+    let err = manager
+        .realise("uid-2", std::slice::from_ref(&r))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "card GPU-a: GPU instance 1 still belongs to pod uid-1: processes [9] run in it"
+    );
+    // The owner keeps getting its own instance.
+    assert_eq!(
+        manager.realise("uid-1", std::slice::from_ref(&r)),
+        Ok(first.clone())
+    );
+
+    fake.set_processes("GPU-a", vec![]);
+    assert_eq!(
+        manager.realise("uid-2", std::slice::from_ref(&r)),
+        Ok(first.clone())
+    );
+    // Gone from the card (destroyed behind the agent's back): created anew for the next pod.
+    fake.destroy("GPU-a", first[0].gi).expect("destroyed");
+    fake.insert(Instance {
+        gpu: "GPU-a".into(),
+        profile_id: 0,
+        placement: Placement { start: 0, size: 1 },
+        gi: 1,
+        ci: 0,
+        uuid: "MIG-other".into(),
+    });
+    let again = manager.realise("uid-3", &[r]).expect("created anew");
+    assert_eq!((again[0].gi, again[0].placement.start), (2, 2));
+    assert_eq!(on_card(&fake), vec![(0, 0, 1), (1, 2, 2)]);
 }
