@@ -91,13 +91,8 @@ impl<P: PodSource> Allocator<P> {
         let owner = candidate.pod.uid.clone();
         let worker = manager.clone();
         let realised = tokio::task::spawn_blocking(move || {
-            match worker.reconcile_pods(&pods, read_at) {
-                Ok(errors) => {
-                    for error in errors {
-                        tracing::warn!(%error, "MIG instance kept");
-                    }
-                }
-                Err(reason) => tracing::warn!(%reason, "MIG reconciliation skipped"),
+            for error in worker.reconcile_pods(&pods, read_at) {
+                tracing::warn!(%error, "MIG instance kept");
             }
             worker.realise(&owner, &wanted)
         })

@@ -146,7 +146,7 @@ async fn the_instances_of_a_pod_that_is_gone_are_destroyed_at_the_next_reconcili
     running.phase = "Running".into();
     assert_eq!(
         manager.reconcile_pods(&[running.clone()], std::time::Instant::now()),
-        Ok(vec![])
+        vec![]
     );
     assert_eq!(
         fake.instances("GPU-a").expect("card").len(),
@@ -164,9 +164,7 @@ async fn the_instances_of_a_pod_that_is_gone_are_destroyed_at_the_next_reconcili
             gi: Some(2),
         }],
     );
-    let errors = manager
-        .reconcile_pods(&[running], std::time::Instant::now())
-        .expect("decodes");
+    let errors = manager.reconcile_pods(&[running], std::time::Instant::now());
     assert_eq!(
         errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec!["card GPU-a: refusing to repartition: processes [31] are running on it"]
@@ -181,7 +179,7 @@ async fn the_instances_of_a_pod_that_is_gone_are_destroyed_at_the_next_reconcili
     fake.set_processes("GPU-a", vec![]);
     assert_eq!(
         manager.reconcile_pods(&[], std::time::Instant::now()),
-        Ok(vec![])
+        vec![]
     );
     assert_eq!(fake.instances("GPU-a").expect("card"), vec![]);
 }

@@ -68,19 +68,48 @@ pub fn is_active(pod: &PodInfo) -> bool {
 }
 
 /// The reservations of the node's active pods, each with its pod's UID. A list that does not
-/// decode fails the whole call (reconciliation then skips its cycle rather than destroy what
-/// it cannot account for).
+/// decode fails the whole call (start-up then counts every card as in use).
 pub fn active_reservations(pods: &[PodInfo]) -> Result<Vec<(String, Reservation)>, String> {
-    let mut out = Vec::new();
-    for pod in pods.iter().filter(|p| is_active(p)) {
-        if let Some(text) = pod.annotation(MIG_ALLOCATIONS) {
-            let list = decode_reservations(text).map_err(|e| {
-                format!("pod {}/{}: {MIG_ALLOCATIONS}: {e}", pod.namespace, pod.name)
-            })?;
-            out.extend(list.into_iter().map(|r| (pod.uid.clone(), r)));
-        }
+    let active = ActivePods::read(pods);
+    match active.undecodable.into_iter().next() {
+        Some(reason) => Err(reason),
+        None => Ok(active.reservations),
     }
-    Ok(out)
+}
+
+/// The node's active pods as reconciliation sees them.
+#[derive(Debug, Default)]
+pub struct ActivePods {
+    /// The reservations that decode, each with its pod's UID.
+    pub reservations: Vec<(String, Reservation)>,
+    /// The UIDs of the pods whose reservation list does not decode: their instances are kept.
+    pub protected: BTreeSet<String>,
+    /// Why each of those does not decode (pod, annotation, reason).
+    pub undecodable: Vec<String>,
+}
+
+impl ActivePods {
+    pub fn read(pods: &[PodInfo]) -> ActivePods {
+        let mut out = ActivePods::default();
+        for pod in pods.iter().filter(|p| is_active(p)) {
+            let Some(text) = pod.annotation(MIG_ALLOCATIONS) else {
+                continue;
+            };
+            match decode_reservations(text) {
+                Ok(list) => out
+                    .reservations
+                    .extend(list.into_iter().map(|r| (pod.uid.clone(), r))),
+                Err(e) => {
+                    out.protected.insert(pod.uid.clone());
+                    out.undecodable.push(format!(
+                        "pod {}/{}: {MIG_ALLOCATIONS}: {e}",
+                        pod.namespace, pod.name
+                    ));
+                }
+            }
+        }
+        out
+    }
 }
 
 impl MigManager {
@@ -276,14 +305,22 @@ impl MigManager {
     }
 
     /// Destroys every tracked instance whose key is not `active`, unless a process still runs
-    /// in it (it is kept, and retried next time) or it was tracked at or after `read_at`, when
-    /// the pods behind `active` were read (its pod may be missing from that list only because
-    /// the list is older). Returns what could not be destroyed.
-    pub fn reconcile(&self, active: &BTreeSet<Key>, read_at: Instant) -> Vec<MigError> {
+    /// in it (it is kept, and retried next time), its owner's UID is `protected` (that pod's
+    /// reservations could not be read), or it was tracked at or after `read_at`, when the pods
+    /// behind `active` were read (its pod may be missing from that list only because the list
+    /// is older). Returns what could not be destroyed.
+    pub fn reconcile(
+        &self,
+        active: &BTreeSet<Key>,
+        protected: &BTreeSet<String>,
+        read_at: Instant,
+    ) -> Vec<MigError> {
         let mut tracked = self.lock();
         let stale: Vec<Key> = tracked
             .iter()
-            .filter(|(k, t)| !active.contains(*k) && t.since < read_at)
+            .filter(|(k, t)| {
+                !active.contains(*k) && !protected.contains(&t.owner) && t.since < read_at
+            })
             .map(|(k, _)| k.clone())
             .collect();
         let mut errors = Vec::new();
@@ -311,17 +348,17 @@ impl MigManager {
     /// instances of gone pods, then adopts every active reservation that recorded runtime ids
     /// but is not tracked (after an agent restart, or when start-up could not adopt it), once
     /// the card confirms the instance. `read_at` is when `pods` was read (taken before the
-    /// request). A pod list that cannot be read or decoded skips the cycle (fail-closed).
-    pub fn reconcile_pods(
-        &self,
-        pods: &[PodInfo],
-        read_at: Instant,
-    ) -> Result<Vec<MigError>, String> {
-        let reservations = active_reservations(pods)?;
-        let active: BTreeSet<Key> = reservations.iter().map(|(_, r)| Key::of(r)).collect();
-        let mut errors = self.reconcile(&active, read_at);
-        errors.extend(self.adopt_all(&reservations));
-        Ok(errors)
+    /// request). A pod whose reservation list does not decode keeps the instances it owns
+    /// (fail-closed for that pod only; logged every cycle); the others are reconciled.
+    pub fn reconcile_pods(&self, pods: &[PodInfo], read_at: Instant) -> Vec<MigError> {
+        let pods = ActivePods::read(pods);
+        for reason in &pods.undecodable {
+            tracing::warn!(%reason, "MIG instances of this pod kept: reservations unreadable");
+        }
+        let active: BTreeSet<Key> = pods.reservations.iter().map(|(_, r)| Key::of(r)).collect();
+        let mut errors = self.reconcile(&active, &pods.protected, read_at);
+        errors.extend(self.adopt_all(&pods.reservations));
+        errors
     }
 
     /// Adopts every reservation of `reservations` that carries runtime ids and is not tracked;
@@ -449,12 +486,11 @@ impl MigManager {
             };
             let me = self.clone();
             match tokio::task::spawn_blocking(move || me.reconcile_pods(&list, read_at)).await {
-                Ok(Ok(errors)) => {
+                Ok(errors) => {
                     for error in errors {
                         tracing::warn!(%error, "MIG instance kept");
                     }
                 }
-                Ok(Err(reason)) => tracing::warn!(%reason, "MIG reconciliation skipped"),
                 Err(error) => tracing::warn!(%error, "MIG reconciliation failed"),
             }
         }

@@ -353,9 +353,7 @@ fn reconciliation_destroys_the_instances_of_gone_pods_but_not_under_a_running_pr
         pod("p-kept", "Running", std::slice::from_ref(&kept)),
         pod("p-gone", "Succeeded", std::slice::from_ref(&gone)),
     ];
-    let errors = manager
-        .reconcile_pods(&pods, std::time::Instant::now())
-        .expect("decodes");
+    let errors = manager.reconcile_pods(&pods, std::time::Instant::now());
     assert_eq!(
         errors,
         vec![MigError::Busy {
@@ -377,9 +375,7 @@ fn reconciliation_destroys_the_instances_of_gone_pods_but_not_under_a_running_pr
         }],
     );
     assert_eq!(
-        manager
-            .reconcile_pods(&pods, std::time::Instant::now())
-            .expect("decodes"),
+        manager.reconcile_pods(&pods, std::time::Instant::now()),
         vec![]
     );
     assert_eq!(
@@ -397,35 +393,42 @@ fn reconciliation_destroys_the_instances_of_gone_pods_but_not_under_a_running_pr
     deleting.deleting = true;
     fake.set_processes("GPU-a", vec![]);
     assert_eq!(
-        manager
-            .reconcile_pods(&[deleting], std::time::Instant::now())
-            .expect("decodes"),
+        manager.reconcile_pods(&[deleting], std::time::Instant::now()),
         vec![]
     );
     assert_eq!(on_card(&fake), vec![]);
 }
 
 #[test]
-fn reconciliation_skips_the_cycle_when_a_reservation_list_does_not_decode() {
+fn a_pod_whose_reservations_do_not_decode_keeps_only_the_instances_it_owns() {
     let (fake, manager) = manager();
     manager
         .realise("p", &[reservation(0, 0, "1g.5gb", 6, 1)])
         .expect("created");
+    manager
+        .realise("p-gone", &[reservation(0, 0, "2g.10gb", 0, 2)])
+        .expect("created");
     let mut bad = pod("p", "Running", &[]);
     bad.annotations
         .insert(MIG_ALLOCATIONS.into(), "[{\"containerIndex\":0}]".into());
-    let err = manager
-        .reconcile_pods(&[bad], std::time::Instant::now())
-        .unwrap_err();
+    let err = active_reservations_error(&bad);
     assert!(
         err.starts_with("pod default/p: hami.io/vgpu-mig-allocations: not a MIG reservation list"),
         "{err}"
     );
     assert_eq!(
+        manager.reconcile_pods(&[bad], std::time::Instant::now()),
+        vec![]
+    );
+    assert_eq!(
         on_card(&fake),
         vec![(0, 6, 1)],
-        "fail-closed: nothing destroyed"
+        "the undecodable pod's instance is kept; the gone pod's is destroyed"
     );
+}
+
+fn active_reservations_error(pod: &PodInfo) -> String {
+    manager::active_reservations(std::slice::from_ref(pod)).unwrap_err()
 }
 
 #[test]
@@ -488,7 +491,11 @@ fn start_up_resets_idle_cards_and_adopts_what_active_pods_recorded() {
     );
     // The adopted instance is destroyed once its pod is gone; the unverified one never is.
     assert_eq!(
-        manager.reconcile(&BTreeSet::new(), std::time::Instant::now()),
+        manager.reconcile(
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+            std::time::Instant::now()
+        ),
         vec![]
     );
     assert_eq!(on_card(&fake), vec![(0, 6, 4)]);
@@ -624,9 +631,7 @@ fn reconciliation_adopts_recorded_instances_nobody_tracks_and_destroys_them_once
     assert_eq!(manager.start(None, true), vec![]);
     assert_eq!(manager.tracked().len(), 0, "pods unreadable at start-up");
 
-    let errors = manager
-        .reconcile_pods(std::slice::from_ref(&running), std::time::Instant::now())
-        .expect("decodes");
+    let errors = manager.reconcile_pods(std::slice::from_ref(&running), std::time::Instant::now());
     assert_eq!(
         errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec![
@@ -640,9 +645,7 @@ fn reconciliation_adopts_recorded_instances_nobody_tracks_and_destroys_them_once
     );
     let done = pod("p", "Succeeded", &[recorded]);
     assert_eq!(
-        manager
-            .reconcile_pods(&[done], std::time::Instant::now())
-            .expect("decodes"),
+        manager.reconcile_pods(&[done], std::time::Instant::now()),
         vec![]
     );
     assert_eq!(on_card(&fake), vec![], "destroyed once the pod is gone");
@@ -691,17 +694,12 @@ fn an_instance_tracked_after_the_pod_list_was_read_is_not_destroyed_by_that_list
     manager
         .realise("p", &[reservation(0, 0, "1g.5gb", 6, 1)])
         .expect("created");
-    assert_eq!(
-        manager.reconcile_pods(&[], read_before).expect("decodes"),
-        vec![]
-    );
+    assert_eq!(manager.reconcile_pods(&[], read_before), vec![]);
     assert_eq!(on_card(&fake), vec![(0, 6, 1)], "kept: the list is older");
     assert_eq!(manager.tracked().len(), 1);
     // A list read after the instance was tracked that still lacks the pod condemns it.
     assert_eq!(
-        manager
-            .reconcile_pods(&[], std::time::Instant::now())
-            .expect("decodes"),
+        manager.reconcile_pods(&[], std::time::Instant::now()),
         vec![]
     );
     assert_eq!(on_card(&fake), vec![]);
