@@ -215,7 +215,10 @@ async fn start_mig(
     node: &str,
 ) -> Arc<MigManager> {
     let manager = Arc::new(MigManager::new(control));
-    let allowed = inventory
+    // The reset needs every card's model in the allowlist (NVML names such as "NVIDIA H100
+    // 80GB HBM3" may match no entry); adoption does not: it only tracks what active pods
+    // recorded, so that their instances are destroyed once the pods are gone.
+    let reset = inventory
         .current()
         .iter()
         .filter(|d| d.vendor == NVIDIA)
@@ -225,29 +228,30 @@ async fn start_mig(
                 .iter()
                 .any(|e| e.models.iter().any(|m| d.model.contains(m.as_str())))
         });
-    if allowed {
-        let list = match pods.pods_on(node).await {
-            Ok(list) => Some(list),
-            Err(error) => {
-                tracing::warn!(%error, "MIG start-up: pods unreadable, every card counts as in use");
-                None
-            }
-        };
-        let worker = manager.clone();
-        match tokio::task::spawn_blocking(move || worker.start(list.as_deref())).await {
-            Ok(errors) => {
-                for error in errors {
-                    tracing::warn!(%error, "MIG start-up");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "MIG start-up failed"),
+    if !reset {
+        tracing::warn!("MIG start-up reset skipped: a card's model is not in migProfileAllowlist");
+    }
+    let list = match pods.pods_on(node).await {
+        Ok(list) => Some(list),
+        Err(error) => {
+            tracing::warn!(%error, "MIG start-up: pods unreadable, every card counts as in use");
+            None
         }
+    };
+    let worker = manager.clone();
+    match tokio::task::spawn_blocking(move || worker.start(list.as_deref(), reset)).await {
+        Ok(errors) => {
+            for error in errors {
+                tracing::warn!(%error, "MIG start-up");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "MIG start-up failed"),
+    }
+    if reset {
         // Modes may have changed: publish the cards' MIG profiles now.
         if let Err(error) = inventory.refresh() {
             tracing::warn!(%error, "device scan failed after MIG start-up");
         }
-    } else {
-        tracing::warn!("MIG start-up reset skipped: a card's model is not in migProfileAllowlist");
     }
     let every = Duration::from_secs(config.mig_reconcile_seconds.max(1));
     tokio::spawn(manager.clone().run(pods.clone(), node.to_string(), every));

@@ -85,19 +85,16 @@ impl<P: PodSource> Allocator<P> {
                 why: "operatingMode is not mig",
             });
         };
+        let read_at = std::time::Instant::now();
         let pods = self.pods.pods_on(&self.node).await?;
         let wanted = reservations.to_vec();
+        let owner = candidate.pod.uid.clone();
         let worker = manager.clone();
         let realised = tokio::task::spawn_blocking(move || {
-            match worker.reconcile_pods(&pods) {
-                Ok(errors) => {
-                    for error in errors {
-                        tracing::warn!(%error, "MIG instance kept");
-                    }
-                }
-                Err(reason) => tracing::warn!(%reason, "MIG reconciliation skipped"),
+            for error in worker.reconcile_pods(&pods, read_at) {
+                tracing::warn!(%error, "MIG instance kept");
             }
-            worker.realise(&wanted)
+            worker.realise(&owner, &wanted)
         })
         .await
         .map_err(|e| AllocateError::MigReservation {

@@ -119,7 +119,9 @@ pub fn container_response(
 }
 
 /// The response for a container given MIG devices (node-side.md §6.5): the runtime is told
-/// the MIG device UUIDs (`NVIDIA_VISIBLE_DEVICES`, and CDI names); nothing of HAMi-core.
+/// the MIG device UUIDs in `NVIDIA_VISIBLE_DEVICES`, as HAMi does; nothing of HAMi-core. No
+/// CDI names: CDI specs generated at install time cannot list MIG devices created later, and
+/// containerd with CDI enabled refuses a container naming an unknown CDI device.
 pub fn mig_response(instances: &[crate::mig::Instance]) -> ContainerAllocateResponse {
     let uuids: Vec<&str> = instances.iter().map(|i| i.uuid.as_str()).collect();
     ContainerAllocateResponse {
@@ -127,12 +129,7 @@ pub fn mig_response(instances: &[crate::mig::Instance]) -> ContainerAllocateResp
         mounts: Vec::new(),
         devices: Vec::new(),
         annotations: HashMap::new(),
-        cdi_devices: uuids
-            .iter()
-            .map(|u| CdiDevice {
-                name: format!("nvidia.com/gpu={u}"),
-            })
-            .collect(),
+        cdi_devices: Vec::new(),
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hamr_guest::vendor::nvidia::mig::{MIG_ALLOCATIONS, Reservation, decode_reservations};
 
@@ -40,7 +40,26 @@ impl Key {
 /// adopted are ever destroyed by reconciliation.
 pub struct MigManager {
     control: Arc<dyn MigControl>,
-    tracked: Mutex<BTreeMap<Key, Instance>>,
+    tracked: Mutex<BTreeMap<Key, Tracked>>,
+}
+
+/// A tracked instance, the UID of the pod it was created for or adopted from, and when: a pod
+/// list read before then may not show its pod yet, so it cannot condemn the instance.
+#[derive(Clone, Debug)]
+struct Tracked {
+    instance: Instance,
+    owner: String,
+    since: Instant,
+}
+
+impl Tracked {
+    fn now(instance: Instance, owner: &str) -> Tracked {
+        Tracked {
+            instance,
+            owner: owner.to_string(),
+            since: Instant::now(),
+        }
+    }
 }
 
 /// Whether a pod still holds its reservations: not being deleted, not finished.
@@ -48,19 +67,49 @@ pub fn is_active(pod: &PodInfo) -> bool {
     !pod.deleting && pod.phase != "Succeeded" && pod.phase != "Failed"
 }
 
-/// The reservations of the node's active pods. A list that does not decode fails the whole
-/// call (reconciliation then skips its cycle rather than destroy what it cannot account for).
-pub fn active_reservations(pods: &[PodInfo]) -> Result<Vec<Reservation>, String> {
-    let mut out = Vec::new();
-    for pod in pods.iter().filter(|p| is_active(p)) {
-        if let Some(text) = pod.annotation(MIG_ALLOCATIONS) {
-            let list = decode_reservations(text).map_err(|e| {
-                format!("pod {}/{}: {MIG_ALLOCATIONS}: {e}", pod.namespace, pod.name)
-            })?;
-            out.extend(list);
-        }
+/// The reservations of the node's active pods, each with its pod's UID. A list that does not
+/// decode fails the whole call (start-up then counts every card as in use).
+pub fn active_reservations(pods: &[PodInfo]) -> Result<Vec<(String, Reservation)>, String> {
+    let active = ActivePods::read(pods);
+    match active.undecodable.into_iter().next() {
+        Some(reason) => Err(reason),
+        None => Ok(active.reservations),
     }
-    Ok(out)
+}
+
+/// The node's active pods as reconciliation sees them.
+#[derive(Debug, Default)]
+pub struct ActivePods {
+    /// The reservations that decode, each with its pod's UID.
+    pub reservations: Vec<(String, Reservation)>,
+    /// The UIDs of the pods whose reservation list does not decode: their instances are kept.
+    pub protected: BTreeSet<String>,
+    /// Why each of those does not decode (pod, annotation, reason).
+    pub undecodable: Vec<String>,
+}
+
+impl ActivePods {
+    pub fn read(pods: &[PodInfo]) -> ActivePods {
+        let mut out = ActivePods::default();
+        for pod in pods.iter().filter(|p| is_active(p)) {
+            let Some(text) = pod.annotation(MIG_ALLOCATIONS) else {
+                continue;
+            };
+            match decode_reservations(text) {
+                Ok(list) => out
+                    .reservations
+                    .extend(list.into_iter().map(|r| (pod.uid.clone(), r))),
+                Err(e) => {
+                    out.protected.insert(pod.uid.clone());
+                    out.undecodable.push(format!(
+                        "pod {}/{}: {MIG_ALLOCATIONS}: {e}",
+                        pod.namespace, pod.name
+                    ));
+                }
+            }
+        }
+        out
+    }
 }
 
 impl MigManager {
@@ -73,46 +122,102 @@ impl MigManager {
 
     /// The instances tracked now, by key.
     pub fn tracked(&self) -> BTreeMap<Key, Instance> {
-        self.lock().clone()
+        self.lock()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.instance.clone()))
+            .collect()
     }
 
-    /// Realises one container's reservations, in order (node-side.md §6.5): an instance
-    /// already tracked for a reservation is reused; otherwise the card is put in MIG mode if it
+    /// Realises one container's reservations for the pod with UID `owner`, in order
+    /// (node-side.md §6.5): an instance already tracked for a reservation is reused (one
+    /// tracked for another pod only when no process runs in it and the card still has it: the
+    /// scheduler may give the slices of a deleted pod whose process still runs to a new pod);
+    /// otherwise the card is put in MIG mode if it
     /// is idle, the reserved placement is checked against the profile's legal ones (never
     /// another tried), and a GPU instance with its compute instance is created. If one fails,
     /// the instances created by this call are destroyed, last first.
-    pub fn realise(&self, reservations: &[Reservation]) -> Result<Vec<Instance>, MigError> {
+    pub fn realise(
+        &self,
+        owner: &str,
+        reservations: &[Reservation],
+    ) -> Result<Vec<Instance>, MigError> {
         let mut tracked = self.lock();
         let mut created: Vec<Key> = Vec::new();
         let mut out = Vec::with_capacity(reservations.len());
         for r in reservations {
             let key = Key::of(r);
-            if let Some(instance) = tracked.get(&key) {
-                out.push(instance.clone());
-                continue;
+            let handed = match tracked.get(&key) {
+                Some(entry) if entry.owner == owner => {
+                    out.push(entry.instance.clone());
+                    continue;
+                }
+                Some(entry) => self.hand_over(entry),
+                None => Ok(None),
+            };
+            match handed {
+                Ok(Some(instance)) => {
+                    tracing::info!(card = %r.gpu_uuid, gi = instance.gi, uuid = %instance.uuid,
+                        owner, "MIG instance of a gone pod handed over");
+                    tracked.insert(key, Tracked::now(instance.clone(), owner));
+                    out.push(instance);
+                    continue;
+                }
+                Ok(None) => {
+                    tracked.remove(&key);
+                }
+                Err(error) => {
+                    self.roll_back(&mut tracked, &created);
+                    return Err(error);
+                }
             }
             match self.create(r) {
                 Ok(instance) => {
                     tracing::info!(card = %r.gpu_uuid, profile = %r.profile,
                         start = r.placement.start, gi = instance.gi, uuid = %instance.uuid,
                         "MIG instance created");
-                    tracked.insert(key.clone(), instance.clone());
+                    tracked.insert(key.clone(), Tracked::now(instance.clone(), owner));
                     created.push(key);
                     out.push(instance);
                 }
                 Err(error) => {
-                    for key in created.iter().rev() {
-                        if let Some(instance) = tracked.remove(key)
-                            && let Err(e) = self.control.destroy(&instance.gpu, instance.gi)
-                        {
-                            tracing::warn!(error = %e, "rolling back a MIG instance");
-                        }
-                    }
+                    self.roll_back(&mut tracked, &created);
                     return Err(error);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Destroys the instances of `created`, last first, and stops tracking them.
+    fn roll_back(&self, tracked: &mut BTreeMap<Key, Tracked>, created: &[Key]) {
+        for key in created.iter().rev() {
+            if let Some(entry) = tracked.remove(key)
+                && let Err(e) = self.control.destroy(&entry.instance.gpu, entry.instance.gi)
+            {
+                tracing::warn!(error = %e, "rolling back a MIG instance");
+            }
+        }
+    }
+
+    /// The instance tracked for another pod, if it may pass to a new one: refused
+    /// ([`MigError::HeldBy`]) while a process runs in it; `None` when the card no longer has it
+    /// (it is then created anew).
+    fn hand_over(&self, entry: &Tracked) -> Result<Option<Instance>, MigError> {
+        let instance = &entry.instance;
+        let gi = instance.gi;
+        if let Err(busy) = self.refuse_if_busy(&instance.gpu, |p| p.gi == Some(gi)) {
+            return Err(match busy {
+                MigError::Busy { gpu, pids } => MigError::HeldBy {
+                    gpu,
+                    gi,
+                    owner: entry.owner.clone(),
+                    pids,
+                },
+                other => other,
+            });
+        }
+        let on_card = self.control.instances(&instance.gpu)?;
+        Ok(on_card.into_iter().find(|i| i == instance))
     }
 
     fn create(&self, r: &Reservation) -> Result<Instance, MigError> {
@@ -200,17 +305,27 @@ impl MigManager {
     }
 
     /// Destroys every tracked instance whose key is not `active`, unless a process still runs
-    /// in it (it is kept, and retried next time). Returns what could not be destroyed.
-    pub fn reconcile(&self, active: &BTreeSet<Key>) -> Vec<MigError> {
+    /// in it (it is kept, and retried next time), its owner's UID is `protected` (that pod's
+    /// reservations could not be read), or it was tracked at or after `read_at`, when the pods
+    /// behind `active` were read (its pod may be missing from that list only because the list
+    /// is older). Returns what could not be destroyed.
+    pub fn reconcile(
+        &self,
+        active: &BTreeSet<Key>,
+        protected: &BTreeSet<String>,
+        read_at: Instant,
+    ) -> Vec<MigError> {
         let mut tracked = self.lock();
         let stale: Vec<Key> = tracked
-            .keys()
-            .filter(|k| !active.contains(*k))
-            .cloned()
+            .iter()
+            .filter(|(k, t)| {
+                !active.contains(*k) && !protected.contains(&t.owner) && t.since < read_at
+            })
+            .map(|(k, _)| k.clone())
             .collect();
         let mut errors = Vec::new();
         for key in stale {
-            let Some(instance) = tracked.get(&key).cloned() else {
+            let Some(instance) = tracked.get(&key).map(|t| t.instance.clone()) else {
                 continue;
             };
             let gi = instance.gi;
@@ -229,18 +344,41 @@ impl MigManager {
         errors
     }
 
-    /// Reconciles against the node's pods now (node-side.md §6.6). A pod list that cannot be
-    /// read or decoded skips the cycle (fail-closed).
-    pub fn reconcile_pods(&self, pods: &[PodInfo]) -> Result<Vec<MigError>, String> {
-        let active: BTreeSet<Key> = active_reservations(pods)?.iter().map(Key::of).collect();
-        Ok(self.reconcile(&active))
+    /// Reconciles against the node's pods now (node-side.md §6.6): destroys the tracked
+    /// instances of gone pods, then adopts every active reservation that recorded runtime ids
+    /// but is not tracked (after an agent restart, or when start-up could not adopt it), once
+    /// the card confirms the instance. `read_at` is when `pods` was read (taken before the
+    /// request). A pod whose reservation list does not decode keeps the instances it owns
+    /// (fail-closed for that pod only; logged every cycle); the others are reconciled.
+    pub fn reconcile_pods(&self, pods: &[PodInfo], read_at: Instant) -> Vec<MigError> {
+        let pods = ActivePods::read(pods);
+        for reason in &pods.undecodable {
+            tracing::warn!(%reason, "MIG instances of this pod kept: reservations unreadable");
+        }
+        let active: BTreeSet<Key> = pods.reservations.iter().map(|(_, r)| Key::of(r)).collect();
+        let mut errors = self.reconcile(&active, &pods.protected, read_at);
+        errors.extend(self.adopt_all(&pods.reservations));
+        errors
     }
 
-    /// Start-up (node-side.md §6.6): every MIG card that no active reservation names and no
-    /// process runs on is put in MIG mode and emptied; then the recorded instances of active
-    /// pods are verified on the cards and tracked. `pods` is `None` when they could not be
-    /// read: every card then counts as in use. Returns what failed (start-up goes on).
-    pub fn start(&self, pods: Option<&[PodInfo]>) -> Vec<MigError> {
+    /// Adopts every reservation of `reservations` that carries runtime ids and is not tracked;
+    /// returns the records the cards do not confirm.
+    fn adopt_all(&self, reservations: &[(String, Reservation)]) -> Vec<MigError> {
+        let mut errors = Vec::new();
+        for (owner, r) in reservations {
+            if let Err(e) = self.adopt(owner, r) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    /// Start-up (node-side.md §6.6): with `reset`, every MIG card that no active reservation
+    /// names and no process runs on is put in MIG mode and emptied; then (whatever `reset`) the
+    /// recorded instances of active pods are verified on the cards and tracked. `pods` is
+    /// `None` when they could not be read: every card then counts as in use, and adoption is
+    /// left to reconciliation. Returns what failed (start-up goes on).
+    pub fn start(&self, pods: Option<&[PodInfo]>, reset: bool) -> Vec<MigError> {
         let mut errors = Vec::new();
         let cards = match self.control.cards() {
             Ok(cards) => cards,
@@ -255,18 +393,19 @@ impl MigManager {
             None => None,
         };
         let in_use: BTreeSet<&str> = match &reservations {
-            Some(list) => list.iter().map(|r| r.gpu_uuid.as_str()).collect(),
+            Some(list) => list.iter().map(|(_, r)| r.gpu_uuid.as_str()).collect(),
             None => cards.iter().map(String::as_str).collect(),
         };
-        for gpu in cards.iter().filter(|g| !in_use.contains(g.as_str())) {
+        for gpu in cards
+            .iter()
+            .filter(|g| reset && !in_use.contains(g.as_str()))
+        {
             if let Err(e) = self.reset(gpu) {
                 errors.push(e);
             }
         }
-        for r in reservations.iter().flatten() {
-            if let Err(e) = self.adopt(r) {
-                errors.push(e);
-            }
+        if let Some(list) = &reservations {
+            errors.extend(self.adopt_all(list));
         }
         errors
     }
@@ -292,14 +431,18 @@ impl MigManager {
         Ok(())
     }
 
-    /// Tracks a reservation's recorded instance once the card confirms it: same profile,
-    /// placement and ids, same MIG UUID. A reservation without runtime ids is not realised yet.
-    fn adopt(&self, r: &Reservation) -> Result<(), MigError> {
+    /// Tracks a reservation's recorded instance for the pod with UID `owner` once the card
+    /// confirms it: same profile, placement and ids, same MIG UUID. A reservation without
+    /// runtime ids is not realised yet; one already tracked is left as it is.
+    fn adopt(&self, owner: &str, r: &Reservation) -> Result<(), MigError> {
         let (Some(uuid), Some(gi), Some(ci)) =
             (&r.mig_uuid, r.gpu_instance_id, r.compute_instance_id)
         else {
             return Ok(());
         };
+        if self.lock().contains_key(&Key::of(r)) {
+            return Ok(());
+        }
         let gpu = r.gpu_uuid.as_str();
         let id = slices_of(&r.profile).and_then(profile_id);
         let found = self
@@ -315,7 +458,8 @@ impl MigManager {
             });
         match found {
             Some(instance) => {
-                self.lock().insert(Key::of(r), instance);
+                self.lock()
+                    .insert(Key::of(r), Tracked::now(instance, owner));
                 Ok(())
             }
             None => Err(MigError::Mismatch {
@@ -332,6 +476,7 @@ impl MigManager {
     pub async fn run<P: PodSource>(self: Arc<Self>, pods: P, node: String, interval: Duration) {
         loop {
             tokio::time::sleep(interval).await;
+            let read_at = Instant::now();
             let list = match pods.pods_on(&node).await {
                 Ok(list) => list,
                 Err(error) => {
@@ -340,19 +485,18 @@ impl MigManager {
                 }
             };
             let me = self.clone();
-            match tokio::task::spawn_blocking(move || me.reconcile_pods(&list)).await {
-                Ok(Ok(errors)) => {
+            match tokio::task::spawn_blocking(move || me.reconcile_pods(&list, read_at)).await {
+                Ok(errors) => {
                     for error in errors {
                         tracing::warn!(%error, "MIG instance kept");
                     }
                 }
-                Ok(Err(reason)) => tracing::warn!(%reason, "MIG reconciliation skipped"),
                 Err(error) => tracing::warn!(%error, "MIG reconciliation failed"),
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Instance>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Tracked>> {
         // A poisoned lock means a panic elsewhere; the map itself is still consistent.
         self.tracked.lock().unwrap_or_else(|e| e.into_inner())
     }

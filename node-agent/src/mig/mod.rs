@@ -146,6 +146,17 @@ pub enum MigError {
         end: u32,
         gi: u32,
     },
+    /// The instance tracked for these slices belongs to another pod (deleted, or finished)
+    /// whose process still runs in it; it is handed over once the process ends.
+    #[error(
+        "card {gpu}: GPU instance {gi} still belongs to pod {owner}: processes {pids:?} run in it"
+    )]
+    HeldBy {
+        gpu: String,
+        gi: u32,
+        owner: String,
+        pids: Vec<u32>,
+    },
     /// A recorded instance (reservation runtime ids) does not match the hardware.
     #[error("card {gpu}: recorded instance {what} does not match the card")]
     Mismatch { gpu: String, what: String },

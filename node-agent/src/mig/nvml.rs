@@ -30,18 +30,29 @@ fn ci_profile_id(slices: u32) -> Option<u32> {
 }
 
 /// One GPU instance handle, valid while NVML is initialised (the `&NvmlLib` borrow of the
-/// long-lived [`Nvml`]) and until the instance is destroyed.
-#[derive(Clone, Copy)]
+/// long-lived [`Nvml`]) and until the instance is destroyed. Neither `Copy` nor `Clone`:
+/// [`GpuInstance::destroy`] consumes the only copy, so it cannot be used after.
 struct GpuInstance<'a> {
     lib: &'a NvmlLib,
     handle: nvmlGpuInstance_t,
 }
 
-/// One compute instance handle, with the same validity as [`GpuInstance`].
-#[derive(Clone, Copy)]
+/// One compute instance handle, with the same validity (and ownership) as [`GpuInstance`].
 struct ComputeInstance<'a> {
     lib: &'a NvmlLib,
     handle: nvmlComputeInstance_t,
+}
+
+/// How many of a `capacity`-long buffer NVML filled when it reports `count`: a count above the
+/// capacity means entries were left out, which is an error (`InsufficientSize`, with the count
+/// NVML needs) rather than a silently shortened list.
+fn filled(count: u32, capacity: usize) -> Result<usize, NvmlError> {
+    let n = count as usize;
+    if n > capacity {
+        Err(NvmlError::InsufficientSize(Some(n)))
+    } else {
+        Ok(n)
+    }
 }
 
 /// The legal placements of GPU-instance profile `profile` on `device`
@@ -56,7 +67,7 @@ pub fn possible_placements(device: &Device<'_>, profile: u32) -> Result<Vec<Plac
     // SAFETY: `device.handle()` is a live handle of the same `Nvml` that owns `lib`; `buf`
     // holds `count` writable elements and `count` is a valid out-pointer.
     nvml_try(unsafe { sym(device.handle(), profile, buf.as_mut_ptr(), &mut count) })?;
-    let n = (count as usize).min(buf.len());
+    let n = filled(count, buf.len())?;
     Ok(buf[..n]
         .iter()
         .map(|p| Placement {
@@ -96,7 +107,7 @@ fn gpu_instances<'a>(device: &Device<'a>, profile: u32) -> Result<Vec<GpuInstanc
     // SAFETY: live device handle; `buf` has room for 16 handles, twice the most GPU instances a card
     // can hold (8 memory slices), and NVML writes `count` of them.
     nvml_try(unsafe { sym(device.handle(), profile, buf.as_mut_ptr(), &mut count) })?;
-    let n = (count as usize).min(buf.len());
+    let n = filled(count, buf.len())?;
     Ok(buf[..n]
         .iter()
         .map(|&handle| GpuInstance { lib, handle })
@@ -192,7 +203,7 @@ impl<'a> GpuInstance<'a> {
         // SAFETY: live GI handle; `buf` has room for 16 handles, twice the most compute instances a GI
         // can hold (8 compute slices); NVML writes `count` of them.
         nvml_try(unsafe { sym(self.handle, profile, buf.as_mut_ptr(), &mut count) })?;
-        let n = (count as usize).min(buf.len());
+        let n = filled(count, buf.len())?;
         Ok(buf[..n]
             .iter()
             .map(|&handle| ComputeInstance {
@@ -258,7 +269,10 @@ impl NvmlMig {
         })
     }
 
-    /// The MIG device UUID and first compute instance of GPU instance `gi`.
+    /// The MIG device UUID and first compute instance of GPU instance `gi`. A MIG UUID that
+    /// cannot be read is left empty (logged) rather than failing the card's whole listing: such
+    /// an instance is never reused nor matched to a recorded one, and still counts as occupying
+    /// its slices.
     fn describe(
         &self,
         gpu: &str,
@@ -276,7 +290,10 @@ impl NvmlMig {
         let uuid = if ci == u32::MAX {
             String::new()
         } else {
-            self.mig_uuid(gpu, device, info.id)?
+            self.mig_uuid(gpu, device, info.id).unwrap_or_else(|error| {
+                tracing::warn!(%error, gi = info.id, "MIG device UUID unreadable; listed without it");
+                String::new()
+            })
         };
         Ok(Instance {
             gpu: gpu.to_string(),
@@ -513,6 +530,16 @@ impl MigControl for NvmlMig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_above_the_buffer_is_an_error_not_a_shorter_list() {
+        assert_eq!(filled(0, 16).ok(), Some(0));
+        assert_eq!(filled(16, 16).ok(), Some(16));
+        assert!(matches!(
+            filled(17, 16),
+            Err(NvmlError::InsufficientSize(Some(17)))
+        ));
+    }
 
     /// Reads every card's MIG capability and instances without changing anything.
     #[test]

@@ -68,6 +68,7 @@ fn pod(name: &str, phase: &str, reservations: &[Reservation]) -> PodInfo {
     PodInfo {
         namespace: "default".into(),
         name: name.into(),
+        uid: name.into(),
         phase: phase.into(),
         annotations: [(
             MIG_ALLOCATIONS.to_string(),
@@ -199,7 +200,9 @@ fn a_mig_block_on_a_card_of_another_vendor_or_with_an_odd_slice_count_is_refused
 fn a_reservation_is_created_at_its_placement_once_and_reused_after() {
     let (fake, manager) = manager();
     let r = reservation(0, 0, "2g.10gb", 2, 2);
-    let first = manager.realise(std::slice::from_ref(&r)).expect("created");
+    let first = manager
+        .realise("p", std::slice::from_ref(&r))
+        .expect("created");
     assert_eq!(
         first,
         vec![Instance {
@@ -211,7 +214,7 @@ fn a_reservation_is_created_at_its_placement_once_and_reused_after() {
             uuid: "MIG-a/1/0".into(),
         }]
     );
-    let again = manager.realise(&[r]).expect("reused");
+    let again = manager.realise("p", &[r]).expect("reused");
     assert_eq!(again, first);
     assert_eq!(on_card(&fake), vec![(1, 2, 1)], "one instance, not two");
 }
@@ -220,14 +223,14 @@ fn a_reservation_is_created_at_its_placement_once_and_reused_after() {
 fn a_placement_the_profile_does_not_allow_is_refused_and_nothing_is_created() {
     let (fake, manager) = manager();
     let err = manager
-        .realise(&[reservation(0, 0, "2g.10gb", 1, 2)])
+        .realise("p", &[reservation(0, 0, "2g.10gb", 1, 2)])
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         "card GPU-a: profile \"2g.10gb\" cannot start at slice 1 (size 2)"
     );
     let err = manager
-        .realise(&[reservation(0, 0, "5g.30gb", 0, 5)])
+        .realise("p", &[reservation(0, 0, "5g.30gb", 0, 5)])
         .unwrap_err();
     assert_eq!(err.to_string(), "card GPU-a: no MIG profile \"5g.30gb\"");
     assert_eq!(on_card(&fake), vec![]);
@@ -245,10 +248,13 @@ fn when_a_later_slice_fails_the_ones_created_by_the_same_call_are_destroyed() {
         uuid: "MIG-other".into(),
     });
     let err = manager
-        .realise(&[
-            reservation(0, 0, "3g.20gb", 0, 4),
-            reservation(0, 1, "1g.5gb", 5, 1),
-        ])
+        .realise(
+            "p",
+            &[
+                reservation(0, 0, "3g.20gb", 0, 4),
+                reservation(0, 1, "1g.5gb", 5, 1),
+            ],
+        )
         .unwrap_err();
     assert_eq!(
         err,
@@ -278,7 +284,7 @@ fn a_card_with_a_process_outside_any_instance_is_not_repartitioned() {
         }],
     );
     let err = manager
-        .realise(&[reservation(0, 0, "1g.5gb", 6, 1)])
+        .realise("p", &[reservation(0, 0, "1g.5gb", 6, 1)])
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -297,7 +303,7 @@ fn a_card_with_mig_off_is_switched_on_only_when_idle_and_a_pending_change_is_ref
     let fake = Arc::new(FakeMig::from_devices(&devices));
     let manager = MigManager::new(fake.clone());
     manager
-        .realise(&[reservation(0, 0, "1g.5gb", 6, 1)])
+        .realise("p", &[reservation(0, 0, "1g.5gb", 6, 1)])
         .expect("switched on and created");
     assert_eq!(
         fake.mode("GPU-a").expect("card"),
@@ -314,7 +320,7 @@ fn a_card_with_mig_off_is_switched_on_only_when_idle_and_a_pending_change_is_ref
     .expect("valid");
     let manager = MigManager::new(Arc::new(FakeMig::from_devices(&pending)));
     let err = manager
-        .realise(&[reservation(0, 0, "1g.5gb", 6, 1)])
+        .realise("p", &[reservation(0, 0, "1g.5gb", 6, 1)])
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -328,10 +334,10 @@ fn reconciliation_destroys_the_instances_of_gone_pods_but_not_under_a_running_pr
     let kept = reservation(0, 0, "1g.5gb", 6, 1);
     let gone = reservation(0, 0, "2g.10gb", 0, 2);
     manager
-        .realise(std::slice::from_ref(&kept))
+        .realise("p-kept", std::slice::from_ref(&kept))
         .expect("created");
     manager
-        .realise(std::slice::from_ref(&gone))
+        .realise("p-gone", std::slice::from_ref(&gone))
         .expect("created");
     assert_eq!(on_card(&fake), vec![(0, 6, 1), (1, 0, 2)]);
 
@@ -347,7 +353,7 @@ fn reconciliation_destroys_the_instances_of_gone_pods_but_not_under_a_running_pr
         pod("p-kept", "Running", std::slice::from_ref(&kept)),
         pod("p-gone", "Succeeded", std::slice::from_ref(&gone)),
     ];
-    let errors = manager.reconcile_pods(&pods).expect("decodes");
+    let errors = manager.reconcile_pods(&pods, std::time::Instant::now());
     assert_eq!(
         errors,
         vec![MigError::Busy {
@@ -368,7 +374,10 @@ fn reconciliation_destroys_the_instances_of_gone_pods_but_not_under_a_running_pr
             gi: Some(1),
         }],
     );
-    assert_eq!(manager.reconcile_pods(&pods).expect("decodes"), vec![]);
+    assert_eq!(
+        manager.reconcile_pods(&pods, std::time::Instant::now()),
+        vec![]
+    );
     assert_eq!(
         on_card(&fake),
         vec![(0, 6, 1)],
@@ -384,31 +393,42 @@ fn reconciliation_destroys_the_instances_of_gone_pods_but_not_under_a_running_pr
     deleting.deleting = true;
     fake.set_processes("GPU-a", vec![]);
     assert_eq!(
-        manager.reconcile_pods(&[deleting]).expect("decodes"),
+        manager.reconcile_pods(&[deleting], std::time::Instant::now()),
         vec![]
     );
     assert_eq!(on_card(&fake), vec![]);
 }
 
 #[test]
-fn reconciliation_skips_the_cycle_when_a_reservation_list_does_not_decode() {
+fn a_pod_whose_reservations_do_not_decode_keeps_only_the_instances_it_owns() {
     let (fake, manager) = manager();
     manager
-        .realise(&[reservation(0, 0, "1g.5gb", 6, 1)])
+        .realise("p", &[reservation(0, 0, "1g.5gb", 6, 1)])
+        .expect("created");
+    manager
+        .realise("p-gone", &[reservation(0, 0, "2g.10gb", 0, 2)])
         .expect("created");
     let mut bad = pod("p", "Running", &[]);
     bad.annotations
         .insert(MIG_ALLOCATIONS.into(), "[{\"containerIndex\":0}]".into());
-    let err = manager.reconcile_pods(&[bad]).unwrap_err();
+    let err = active_reservations_error(&bad);
     assert!(
         err.starts_with("pod default/p: hami.io/vgpu-mig-allocations: not a MIG reservation list"),
         "{err}"
     );
     assert_eq!(
+        manager.reconcile_pods(&[bad], std::time::Instant::now()),
+        vec![]
+    );
+    assert_eq!(
         on_card(&fake),
         vec![(0, 6, 1)],
-        "fail-closed: nothing destroyed"
+        "the undecodable pod's instance is kept; the gone pod's is destroyed"
     );
+}
+
+fn active_reservations_error(pod: &PodInfo) -> String {
+    manager::active_reservations(std::slice::from_ref(pod)).unwrap_err()
 }
 
 #[test]
@@ -446,7 +466,7 @@ fn start_up_resets_idle_cards_and_adopts_what_active_pods_recorded() {
     let pods = vec![pod("p", "Running", &[recorded.clone(), wrong])];
 
     let manager = MigManager::new(fake.clone());
-    let errors = manager.start(Some(&pods));
+    let errors = manager.start(Some(&pods), true);
     assert_eq!(
         errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec![
@@ -470,7 +490,14 @@ fn start_up_resets_idle_cards_and_adopts_what_active_pods_recorded() {
         vec![leftover("GPU-a", 3, 5)]
     );
     // The adopted instance is destroyed once its pod is gone; the unverified one never is.
-    assert_eq!(manager.reconcile(&BTreeSet::new()), vec![]);
+    assert_eq!(
+        manager.reconcile(
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+            std::time::Instant::now()
+        ),
+        vec![]
+    );
     assert_eq!(on_card(&fake), vec![(0, 6, 4)]);
 }
 
@@ -485,7 +512,7 @@ fn start_up_without_the_pod_list_or_on_a_busy_card_resets_nothing() {
         ci: 0,
         uuid: "MIG-x".into(),
     });
-    assert_eq!(manager.start(None), vec![]);
+    assert_eq!(manager.start(None, true), vec![]);
     assert_eq!(on_card(&fake), vec![(0, 0, 1)]);
     fake.set_processes(
         "GPU-a",
@@ -495,7 +522,7 @@ fn start_up_without_the_pod_list_or_on_a_busy_card_resets_nothing() {
         }],
     );
     assert_eq!(
-        manager.start(Some(&[])),
+        manager.start(Some(&[]), true),
         vec![MigError::Busy {
             gpu: "GPU-a".into(),
             pids: vec![5]
@@ -555,18 +582,18 @@ fn an_untracked_instance_at_exactly_the_reserved_slice_is_reused_unless_a_proces
     );
     let r = reservation(0, 0, "2g.10gb", 2, 2);
     assert_eq!(
-        manager.realise(std::slice::from_ref(&r)),
+        manager.realise("p", std::slice::from_ref(&r)),
         Err(MigError::Busy {
             gpu: "GPU-a".into(),
             pids: vec![8]
         })
     );
     fake.set_processes("GPU-a", vec![]);
-    assert_eq!(manager.realise(&[r]), Ok(vec![leftover]));
+    assert_eq!(manager.realise("p", &[r]), Ok(vec![leftover]));
     assert_eq!(on_card(&fake), vec![(1, 2, 5)], "nothing new created");
     // A different profile over the same slices is someone else's.
     assert_eq!(
-        manager.realise(&[reservation(1, 0, "1g.5gb", 3, 1)]),
+        manager.realise("p", &[reservation(1, 0, "1g.5gb", 3, 1)]),
         Err(MigError::Occupied {
             gpu: "GPU-a".into(),
             start: 2,
@@ -574,4 +601,155 @@ fn an_untracked_instance_at_exactly_the_reserved_slice_is_reused_unless_a_proces
             gi: 5
         })
     );
+}
+
+#[test]
+fn reconciliation_adopts_recorded_instances_nobody_tracks_and_destroys_them_once_their_pod_is_gone()
+{
+    // After a restart whose start-up adopted nothing (pods unreadable, or reset skipped), the
+    // instance a running pod recorded is on the card but untracked.
+    let (fake, manager) = manager();
+    let recorded_instance = Instance {
+        gpu: "GPU-a".into(),
+        profile_id: 1,
+        placement: Placement { start: 2, size: 2 },
+        gi: 5,
+        ci: 0,
+        uuid: "MIG-rec".into(),
+    };
+    fake.insert(recorded_instance.clone());
+    let mut recorded = reservation(0, 0, "2g.10gb", 2, 2);
+    recorded.mig_uuid = Some("MIG-rec".into());
+    recorded.gpu_instance_id = Some(5);
+    recorded.compute_instance_id = Some(0);
+    // A record the card does not confirm is reported and never adopted.
+    let mut wrong = reservation(1, 0, "1g.5gb", 6, 1);
+    wrong.mig_uuid = Some("MIG-nowhere".into());
+    wrong.gpu_instance_id = Some(9);
+    wrong.compute_instance_id = Some(0);
+    let running = pod("p", "Running", &[recorded.clone(), wrong]);
+    assert_eq!(manager.start(None, true), vec![]);
+    assert_eq!(manager.tracked().len(), 0, "pods unreadable at start-up");
+
+    let errors = manager.reconcile_pods(std::slice::from_ref(&running), std::time::Instant::now());
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec![
+            "card GPU-a: recorded instance 1g.5gb at 6 (GPU instance 9, compute instance 0, \
+             MIG-nowhere) does not match the card"
+        ]
+    );
+    assert_eq!(
+        manager.tracked().into_values().collect::<Vec<_>>(),
+        vec![recorded_instance]
+    );
+    let done = pod("p", "Succeeded", &[recorded]);
+    assert_eq!(
+        manager.reconcile_pods(&[done], std::time::Instant::now()),
+        vec![]
+    );
+    assert_eq!(on_card(&fake), vec![], "destroyed once the pod is gone");
+}
+
+#[test]
+fn start_up_without_the_reset_still_adopts_recorded_instances() {
+    let (fake, manager) = manager();
+    let mut recorded = reservation(0, 0, "1g.5gb", 6, 1);
+    let instance = Instance {
+        gpu: "GPU-a".into(),
+        profile_id: 0,
+        placement: Placement { start: 6, size: 1 },
+        gi: 2,
+        ci: 0,
+        uuid: "MIG-r".into(),
+    };
+    fake.insert(instance.clone());
+    // An instance nobody recorded on an idle card: only a reset would remove it.
+    fake.insert(Instance {
+        gpu: "GPU-a".into(),
+        profile_id: 0,
+        placement: Placement { start: 0, size: 1 },
+        gi: 1,
+        ci: 0,
+        uuid: "MIG-x".into(),
+    });
+    recorded.mig_uuid = Some("MIG-r".into());
+    recorded.gpu_instance_id = Some(2);
+    recorded.compute_instance_id = Some(0);
+    let pods = vec![pod("p", "Running", &[recorded])];
+    assert_eq!(manager.start(Some(&pods), false), vec![]);
+    assert_eq!(on_card(&fake), vec![(0, 6, 2), (0, 0, 1)], "no reset");
+    assert_eq!(
+        manager.tracked().into_values().collect::<Vec<_>>(),
+        vec![instance]
+    );
+}
+
+#[test]
+fn an_instance_tracked_after_the_pod_list_was_read_is_not_destroyed_by_that_list() {
+    // Reconciliation read the pods, then waited for the lock while an Allocate created the
+    // instance of a pod bound after the read: that list does not show the pod.
+    let (fake, manager) = manager();
+    let read_before = std::time::Instant::now();
+    manager
+        .realise("p", &[reservation(0, 0, "1g.5gb", 6, 1)])
+        .expect("created");
+    assert_eq!(manager.reconcile_pods(&[], read_before), vec![]);
+    assert_eq!(on_card(&fake), vec![(0, 6, 1)], "kept: the list is older");
+    assert_eq!(manager.tracked().len(), 1);
+    // A list read after the instance was tracked that still lacks the pod condemns it.
+    assert_eq!(
+        manager.reconcile_pods(&[], std::time::Instant::now()),
+        vec![]
+    );
+    assert_eq!(on_card(&fake), vec![]);
+}
+
+#[test]
+fn an_instance_tracked_for_another_pod_is_handed_over_only_when_idle_and_still_on_the_card() {
+    let (fake, manager) = manager();
+    let r = reservation(0, 0, "2g.10gb", 2, 2);
+    let first = manager
+        .realise("uid-1", std::slice::from_ref(&r))
+        .expect("created");
+    // uid-1 was deleted but its process still runs in the instance; the scheduler gives the
+    // same slices to uid-2.
+    fake.set_processes(
+        "GPU-a",
+        vec![Process {
+            pid: 9,
+            gi: Some(first[0].gi),
+        }],
+    );
+    let err = manager
+        .realise("uid-2", std::slice::from_ref(&r))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "card GPU-a: GPU instance 1 still belongs to pod uid-1: processes [9] run in it"
+    );
+    // The owner keeps getting its own instance.
+    assert_eq!(
+        manager.realise("uid-1", std::slice::from_ref(&r)),
+        Ok(first.clone())
+    );
+
+    fake.set_processes("GPU-a", vec![]);
+    assert_eq!(
+        manager.realise("uid-2", std::slice::from_ref(&r)),
+        Ok(first.clone())
+    );
+    // Gone from the card (destroyed behind the agent's back): created anew for the next pod.
+    fake.destroy("GPU-a", first[0].gi).expect("destroyed");
+    fake.insert(Instance {
+        gpu: "GPU-a".into(),
+        profile_id: 0,
+        placement: Placement { start: 0, size: 1 },
+        gi: 1,
+        ci: 0,
+        uuid: "MIG-other".into(),
+    });
+    let again = manager.realise("uid-3", &[r]).expect("created anew");
+    assert_eq!((again[0].gi, again[0].placement.start), (2, 2));
+    assert_eq!(on_card(&fake), vec![(0, 0, 1), (1, 2, 2)]);
 }
