@@ -113,11 +113,18 @@ impl Quotas {
     }
 }
 
+/// The node lock HAMi's scheduler writes on the Node at bind (`<RFC3339>,<namespace>,<name>`);
+/// HAMi's device plugin, or hamr's node agent, removes it once the pod is served.
+pub const NODE_LOCK: &str = "hami.io/mutex.lock";
+/// Cambricon's node lock, written and released the same way by HAMi's Cambricon plugin.
+pub const CAMBRICON_NODE_LOCK: &str = "cambricon.com/dsmlu.lock";
+
 /// Node annotations that no registration is read from and that change often: every vendor's
 /// handshake (stamped by the scheduler, answered by device plugins) and the node locks HAMi's
 /// scheduler writes at each bind. A change to them alone does not re-parse the node.
 pub fn volatile_annotation(key: &str) -> bool {
-    matches!(key, "hami.io/mutex.lock" | "cambricon.com/dsmlu.lock")
+    key == NODE_LOCK
+        || key == CAMBRICON_NODE_LOCK
         || (key.starts_with("hami.io/node-handshake")
             && VENDORS.iter().any(|v| v.handshake_key() == Some(key)))
 }
@@ -693,7 +700,7 @@ mod tests {
         l.upsert_node(registered(&[(REGISTER, ONE_CARD)])).unwrap();
         let before = card_infos(&l);
         let heartbeat = registered(&[
-            ("hami.io/mutex.lock", "2026-11-29T10:00:00Z,ml,p1"),
+            (NODE_LOCK, "2026-11-29T10:00:00Z,ml,p1"),
             ("hami.io/node-handshake", "Requesting_2026-11-29 10:00:00"),
             (REGISTER, ONE_CARD),
         ]);

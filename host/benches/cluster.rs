@@ -126,19 +126,20 @@ pub fn running_on(i: usize) -> Vec<Pod> {
 
 /// Everything as one batch of deltas.
 pub fn deltas(n: usize) -> Vec<Delta> {
-    nodes(n)
-        .into_iter()
-        .map(Delta::NodeUpsert)
-        .chain(running(n).into_iter().map(Delta::PodUpsert))
-        .collect()
+    generated(n).collect()
+}
+
+/// The deltas of the cluster, nodes first, then pods, each generated when it is taken.
+fn generated(n: usize) -> impl Iterator<Item = Delta> {
+    let nodes = (0..n).map(|i| Delta::NodeUpsert(node(i)));
+    let pods = (0..n).flat_map(|i| running_on(i).into_iter().map(Delta::PodUpsert));
+    nodes.chain(pods)
 }
 
 /// The same deltas in batches of at most `size`, generated as they are taken (nodes first, then
 /// pods), so a caller that measures memory never holds the whole cluster twice.
 pub fn batches(n: usize, size: usize) -> impl Iterator<Item = Vec<Delta>> {
-    let nodes = (0..n).map(|i| Delta::NodeUpsert(node(i)));
-    let pods = (0..n).flat_map(|i| running_on(i).into_iter().map(Delta::PodUpsert));
-    let mut all = nodes.chain(pods).peekable();
+    let mut all = generated(n).peekable();
     std::iter::from_fn(move || {
         all.peek()?;
         Some(all.by_ref().take(size).collect())

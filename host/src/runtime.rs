@@ -415,9 +415,8 @@ impl ComponentScheduler {
 }
 
 /// Hands the heap that compiling freed back to the system. Cranelift's working memory (tens of
-/// MiB, spread over the compiling threads' malloc arenas) is freed when compiling ends, but
-/// glibc keeps freed pages resident until told otherwise; `hamr serve` would carry them for its
-/// whole life (issue #6's memory figure).
+/// MiB) is freed when compiling ends, but glibc keeps freed pages resident until told
+/// otherwise; `hamr serve` would carry them for its whole life (issue #6's memory figure).
 #[allow(unsafe_code)]
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

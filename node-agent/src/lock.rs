@@ -20,8 +20,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::pods::{PodSource, PodSourceError};
 
-/// The Node annotation HAMi's scheduler writes at bind.
-pub const NODE_LOCK: &str = "hami.io/mutex.lock";
+/// The Node annotation HAMi's scheduler writes at bind (the guest library's constant).
+pub use hamr_guest::ledger::NODE_LOCK;
 
 /// Whom a lock is held for.
 #[derive(Clone, Debug, PartialEq, Eq)]
