@@ -159,27 +159,24 @@ pub enum Released {
     NotOurs(String),
 }
 
-/// Releases `node`'s lock for pod `namespace/name`, when `held` (the lock Allocate read)
-/// was for it: re-reads the Node, removes the annotation only if it still names the pod (an
-/// unnamed lock: only if its value is still `held.value`), with the Node's `resourceVersion`
-/// as a precondition; a conflict re-reads and retries per `backoff`.
+/// Releases `node`'s lock `held` (the lock Allocate read, once its pod is served): re-reads
+/// the Node, removes the annotation only if it still names the same pod (an unnamed lock: only
+/// if its value is still `held.value`), with the Node's `resourceVersion` as a precondition; a
+/// conflict re-reads and retries per `backoff`.
 pub async fn release<P: PodSource>(
     pods: &P,
     node: &str,
     held: &HeldLock,
-    namespace: &str,
-    name: &str,
     backoff: Backoff,
 ) -> Result<Released, PodSourceError> {
-    let suffix = format!(",{namespace},{name}");
     let mut tries = 0;
     loop {
         let state = pods.node_lock(node).await?;
         let Some(value) = state.value else {
             return Ok(Released::Gone);
         };
-        let ours = match held.holder {
-            Holder::Pod { .. } => value.ends_with(&suffix),
+        let ours = match &held.holder {
+            Holder::Pod { namespace, name } => value.ends_with(&format!(",{namespace},{name}")),
             Holder::Unnamed => value == held.value,
         };
         if !ours {

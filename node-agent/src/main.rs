@@ -18,6 +18,7 @@ use hamr_node_agent::filter::Filtered;
 use hamr_node_agent::health::XidPolicy;
 use hamr_node_agent::kubelet::{KubeletLink, supervise};
 use hamr_node_agent::mig::fake::FakeMig;
+use hamr_node_agent::mig::profiles::allow_entry;
 use hamr_node_agent::mig::{MigControl, MigManager};
 use hamr_node_agent::plugin::Plugin;
 use hamr_node_agent::plugin::counted::spawn_volcano;
@@ -222,12 +223,7 @@ async fn start_mig(
         .current()
         .iter()
         .filter(|d| d.vendor == NVIDIA)
-        .all(|d| {
-            config
-                .mig_profile_allowlist
-                .iter()
-                .any(|e| e.models.iter().any(|m| d.model.contains(m.as_str())))
-        });
+        .all(|d| allow_entry(&config.mig_profile_allowlist, &d.model).is_some());
     if !reset {
         tracing::warn!("MIG start-up reset skipped: a card's model is not in migProfileAllowlist");
     }

@@ -34,6 +34,12 @@ pub async fn next_request(handle: &mut Mock) -> (Method, String, String, Respond
 }
 
 /// An answer with `value` as its JSON body.
+/// A core/v1 PodList of `items` (what a list of a node's pods returns).
+pub fn pod_list(items: Vec<Value>) -> Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "PodList",
+                       "metadata": {"resourceVersion": "10"}, "items": items})
+}
+
 pub fn json_response(value: &Value) -> Response<Body> {
     Response::builder()
         .body(Body::from(serde_json::to_vec(value).expect("json")))

@@ -194,6 +194,8 @@ struct MemoryNode {
 struct Written {
     patches: Vec<(String, MetaPatch)>,
     warnings: Vec<PodWarning>,
+    /// Calls of `pods_on`.
+    lists: usize,
 }
 
 impl MemoryPods {
@@ -220,6 +222,11 @@ impl MemoryPods {
         self.written().warnings.clone()
     }
 
+    /// How many times the node's pods were listed.
+    pub fn lists(&self) -> usize {
+        self.written().lists
+    }
+
     /// Sets (or, with `None`, removes) the node's lock annotation, as a scheduler would.
     pub fn set_node_lock(&self, node: &str, value: Option<&str>) {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
@@ -240,6 +247,7 @@ impl MemoryPods {
 
 impl PodSource for MemoryPods {
     async fn pods_on(&self, node: &str) -> Result<Vec<PodInfo>, PodSourceError> {
+        self.written().lists += 1;
         Ok(self
             .lock()
             .iter()

@@ -2,21 +2,28 @@
 //! reservations are matched to the container's devices, the instances created through the
 //! [`MigManager`](crate::mig::MigManager), and the runtime ids kept for the write-back.
 
+use std::sync::Arc;
+
 use hamr_guest::device::ContainerDevice;
 use hamr_guest::vendor::nvidia::mig::{MIG_ALLOCATIONS, Reservation, decode_reservations};
 
 use super::{AllocateError, Allocator, Candidate, Protocol, response};
+use crate::mig::MigManager;
 use crate::pods::PodSource;
+
+/// A container's MIG reservations and the manager that realises them.
+pub(super) type MigWork = (Arc<MigManager>, Vec<Reservation>);
 
 impl<P: PodSource> Allocator<P> {
     /// The MIG reservations of container entry `position`, in device order, checked against
-    /// its devices (node-side.md §6.5): `None` when the entry reserves no slice.
+    /// its devices (node-side.md §6.5), with the manager that realises them: `None` when the
+    /// entry reserves no slice.
     pub(super) fn mig_reservations(
         &self,
         candidate: &Candidate,
         position: usize,
         devices: &[ContainerDevice],
-    ) -> Result<Option<Vec<Reservation>>, AllocateError> {
+    ) -> Result<Option<MigWork>, AllocateError> {
         let pod = candidate.key();
         if let Some(what) = volcano_slice(candidate, devices) {
             return Err(AllocateError::MigNotSupported {
@@ -59,14 +66,14 @@ impl<P: PodSource> Allocator<P> {
                 )));
             }
         }
-        if self.mig.is_none() {
+        let Some(manager) = self.mig.clone() else {
             return Err(AllocateError::MigNotSupported {
                 pod,
                 what: MIG_ALLOCATIONS.to_string(),
                 why: "operatingMode is not mig",
             });
-        }
-        Ok(Some(mine))
+        };
+        Ok(Some((manager, mine)))
     }
 
     /// Reconciles once, creates the container's instances and records their runtime ids for
@@ -75,16 +82,10 @@ impl<P: PodSource> Allocator<P> {
     pub(super) async fn serve_mig(
         &self,
         candidate: &mut Candidate,
+        manager: Arc<MigManager>,
         reservations: &[Reservation],
     ) -> Result<crate::api::ContainerAllocateResponse, AllocateError> {
         let pod = candidate.key();
-        let Some(manager) = self.mig.clone() else {
-            return Err(AllocateError::MigNotSupported {
-                pod,
-                what: MIG_ALLOCATIONS.to_string(),
-                why: "operatingMode is not mig",
-            });
-        };
         let read_at = std::time::Instant::now();
         let pods = self.pods.pods_on(&self.node).await?;
         let wanted = reservations.to_vec();

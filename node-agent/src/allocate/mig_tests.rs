@@ -7,32 +7,15 @@ use super::*;
 use crate::api::{CdiDevice, ContainerAllocateRequest};
 use crate::mig::fake::FakeMig;
 use crate::mig::{MigControl, Process};
-use crate::pods::{ContainerInfo, MemoryPods};
+use crate::pods::MemoryPods;
 
 const NODE: &str = "node1";
 
 fn reserved(name: &str, to_allocate: &str, containers: &[&str], reservations: &str) -> PodInfo {
-    PodInfo {
-        namespace: "default".into(),
-        name: name.into(),
-        uid: format!("uid-{name}"),
-        phase: "Pending".into(),
-        annotations: BTreeMap::from([
-            (DEVICES_TO_ALLOCATE.to_string(), to_allocate.to_string()),
-            (VGPU_NODE.to_string(), NODE.to_string()),
-            (BIND_PHASE.to_string(), "allocating".to_string()),
-            (BIND_TIME.to_string(), "1795867200".to_string()),
-            (MIG_ALLOCATIONS.to_string(), reservations.to_string()),
-        ]),
-        containers: containers
-            .iter()
-            .map(|c| ContainerInfo {
-                name: c.to_string(),
-                disable_control: false,
-            })
-            .collect(),
-        ..PodInfo::default()
-    }
+    let mut pod = super::tests::decided(name, to_allocate, containers);
+    pod.annotations
+        .insert(MIG_ALLOCATIONS.to_string(), reservations.to_string());
+    pod
 }
 
 fn setup(

@@ -426,12 +426,11 @@ impl<P: PodSource> Allocator<P> {
     /// taken, and the container is served either way.
     async fn unlock(&self, lock: Option<&HeldLock>, c: &Candidate) {
         let Some(held) = lock else { return };
-        let (namespace, name) = (&c.pod.namespace, &c.pod.name);
-        if !held.is_for(namespace, name) {
+        if !held.is_for(&c.pod.namespace, &c.pod.name) {
             return;
         }
         let pod = c.key();
-        match lock::release(&self.pods, &self.node, held, namespace, name, self.backoff).await {
+        match lock::release(&self.pods, &self.node, held, self.backoff).await {
             Ok(Released::Removed) => {
                 tracing::info!(%pod, node = %self.node, "node lock released");
             }
@@ -560,8 +559,10 @@ impl<P: PodSource> Allocator<P> {
                     count: 0,
                 })?;
         let index = candidate.protocol.container(&candidate.pod, position);
-        if let Some(reservations) = self.mig_reservations(candidate, position, &devices)? {
-            let response = self.serve_mig(candidate, &reservations).await?;
+        if let Some((manager, reservations)) =
+            self.mig_reservations(candidate, position, &devices)?
+        {
+            let response = self.serve_mig(candidate, manager, &reservations).await?;
             tracing::info!(%pod, container = index, slices = reservations.len(), "allocated MIG devices");
             candidate.devices[position].clear();
             return Ok(response);
@@ -622,4 +623,4 @@ fn serves_alone(candidate: &Candidate, request: &AllocateRequest) -> bool {
 #[cfg(test)]
 mod mig_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -5,10 +5,10 @@ use super::*;
 use crate::api::{ContainerAllocateRequest, Mount};
 use crate::pods::{ContainerInfo, MemoryPods};
 
-const NODE: &str = "node1";
+pub(crate) const NODE: &str = "node1";
 
 /// A pod as the scheduler leaves it after filter and bind.
-fn decided(name: &str, to_allocate: &str, containers: &[&str]) -> PodInfo {
+pub(crate) fn decided(name: &str, to_allocate: &str, containers: &[&str]) -> PodInfo {
     PodInfo {
         namespace: "default".into(),
         name: name.into(),
@@ -32,7 +32,8 @@ fn decided(name: &str, to_allocate: &str, containers: &[&str]) -> PodInfo {
     }
 }
 
-fn config(root: &Path) -> Config {
+/// A configuration whose isolation paths lie under `root`.
+pub(crate) fn config(root: &Path) -> Config {
     Config {
         hook_path: root.join("hook"),
         lock_dir: root.join("vgpulock"),
@@ -40,7 +41,8 @@ fn config(root: &Path) -> Config {
     }
 }
 
-fn request(ids: &[&str]) -> AllocateRequest {
+/// One container request for the replica `ids`.
+pub(crate) fn request(ids: &[&str]) -> AllocateRequest {
     AllocateRequest {
         container_requests: vec![ContainerAllocateRequest {
             devices_ids: ids.iter().map(|s| s.to_string()).collect(),

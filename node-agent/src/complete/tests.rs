@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::CompleteConfig;
-use crate::mock_api::{self, json_response, next_request, watch_response};
+use crate::mock_api::{self, json_response, next_request, pod_list, watch_response};
 use crate::pods::{KubePods, MemoryPods, pod_info};
 
 const NODE: &str = "node1";
@@ -267,11 +267,6 @@ fn a_guest_config_the_guest_refuses_is_an_error() {
     );
 }
 
-fn pod_list(items: Vec<Value>) -> Value {
-    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "10"},
-           "items": items})
-}
-
 /// Over the API server: the watch sees the bound pod, the completer lists the node's pods and
 /// sends one merge patch, exactly the decision; the watch's echo of it starts nothing.
 #[tokio::test]
@@ -421,76 +416,29 @@ async fn a_list_that_does_not_show_a_completion_yet_neither_repeats_it_nor_frees
     assert_ne!(card(d2), taken, "p2 got p1's card");
 }
 
-/// Counts the lists of the node's pods.
-#[derive(Clone)]
-struct Counting {
-    lists: Arc<std::sync::atomic::AtomicUsize>,
-    inner: MemoryPods,
-}
-
-impl PodSource for Counting {
-    async fn pods_on(&self, node: &str) -> Result<Vec<PodInfo>, PodSourceError> {
-        self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.pods_on(node).await
-    }
-
-    async fn patch(
-        &self,
-        namespace: &str,
-        name: &str,
-        patch: MetaPatch,
-    ) -> Result<(), PodSourceError> {
-        self.inner.patch(namespace, name, patch).await
-    }
-
-    async fn warn(&self, warning: PodWarning) {
-        self.inner.warn(warning).await;
-    }
-
-    async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodInfo>, PodSourceError> {
-        self.inner.pod(namespace, name).await
-    }
-
-    async fn node_lock(&self, node: &str) -> Result<crate::lock::NodeLockState, PodSourceError> {
-        self.inner.node_lock(node).await
-    }
-
-    async fn remove_node_lock(&self, node: &str, version: &str) -> Result<(), PodSourceError> {
-        self.inner.remove_node_lock(node, version).await
-    }
-}
-
 #[tokio::test]
 async fn allocate_serves_a_pod_it_completes_from_the_completers_own_list() {
     let root = tempfile::tempdir().expect("temp dir");
-    let inner = MemoryPods::default();
-    inner.insert(NODE, info(pod_json("p1", SCHEDULER, 10240, json!({}))));
-    let lists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let pods = Counting {
-        lists: lists.clone(),
-        inner: inner.clone(),
-    };
-    let config = crate::config::Config {
-        hook_path: root.path().join("hook"),
-        lock_dir: root.path().join("vgpulock"),
-        ..crate::config::Config::default()
-    };
-    let allocator = crate::allocate::Allocator::new(NODE, config, pods.clone())
-        .with_completer(Arc::new(completer(pods, 0)));
-    let request = crate::api::AllocateRequest {
-        container_requests: vec![crate::api::ContainerAllocateRequest {
-            devices_ids: vec!["GPU-a-0".to_string()],
-        }],
-    };
+    let pods = MemoryPods::default();
+    pods.insert(NODE, info(pod_json("p1", SCHEDULER, 10240, json!({}))));
+    let allocator = crate::allocate::Allocator::new(
+        NODE,
+        crate::allocate::tests::config(root.path()),
+        pods.clone(),
+    )
+    .with_completer(Arc::new(completer(pods.clone(), 0)));
 
-    let response = allocator.allocate(&request).await.expect("served");
+    let response = allocator
+        .allocate(&crate::allocate::tests::request(&["GPU-a-0"]))
+        .await
+        .expect("served");
 
     assert_eq!(
         response.container_responses[0].envs["CUDA_DEVICE_MEMORY_LIMIT_0"],
         "10240m"
     );
     // One list finds no decided pod, the completer's list is the second: none is repeated.
-    assert_eq!(lists.load(std::sync::atomic::Ordering::SeqCst), 2);
-    let p1 = inner.get("default", "p1").expect("p1");
+    assert_eq!(pods.lists(), 2);
+    let p1 = pods.get("default", "p1").expect("p1");
     assert_eq!(p1.annotation("hami.io/bind-phase"), Some("success"));
 }

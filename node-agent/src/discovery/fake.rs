@@ -78,18 +78,8 @@ struct FakeDevice {
 struct FakeMigCard {
     /// MIG mode after the next reset; default: as `migEnabled`.
     pending: Option<bool>,
-    profiles: Vec<FakeProfile>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct FakeProfile {
-    slice_count: u32,
-    instance_count: u32,
-    multiprocessors: u32,
-    #[serde(rename = "memoryMiB")]
-    memory_mib: u64,
-    placements: Vec<hamr_guest::device::Placement>,
+    /// NVML's profile facts as [`crate::mig::GiProfile`]; the id follows from the slices.
+    profiles: Vec<crate::mig::GiProfile>,
 }
 
 fn whole() -> u32 {
@@ -208,14 +198,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Device>, DiscoveryError> {
                         format!("the placement at {} has size 0", bad.start),
                     ));
                 }
-                mig_profiles.push(crate::mig::GiProfile {
-                    id,
-                    slice_count: p.slice_count,
-                    instance_count: p.instance_count,
-                    multiprocessors: p.multiprocessors,
-                    memory_mib: p.memory_mib,
-                    placements: p.placements.clone(),
-                });
+                mig_profiles.push(crate::mig::GiProfile { id, ..p.clone() });
             }
         }
         let mig_pending = d

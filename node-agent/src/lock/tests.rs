@@ -5,9 +5,9 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::allocate::Allocator;
+use crate::allocate::tests::{config, request};
 use crate::api::{AllocateRequest, ContainerAllocateRequest};
-use crate::config::Config;
-use crate::mock_api::{self, Mock, json_response, next_request, status_response};
+use crate::mock_api::{self, Mock, json_response, next_request, pod_list, status_response};
 use crate::pods::{KubePods, MemoryPods, pod_info};
 
 const NODE: &str = "node1";
@@ -59,22 +59,6 @@ fn the_default_retry_doubles_from_100_ms_with_up_to_half_again() {
     }
 }
 
-fn mem_config(root: &std::path::Path) -> Config {
-    Config {
-        hook_path: root.join("hook"),
-        lock_dir: root.join("vgpulock"),
-        ..Config::default()
-    }
-}
-
-fn request(ids: &[&str]) -> AllocateRequest {
-    AllocateRequest {
-        container_requests: vec![ContainerAllocateRequest {
-            devices_ids: ids.iter().map(|s| s.to_string()).collect(),
-        }],
-    }
-}
-
 /// A pod as HAMi's scheduler leaves it at bind: decided on card GPU-a for each of
 /// `containers`.
 fn pod_json(name: &str, containers: &[&str]) -> Value {
@@ -115,11 +99,6 @@ fn node_json(lock: Option<&str>, resource_version: &str) -> Value {
     })
 }
 
-fn pod_list(items: Vec<Value>) -> Value {
-    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "10"},
-           "items": items})
-}
-
 /// Allocate over the mock API server, in a task; its result comes back through the handle.
 fn allocate_over_api(
     root: &std::path::Path,
@@ -131,7 +110,7 @@ fn allocate_over_api(
     let (client, handle) = mock_api::client();
     let allocator = Arc::new(Allocator::new(
         NODE,
-        mem_config(root),
+        config(root),
         KubePods::new(client).on_node(NODE),
     ));
     let request = request(ids);
@@ -419,7 +398,7 @@ async fn the_locked_pod_wins_over_an_older_one_and_keeps_the_lock_until_its_last
     pods.insert(NODE, pod_info(&serde_json::from_value(p1).expect("pod")));
     let lock = format!("{TIME},default,p1");
     pods.set_node_lock(NODE, Some(&lock));
-    let allocator = Allocator::new(NODE, mem_config(root.path()), pods.clone());
+    let allocator = Allocator::new(NODE, config(root.path()), pods.clone());
 
     allocator
         .allocate(&request(&["GPU-a-0"]))
@@ -459,7 +438,7 @@ async fn a_bare_time_lock_is_released_only_while_unchanged() {
         pod_info(&serde_json::from_value(pod_json("p1", &["main"])).expect("pod")),
     );
     pods.set_node_lock(NODE, Some(TIME));
-    let allocator = Allocator::new(NODE, mem_config(root.path()), pods.clone());
+    let allocator = Allocator::new(NODE, config(root.path()), pods.clone());
     allocator
         .allocate(&request(&["GPU-a-0"]))
         .await
@@ -472,7 +451,7 @@ async fn a_bare_time_lock_is_released_only_while_unchanged() {
         holder: Holder::Unnamed,
     };
     pods.set_node_lock(NODE, Some("2026-11-29T10:05:01Z"));
-    let released = release(&pods, NODE, &held, "default", "p1", Backoff::DEFAULT_RETRY).await;
+    let released = release(&pods, NODE, &held, Backoff::DEFAULT_RETRY).await;
     assert_eq!(
         released.expect("read"),
         Released::NotOurs("2026-11-29T10:05:01Z".into())
@@ -489,7 +468,7 @@ async fn a_failed_pod_releases_its_lock() {
         json!(";GPU-a,NVIDIA,1000,10:;");
     pods.insert(NODE, pod_info(&serde_json::from_value(p1).expect("pod")));
     pods.set_node_lock(NODE, Some(&format!("{TIME},default,p1")));
-    let allocator = Allocator::new(NODE, mem_config(root.path()), pods.clone());
+    let allocator = Allocator::new(NODE, config(root.path()), pods.clone());
 
     allocator
         .allocate(&request(&["GPU-a-0"]))
@@ -515,7 +494,7 @@ async fn the_locked_pod_is_served_before_one_whose_cards_match_kubelets_replicas
     let p1 = pod_json("p1", &["main"]);
     pods.insert(NODE, pod_info(&serde_json::from_value(p1).expect("pod")));
     pods.set_node_lock(NODE, Some(&format!("{TIME},default,p1")));
-    let allocator = Allocator::new(NODE, mem_config(root.path()), pods.clone());
+    let allocator = Allocator::new(NODE, config(root.path()), pods.clone());
     let container = |ids: &[&str]| ContainerAllocateRequest {
         devices_ids: ids.iter().map(|s| s.to_string()).collect(),
     };

@@ -31,6 +31,8 @@ pub use manager::MigManager;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GiProfile {
     /// NVML's profile id (`NVML_GPU_INSTANCE_PROFILE_1_SLICE` = 0, ...; see [`profile_id`]).
+    /// Not read from a devices file: it follows from `slice_count`.
+    #[serde(skip)]
     pub id: u32,
     /// Compute slices (the `N` of `Ng.<memory>`).
     pub slice_count: u32,

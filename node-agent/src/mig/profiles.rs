@@ -7,6 +7,14 @@ use hamr_guest::device::MigProfile;
 use super::{GiProfile, profile_id, slices_of};
 use crate::config::MigAllow;
 
+/// The allowlist entry for a card model: the first whose `models` has a substring of it
+/// (node-side.md §6.2).
+pub fn allow_entry<'a>(allowlist: &'a [MigAllow], model: &str) -> Option<&'a MigAllow> {
+    allowlist
+        .iter()
+        .find(|e| e.models.iter().any(|m| model.contains(m.as_str())))
+}
+
 /// What a card registers in MIG mode: its allowed profiles, and `count` (the largest instance
 /// count among them). `None` when no allowlist entry matches or none of its profiles exists on
 /// the card: HAMi then leaves the card out of the registration.
@@ -19,9 +27,7 @@ pub fn registered(
     profiles: &[GiProfile],
     allowlist: &[MigAllow],
 ) -> Option<(Vec<MigProfile>, u32)> {
-    let entry = allowlist
-        .iter()
-        .find(|e| e.models.iter().any(|m| model.contains(m.as_str())))?;
+    let entry = allow_entry(allowlist, model)?;
     let whole = profiles.iter().map(|p| p.multiprocessors).max()?;
     let mut out = Vec::new();
     let mut count = 0;
