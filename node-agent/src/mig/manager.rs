@@ -230,18 +230,7 @@ impl MigManager {
             .and_then(profile_id)
             .ok_or_else(unknown)?;
         self.refuse_if_busy(gpu, |p| p.gi.is_none())?;
-        let mode = self.control.mode(gpu)?;
-        if mode.current != mode.pending {
-            return Err(MigError::PendingModeChange {
-                gpu: gpu.to_string(),
-                current: mode.current,
-                pending: mode.pending,
-            });
-        }
-        if !mode.current {
-            self.refuse_if_busy(gpu, |_| true)?;
-            self.control.enable(gpu)?;
-        }
+        self.mig_mode_on(gpu)?;
         let profiles = self.control.profiles(gpu)?;
         let profile = profiles.iter().find(|p| p.id == id).ok_or_else(unknown)?;
         if !profile.placements.contains(&r.placement) {
@@ -410,9 +399,9 @@ impl MigManager {
         errors
     }
 
-    /// Puts an idle card in MIG mode and destroys every instance on it.
-    fn reset(&self, gpu: &str) -> Result<(), MigError> {
-        self.refuse_if_busy(gpu, |_| true)?;
+    /// Puts the card in MIG mode unless it is: refused while a mode change is pending, or
+    /// while anything runs on the card (switching would cut it).
+    fn mig_mode_on(&self, gpu: &str) -> Result<(), MigError> {
         let mode = self.control.mode(gpu)?;
         if mode.current != mode.pending {
             return Err(MigError::PendingModeChange {
@@ -422,8 +411,16 @@ impl MigManager {
             });
         }
         if !mode.current {
+            self.refuse_if_busy(gpu, |_| true)?;
             self.control.enable(gpu)?;
         }
+        Ok(())
+    }
+
+    /// Puts an idle card in MIG mode and destroys every instance on it.
+    fn reset(&self, gpu: &str) -> Result<(), MigError> {
+        self.refuse_if_busy(gpu, |_| true)?;
+        self.mig_mode_on(gpu)?;
         for instance in self.control.instances(gpu)? {
             self.control.destroy(gpu, instance.gi)?;
         }
