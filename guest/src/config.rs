@@ -464,7 +464,9 @@ impl Config {
 }
 
 impl VolcanoConfig {
-    fn validate(&self) -> Result<(), Invalid> {
+    /// Checks the settings, `knownMigGeometries` included (the node agent checks its copy of
+    /// the geometries with this too).
+    pub fn validate(&self) -> Result<(), Invalid> {
         let bad = |field: String, value: String, message: &str| {
             Err(Invalid::new("config", field, &value, message))
         };

@@ -6,6 +6,7 @@ pub mod node;
 
 use std::path::{Path, PathBuf};
 
+use hamr_guest::config::MigGeometries;
 use serde::Deserialize;
 
 use crate::filter::FilterDevices;
@@ -189,6 +190,11 @@ pub struct VolcanoConfig {
     pub register: bool,
     /// Registered memory = MiB ÷ this (`gpuMemoryFactor`).
     pub gpu_memory_factor: u32,
+    /// The geometry groups Volcano's scheduler cuts MIG cards by (`knownMigGeometries` of
+    /// `volcano-vgpu-device-config`; keep it equal to the scheduler's). A slice
+    /// `UUID[<group>-<position>]` is created where the group's layout puts that position
+    /// ([`crate::mig::volcano`]). Default: the chart's A30 and A100 groups.
+    pub known_mig_geometries: Vec<MigGeometries>,
 }
 
 impl Default for VolcanoConfig {
@@ -196,6 +202,17 @@ impl Default for VolcanoConfig {
         VolcanoConfig {
             register: false,
             gpu_memory_factor: 1,
+            known_mig_geometries: hamr_guest::config::VolcanoConfig::default().known_mig_geometries,
+        }
+    }
+}
+
+impl VolcanoConfig {
+    /// The scheduler-side settings these geometries belong to (to look a card's groups up).
+    pub fn geometries(&self) -> hamr_guest::config::VolcanoConfig {
+        hamr_guest::config::VolcanoConfig {
+            known_mig_geometries: self.known_mig_geometries.clone(),
+            ..hamr_guest::config::VolcanoConfig::default()
         }
     }
 }
@@ -279,6 +296,24 @@ impl Config {
                 )));
             }
         }
+        for (i, entry) in config.volcano.known_mig_geometries.iter().enumerate() {
+            for (g, group) in entry.allowed_geometries.iter().enumerate() {
+                for (k, instance) in group.geometries.iter().enumerate() {
+                    if crate::mig::slices_of(&instance.name).is_none() {
+                        return Err(ConfigError::Invalid {
+                            path: path.to_path_buf(),
+                            field: format!(
+                                "volcano.knownMigGeometries[{i}].allowedGeometries[{g}].geometries[{k}].name"
+                            ),
+                            message: format!(
+                                "{:?} is not <N>g.<memory> (e.g. 1g.10gb)",
+                                instance.name
+                            ),
+                        });
+                    }
+                }
+            }
+        }
         Ok(config)
     }
 
@@ -314,6 +349,12 @@ impl Config {
         if let Err(e) = hamr_guest::config::Config::from_json(&self.complete_decisions.guest_config)
         {
             return Err(("completeDecisions.guestConfig", e.to_string()));
+        }
+        if let Err(e) = self.volcano.geometries().validate() {
+            return Err((
+                "volcano.knownMigGeometries",
+                format!("{} is {:?}: {}", e.field, e.value, e.message),
+            ));
         }
         Ok(())
     }
@@ -413,6 +454,34 @@ mod tests {
             text.starts_with("a.yaml: completeDecisions.guestConfig: config: ")
                 && text.contains("expected a string"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn volcano_geometries_are_read_and_checked_by_the_schedulers_rules_and_profile_names() {
+        let text = "volcano:\n  knownMigGeometries:\n  - models: [A30]\n    allowedGeometries:\n    - group: g1\n      geometries: [{name: 1g.6gb, memory: 6144, count: 4}]\n";
+        let config = Config::parse(Path::new("a.yaml"), text).expect("valid");
+        let groups = config.volcano.geometries();
+        let found = groups.geometries_for("NVIDIA-NVIDIA A30").expect("A30");
+        assert_eq!(found[0].group, "g1");
+        assert!(
+            groups.geometries_for("NVIDIA-A100-SXM4-40GB").is_none(),
+            "replaced as a whole"
+        );
+
+        let bad_group = text.replace("group: g1", "group: g-1");
+        let err = Config::parse(Path::new("a.yaml"), &bad_group).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a.yaml: volcano.knownMigGeometries: volcano.knownMigGeometries[0].allowedGeometries[0].group \
+             is \"g-1\": must be non-empty without '-', '[', ']', ',', ':' or ';'"
+        );
+        let bad_name = text.replace("name: 1g.6gb", "name: small");
+        let err = Config::parse(Path::new("a.yaml"), &bad_name).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a.yaml: volcano.knownMigGeometries[0].allowedGeometries[0].geometries[0].name: \
+             \"small\" is not <N>g.<memory> (e.g. 1g.10gb)"
         );
     }
 

@@ -19,6 +19,7 @@ use hamr_node_agent::health::XidPolicy;
 use hamr_node_agent::kubelet::{KubeletLink, supervise};
 use hamr_node_agent::mig::fake::FakeMig;
 use hamr_node_agent::mig::profiles::allow_entry;
+use hamr_node_agent::mig::volcano::Geometries;
 use hamr_node_agent::mig::{MigControl, MigManager};
 use hamr_node_agent::plugin::Plugin;
 use hamr_node_agent::plugin::counted::spawn_volcano;
@@ -215,12 +216,20 @@ async fn start_mig(
     pods: &KubePods,
     node: &str,
 ) -> Arc<MigManager> {
-    let manager = Arc::new(MigManager::new(control));
+    // Volcano's slices are placed by the geometry groups of each card's model.
+    let cards = inventory.current();
+    let geometries = Geometries::new(
+        config.volcano.geometries(),
+        cards
+            .iter()
+            .filter(|d| d.vendor == NVIDIA)
+            .map(|d| (d.id.as_str(), d.model.as_str())),
+    );
+    let manager = Arc::new(MigManager::new(control).with_volcano(geometries));
     // The reset needs every card's model in the allowlist (NVML names such as "NVIDIA H100
     // 80GB HBM3" may match no entry); adoption does not: it only tracks what active pods
     // recorded, so that their instances are destroyed once the pods are gone.
-    let reset = inventory
-        .current()
+    let reset = cards
         .iter()
         .filter(|d| d.vendor == NVIDIA)
         .all(|d| allow_entry(&config.mig_profile_allowlist, &d.model).is_some());

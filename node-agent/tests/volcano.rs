@@ -74,6 +74,7 @@ async fn volcano_resources_are_served_registered_and_follow_health() {
         volcano: VolcanoConfig {
             register: true,
             gpu_memory_factor: 1024,
+            ..VolcanoConfig::default()
         },
         ..Config::default()
     };

@@ -1,6 +1,8 @@
-//! Allocate for containers whose decision reserves MIG slices (node-side.md §6.5): the
-//! reservations are matched to the container's devices, the instances created through the
-//! [`MigManager`](crate::mig::MigManager), and the runtime ids kept for the write-back.
+//! Allocate for containers whose decision reserves MIG slices (node-side.md §6.5): HAMi's
+//! reservations are matched to the container's devices, Volcano's slices
+//! `UUID[<group>-<position>]` placed by their group's layout ([`crate::mig::volcano`]); the
+//! instances are created through the [`MigManager`](crate::mig::MigManager), and for HAMi the
+//! runtime ids kept for the write-back.
 
 use std::sync::Arc;
 
@@ -25,15 +27,21 @@ impl<P: PodSource> Allocator<P> {
         devices: &[ContainerDevice],
     ) -> Result<Option<MigWork>, AllocateError> {
         let pod = candidate.key();
-        if let Some(what) = volcano_slice(candidate, devices) {
-            return Err(AllocateError::MigNotSupported {
-                pod,
-                what,
-                why: "Volcano's geometry slices are not realised",
-            });
-        }
-        if candidate.protocol != Protocol::Hami {
-            return Ok(None);
+        if candidate.protocol == Protocol::Volcano {
+            let Some(what) = volcano_slice(candidate, devices) else {
+                return Ok(None);
+            };
+            let Some(manager) = self.mig.clone() else {
+                return Err(AllocateError::MigNotSupported {
+                    pod,
+                    what,
+                    why: "operatingMode is not mig",
+                });
+            };
+            let reservations = manager
+                .volcano_reservations(position, devices)
+                .map_err(|source| AllocateError::Mig { pod, source })?;
+            return Ok(Some((manager, reservations)));
         }
         let Some(text) = candidate.pod.annotation(MIG_ALLOCATIONS) else {
             return Ok(None);
@@ -77,8 +85,8 @@ impl<P: PodSource> Allocator<P> {
     }
 
     /// Reconciles once, creates the container's instances and records their runtime ids for
-    /// the write-back; the response names the MIG devices (no HAMi-core environment or mounts:
-    /// the isolation is the hardware's).
+    /// the write-back (HAMi's; Volcano has no place for them); the response names the MIG
+    /// devices (no HAMi-core environment or mounts: the isolation is the hardware's).
     pub(super) async fn serve_mig(
         &self,
         candidate: &mut Candidate,
@@ -106,6 +114,21 @@ impl<P: PodSource> Allocator<P> {
             pod: pod.clone(),
             source,
         })?;
+        if candidate.protocol == Protocol::Hami {
+            self.record_mig(candidate, reservations, &realised)?;
+        }
+        Ok(response::mig_response(&realised))
+    }
+
+    /// Records the runtime ids of `realised` in the candidate's `hami.io/vgpu-mig-allocations`
+    /// for the write-back.
+    fn record_mig(
+        &self,
+        candidate: &mut Candidate,
+        reservations: &[Reservation],
+        realised: &[crate::mig::Instance],
+    ) -> Result<(), AllocateError> {
+        let pod = candidate.key();
         let text = candidate
             .mig_written
             .as_deref()
@@ -116,7 +139,7 @@ impl<P: PodSource> Allocator<P> {
                 pod: pod.clone(),
                 reason,
             })?;
-        for (r, instance) in reservations.iter().zip(&realised) {
+        for (r, instance) in reservations.iter().zip(realised) {
             if let Some(entry) = all.iter_mut().find(|e| {
                 e.container_index == r.container_index && e.device_index == r.device_index
             }) {
@@ -130,7 +153,7 @@ impl<P: PodSource> Allocator<P> {
             reason: e.to_string(),
         })?;
         candidate.mig_written = Some(written);
-        Ok(response::mig_response(&realised))
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use super::*;
 use crate::api::{CdiDevice, ContainerAllocateRequest};
 use crate::mig::fake::FakeMig;
+use crate::mig::volcano::Geometries;
 use crate::mig::{MigControl, Process};
 use crate::pods::MemoryPods;
 
@@ -28,7 +29,11 @@ fn setup(
 ) {
     let pods = MemoryPods::default();
     let fake = Arc::new(FakeMig::from_devices(&crate::mig::tests::a100()));
-    let manager = Arc::new(MigManager::new(fake.clone()));
+    let geometries = Geometries::new(
+        hamr_guest::config::VolcanoConfig::default(),
+        [("GPU-a", "NVIDIA A100-SXM4-40GB")],
+    );
+    let manager = Arc::new(MigManager::new(fake.clone()).with_volcano(geometries));
     let config = Config {
         hook_path: root.join("hook"),
         lock_dir: root.join("vgpulock"),
@@ -217,4 +222,73 @@ async fn a_card_with_a_whole_card_process_is_not_cut_and_allocate_names_it() {
         "pod default/m3: card GPU-a: refusing to repartition: processes [9] are running on it"
     );
     assert_eq!(fake.instances("GPU-a").expect("card"), vec![]);
+}
+
+#[tokio::test]
+async fn a_volcano_pods_slices_are_created_where_their_group_lays_them_out() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (pods, fake, _, allocator) = setup(root.path());
+    // Volcano's lists cover the regular container only; the pod has one.
+    pods.insert(
+        NODE,
+        super::tests::volcano_decided(
+            "v1",
+            "GPU-a[group2-0],NVIDIA,10240,0:GPU-a[group2-3],NVIDIA,5120,0:",
+        ),
+    );
+
+    let response = allocator
+        .allocate(&request(&[&["GPU-a-0", "GPU-a-1"]]))
+        .await
+        .expect("allocated");
+
+    let only = &response.container_responses[0];
+    assert_eq!(
+        only.envs,
+        HashMap::from([(
+            "NVIDIA_VISIBLE_DEVICES".to_string(),
+            "MIG-a/1/0,MIG-a/2/0".to_string()
+        )])
+    );
+    assert!(only.mounts.is_empty() && only.cdi_devices.is_empty());
+    let on_card: Vec<(u32, u32, u32)> = fake
+        .instances("GPU-a")
+        .expect("card")
+        .iter()
+        .map(|i| (i.profile_id, i.placement.start, i.placement.size))
+        .collect();
+    // group2 of the A100 40GB: 2g.10gb at 0, 2, 4 (positions 0-2), 1g.5gb at 6 (position 3).
+    assert_eq!(on_card, vec![(1, 0, 2), (0, 6, 1)]);
+    let pod = pods.get("default", "v1").expect("pod");
+    assert_eq!(pod.annotation("volcano.sh/bind-phase"), Some("success"));
+    assert_eq!(
+        pod.annotation(MIG_ALLOCATIONS),
+        None,
+        "nothing HAMi's is written"
+    );
+}
+
+#[tokio::test]
+async fn a_volcano_slice_of_a_group_the_card_does_not_have_fails_the_pod_and_creates_nothing() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (pods, fake, _, allocator) = setup(root.path());
+    pods.insert(
+        NODE,
+        super::tests::volcano_decided(
+            "v2",
+            "GPU-a[group2-0],NVIDIA,10240,0:GPU-a[group5-0],NVIDIA,5120,0:",
+        ),
+    );
+    let err = allocator
+        .allocate(&request(&[&["GPU-a-0", "GPU-a-1"]]))
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        "pod default/v2: card GPU-a: Volcano MIG geometry group \"group5\": not a geometry \
+         group of \"NVIDIA-NVIDIA A100-SXM4-40GB\""
+    );
+    assert_eq!(fake.instances("GPU-a").expect("card"), vec![]);
+    let pod = pods.get("default", "v2").expect("pod");
+    assert_eq!(pod.annotation("volcano.sh/bind-phase"), Some("failed"));
 }

@@ -130,8 +130,7 @@ pub enum AllocateError {
         containers: usize,
     },
     /// The decision reserves MIG slices this agent does not create: the node's
-    /// `operatingMode` is not `mig`, or the slices are Volcano's `UUID[group-position]`
-    /// (geometry groups, not created here). The container would otherwise get the whole card.
+    /// `operatingMode` is not `mig`. The container would otherwise get the whole card.
     #[error(
         "pod {pod}: its decision reserves MIG slices ({what}), which this node agent does not \
          create ({why}); refusing rather than handing out the whole card"
@@ -212,8 +211,9 @@ impl<P: PodSource> Allocator<P> {
         }
     }
 
-    /// Realises the MIG slices of `hami.io/vgpu-mig-allocations` with `manager`: the
-    /// container gets the MIG devices instead of the cards.
+    /// Realises the MIG slices of `hami.io/vgpu-mig-allocations` and Volcano's
+    /// `UUID[<group>-<position>]` with `manager`: the container gets the MIG devices instead
+    /// of the cards.
     pub fn with_mig(mut self, manager: Arc<MigManager>) -> Allocator<P> {
         self.mig = Some(manager);
         self

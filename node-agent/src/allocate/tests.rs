@@ -347,7 +347,7 @@ async fn the_preferred_replicas_are_those_of_the_decided_cards() {
 }
 
 /// A pod as Volcano's scheduler leaves it: its lists cover regular containers only.
-fn volcano_decided(name: &str, to_allocate: &str) -> PodInfo {
+pub(crate) fn volcano_decided(name: &str, to_allocate: &str) -> PodInfo {
     PodInfo {
         namespace: "default".into(),
         name: name.into(),
@@ -438,7 +438,7 @@ async fn without_mig_control_a_hami_decision_with_mig_reservations_is_refused_an
 }
 
 #[tokio::test]
-async fn a_volcano_mig_slice_is_refused_with_its_id() {
+async fn a_volcano_mig_slice_on_a_node_not_in_mig_mode_is_refused_with_its_id() {
     let root = tempfile::tempdir().expect("temp dir");
     let pods = MemoryPods::default();
     pods.insert(

@@ -10,8 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hamr_guest::device::ContainerDevice;
 use hamr_guest::vendor::nvidia::mig::{MIG_ALLOCATIONS, Reservation, decode_reservations};
+use hamr_guest::vendor::volcano;
 
+use super::volcano::Geometries;
 use super::{Instance, MigControl, MigError, profile_id, slices_of};
 use crate::pods::{PodInfo, PodSource};
 
@@ -41,6 +44,8 @@ impl Key {
 pub struct MigManager {
     control: Arc<dyn MigControl>,
     tracked: Mutex<BTreeMap<Key, Tracked>>,
+    /// Where Volcano's slices go on the cards.
+    volcano: Geometries,
 }
 
 /// A tracked instance, the UID of the pod it was created for or adopted from, and when: a pod
@@ -67,48 +72,53 @@ pub fn is_active(pod: &PodInfo) -> bool {
     !pod.deleting && pod.phase != "Succeeded" && pod.phase != "Failed"
 }
 
-/// The reservations of the node's active pods, each with its pod's UID. A list that does not
-/// decode fails the whole call (start-up then counts every card as in use).
-pub fn active_reservations(pods: &[PodInfo]) -> Result<Vec<(String, Reservation)>, String> {
-    let active = ActivePods::read(pods);
-    match active.undecodable.into_iter().next() {
-        Some(reason) => Err(reason),
-        None => Ok(active.reservations),
-    }
+/// How the instance of an active reservation that nothing tracks is recognised on the card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recognise {
+    /// HAMi's reservation: by the runtime ids written back at Allocate (none before).
+    RuntimeIds,
+    /// Volcano's slice, of a pod served already (`volcano.sh/bind-phase: success`): nothing is
+    /// written back, so by profile and placement (the scheduler gives a slice to one active
+    /// pod only).
+    Placement,
+    /// Volcano's slice of a pod not served yet: its instance is created (or taken over, when
+    /// idle) at Allocate.
+    NotYet,
+}
+
+/// One reservation of an active pod.
+#[derive(Clone, Debug)]
+pub struct Active {
+    /// The pod's UID.
+    pub owner: String,
+    pub reservation: Reservation,
+    pub recognise: Recognise,
 }
 
 /// The node's active pods as reconciliation sees them.
 #[derive(Debug, Default)]
 pub struct ActivePods {
-    /// The reservations that decode, each with its pod's UID.
-    pub reservations: Vec<(String, Reservation)>,
-    /// The UIDs of the pods whose reservation list does not decode: their instances are kept.
+    /// The reservations that could be read: HAMi's, and Volcano's slices placed by their
+    /// group's layout.
+    pub reservations: Vec<Active>,
+    /// The cards the active pods' slices are on, whether or not they could be read further.
+    pub cards: BTreeSet<String>,
+    /// Some pod's slices could not be read at all (an annotation that does not decode): the
+    /// cards it uses are unknown.
+    pub cards_unknown: bool,
+    /// The UIDs of the pods whose slices could not be read: their instances are kept.
     pub protected: BTreeSet<String>,
-    /// Why each of those does not decode (pod, annotation, reason).
+    /// Why each of those could not be read (pod, annotation, reason).
     pub undecodable: Vec<String>,
 }
 
 impl ActivePods {
-    pub fn read(pods: &[PodInfo]) -> ActivePods {
-        let mut out = ActivePods::default();
-        for pod in pods.iter().filter(|p| is_active(p)) {
-            let Some(text) = pod.annotation(MIG_ALLOCATIONS) else {
-                continue;
-            };
-            match decode_reservations(text) {
-                Ok(list) => out
-                    .reservations
-                    .extend(list.into_iter().map(|r| (pod.uid.clone(), r))),
-                Err(e) => {
-                    out.protected.insert(pod.uid.clone());
-                    out.undecodable.push(format!(
-                        "pod {}/{}: {MIG_ALLOCATIONS}: {e}",
-                        pod.namespace, pod.name
-                    ));
-                }
-            }
-        }
-        out
+    fn protect(&mut self, pod: &PodInfo, key: &str, reason: &str) {
+        self.protected.insert(pod.uid.clone());
+        self.undecodable.push(format!(
+            "pod {}/{}: {key}: {reason}",
+            pod.namespace, pod.name
+        ));
     }
 }
 
@@ -117,6 +127,94 @@ impl MigManager {
         MigManager {
             control,
             tracked: Mutex::new(BTreeMap::new()),
+            volcano: Geometries::default(),
+        }
+    }
+
+    /// Realises Volcano's slices `UUID[<group>-<position>]` by `geometries` (without, every
+    /// card is unknown to them).
+    pub fn with_volcano(mut self, geometries: Geometries) -> MigManager {
+        self.volcano = geometries;
+        self
+    }
+
+    /// The reservations of one container's Volcano slices (container `container`, devices in
+    /// order), placed by their group's layout on the card.
+    pub fn volcano_reservations(
+        &self,
+        container: usize,
+        devices: &[ContainerDevice],
+    ) -> Result<Vec<Reservation>, MigError> {
+        self.volcano
+            .reservations(self.control.as_ref(), container, devices)
+    }
+
+    /// The reservations of the node's active pods: HAMi's `hami.io/vgpu-mig-allocations` and
+    /// the slices of Volcano's `volcano.sh/vgpu-ids-new`.
+    pub fn active(&self, pods: &[PodInfo]) -> ActivePods {
+        let mut out = ActivePods::default();
+        for pod in pods.iter().filter(|p| is_active(p)) {
+            if let Some(text) = pod.annotation(MIG_ALLOCATIONS) {
+                match decode_reservations(text) {
+                    Ok(list) => {
+                        out.cards.extend(list.iter().map(|r| r.gpu_uuid.clone()));
+                        out.reservations
+                            .extend(list.into_iter().map(|reservation| Active {
+                                owner: pod.uid.clone(),
+                                reservation,
+                                recognise: Recognise::RuntimeIds,
+                            }));
+                    }
+                    Err(e) => {
+                        out.cards_unknown = true;
+                        out.protect(pod, MIG_ALLOCATIONS, &e);
+                    }
+                }
+            }
+            if let Some(text) = pod.annotation(volcano::VGPU_IDS_NEW) {
+                self.read_volcano(pod, text, &mut out);
+            }
+        }
+        out
+    }
+
+    /// The slices of a Volcano allocation string into `out`.
+    fn read_volcano(&self, pod: &PodInfo, text: &str, out: &mut ActivePods) {
+        let devices = match volcano::decode(text) {
+            Ok(devices) => devices,
+            Err(e) => {
+                out.cards_unknown = true;
+                out.protect(pod, volcano::VGPU_IDS_NEW, &e);
+                return;
+            }
+        };
+        let recognise = if pod.annotation(volcano::BIND_PHASE) == Some("success") {
+            Recognise::Placement
+        } else {
+            Recognise::NotYet
+        };
+        for (c, container) in devices.iter().enumerate() {
+            for (k, d) in container.iter().enumerate() {
+                let Some(slice) = &d.mig else { continue };
+                out.cards.insert(d.uuid.clone());
+                let slot = match self.volcano.slot(
+                    self.control.as_ref(),
+                    &d.uuid,
+                    &slice.profile,
+                    slice.placement.start,
+                ) {
+                    Ok(slot) => slot,
+                    Err(e) => {
+                        out.protect(pod, volcano::VGPU_IDS_NEW, &e.to_string());
+                        continue;
+                    }
+                };
+                out.reservations.push(Active {
+                    owner: pod.uid.clone(),
+                    reservation: slot.reservation(c, k, &d.uuid),
+                    recognise,
+                });
+            }
         }
     }
 
@@ -340,26 +438,27 @@ impl MigManager {
     /// request). A pod whose reservation list does not decode keeps the instances it owns
     /// (fail-closed for that pod only; logged every cycle); the others are reconciled.
     pub fn reconcile_pods(&self, pods: &[PodInfo], read_at: Instant) -> Vec<MigError> {
-        let pods = ActivePods::read(pods);
+        let pods = self.active(pods);
         for reason in &pods.undecodable {
             tracing::warn!(%reason, "MIG instances of this pod kept: reservations unreadable");
         }
-        let active: BTreeSet<Key> = pods.reservations.iter().map(|(_, r)| Key::of(r)).collect();
+        let active: BTreeSet<Key> = pods
+            .reservations
+            .iter()
+            .map(|a| Key::of(&a.reservation))
+            .collect();
         let mut errors = self.reconcile(&active, &pods.protected, read_at);
         errors.extend(self.adopt_all(&pods.reservations));
         errors
     }
 
-    /// Adopts every reservation of `reservations` that carries runtime ids and is not tracked;
-    /// returns the records the cards do not confirm.
-    fn adopt_all(&self, reservations: &[(String, Reservation)]) -> Vec<MigError> {
-        let mut errors = Vec::new();
-        for (owner, r) in reservations {
-            if let Err(e) = self.adopt(owner, r) {
-                errors.push(e);
-            }
-        }
-        errors
+    /// Adopts every reservation of `reservations` that is realised and not tracked; returns
+    /// those the cards do not confirm.
+    fn adopt_all(&self, reservations: &[Active]) -> Vec<MigError> {
+        reservations
+            .iter()
+            .filter_map(|a| self.adopt(a).err())
+            .collect()
     }
 
     /// Start-up (node-side.md §6.6): with `reset`, every MIG card that no active reservation
@@ -373,17 +472,16 @@ impl MigManager {
             Ok(cards) => cards,
             Err(e) => return vec![e],
         };
-        let reservations = match pods.map(active_reservations) {
-            Some(Ok(list)) => Some(list),
-            Some(Err(reason)) => {
-                tracing::warn!(%reason, "MIG start-up: every card counts as in use");
-                None
+        let active = pods.map(|pods| self.active(pods));
+        for reason in active.iter().flat_map(|a| &a.undecodable) {
+            tracing::warn!(%reason, "MIG start-up: the pod's slices are unreadable");
+        }
+        let in_use: BTreeSet<&str> = match &active {
+            Some(a) if !a.cards_unknown => a.cards.iter().map(String::as_str).collect(),
+            _ => {
+                tracing::warn!("MIG start-up: every card counts as in use");
+                cards.iter().map(String::as_str).collect()
             }
-            None => None,
-        };
-        let in_use: BTreeSet<&str> = match &reservations {
-            Some(list) => list.iter().map(|(_, r)| r.gpu_uuid.as_str()).collect(),
-            None => cards.iter().map(String::as_str).collect(),
         };
         for gpu in cards
             .iter()
@@ -393,8 +491,8 @@ impl MigManager {
                 errors.push(e);
             }
         }
-        if let Some(list) = &reservations {
-            errors.extend(self.adopt_all(list));
+        if let Some(active) = &active {
+            errors.extend(self.adopt_all(&active.reservations));
         }
         errors
     }
@@ -428,43 +526,49 @@ impl MigManager {
         Ok(())
     }
 
-    /// Tracks a reservation's recorded instance for the pod with UID `owner` once the card
-    /// confirms it: same profile, placement and ids, same MIG UUID. A reservation without
-    /// runtime ids is not realised yet; one already tracked is left as it is.
-    fn adopt(&self, owner: &str, r: &Reservation) -> Result<(), MigError> {
-        let (Some(uuid), Some(gi), Some(ci)) =
-            (&r.mig_uuid, r.gpu_instance_id, r.compute_instance_id)
-        else {
-            return Ok(());
-        };
-        if self.lock().contains_key(&Key::of(r)) {
+    /// Tracks an active reservation's instance for its pod once the card confirms it: for
+    /// HAMi's, the recorded runtime ids (same profile, placement, ids and MIG UUID; a
+    /// reservation without them is not realised yet); for a served Volcano pod's slice, an
+    /// instance of the profile at the placement. One already tracked is left as it is.
+    fn adopt(&self, active: &Active) -> Result<(), MigError> {
+        let r = &active.reservation;
+        if active.recognise == Recognise::NotYet || self.lock().contains_key(&Key::of(r)) {
             return Ok(());
         }
+        let recorded = (&r.mig_uuid, r.gpu_instance_id, r.compute_instance_id);
+        let ids = match recorded {
+            (Some(uuid), Some(gi), Some(ci)) => Some((uuid, gi, ci)),
+            _ if active.recognise == Recognise::RuntimeIds => return Ok(()),
+            _ => None,
+        };
         let gpu = r.gpu_uuid.as_str();
         let id = slices_of(&r.profile).and_then(profile_id);
-        let found = self
-            .control
-            .instances(gpu)?
-            .into_iter()
-            .find(|i| i.gi == gi)
-            .filter(|i| {
-                Some(i.profile_id) == id
-                    && i.placement == r.placement
-                    && i.ci == ci
-                    && &i.uuid == uuid
-            });
+        let found = self.control.instances(gpu)?.into_iter().find(|i| {
+            Some(i.profile_id) == id
+                && i.placement == r.placement
+                && match ids {
+                    Some((uuid, gi, ci)) => i.gi == gi && i.ci == ci && &i.uuid == uuid,
+                    None => !i.uuid.is_empty(),
+                }
+        });
         match found {
             Some(instance) => {
                 self.lock()
-                    .insert(Key::of(r), Tracked::now(instance, owner));
+                    .insert(Key::of(r), Tracked::now(instance, &active.owner));
                 Ok(())
             }
             None => Err(MigError::Mismatch {
                 gpu: gpu.to_string(),
-                what: format!(
-                    "{} at {} (GPU instance {gi}, compute instance {ci}, {uuid})",
-                    r.profile, r.placement.start
-                ),
+                what: match ids {
+                    Some((uuid, gi, ci)) => format!(
+                        "{} at {} (GPU instance {gi}, compute instance {ci}, {uuid})",
+                        r.profile, r.placement.start
+                    ),
+                    None => format!(
+                        "{} at {} (a served Volcano slice)",
+                        r.profile, r.placement.start
+                    ),
+                },
             }),
         }
     }

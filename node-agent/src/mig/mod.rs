@@ -1,5 +1,6 @@
 //! Dynamic MIG (node-side.md §6): what a card can be cut into, and the GPU/compute instances
-//! created for the slices the scheduler reserved in `hami.io/vgpu-mig-allocations`.
+//! created for the slices the scheduler reserved (`hami.io/vgpu-mig-allocations`, or Volcano's
+//! `UUID[<group>-<position>]` in `volcano.sh/vgpu-ids-new`).
 //!
 //! - [`GiProfile`]: one GPU-instance profile of a card as NVML reports it (discovery fills
 //!   `Device::mig_profiles`); [`profiles::registered`] turns them into HAMi's `migProfiles`
@@ -10,6 +11,8 @@
 //! - [`MigManager`]: the policy over a backend: realise a container's reservations at
 //!   Allocate (all or nothing), destroy instances whose pod is gone, reset idle cards and adopt
 //!   recorded instances at start. It never repartitions under a running process.
+//! - [`volcano`]: Volcano's slices `UUID[<group>-<position>]` turned into reservations, by a
+//!   fixed layout of each geometry group on the card.
 //!
 //! Start reading at [`MigManager::realise`].
 
@@ -17,6 +20,7 @@ pub mod fake;
 pub mod manager;
 pub mod nvml;
 pub mod profiles;
+pub mod volcano;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -158,6 +162,15 @@ pub enum MigError {
         gi: u32,
         owner: String,
         pids: Vec<u32>,
+    },
+    /// A Volcano slice `UUID[<group>-<position>]` has no place on the card: the group is not
+    /// one of the card model's `knownMigGeometries`, the position is past its slices, or its
+    /// slices cannot fit the card together.
+    #[error("card {gpu}: Volcano MIG geometry group {group:?}: {reason}")]
+    Geometry {
+        gpu: String,
+        group: String,
+        reason: String,
     },
     /// A recorded instance (reservation runtime ids) does not match the hardware.
     #[error("card {gpu}: recorded instance {what} does not match the card")]

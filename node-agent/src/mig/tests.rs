@@ -56,7 +56,7 @@ fn reservation(container: i64, device: i64, profile: &str, start: u32, size: u32
 }
 
 /// (profile id, start, gi) of the card's instances.
-fn on_card(fake: &FakeMig) -> Vec<(u32, u32, u32)> {
+pub(crate) fn on_card(fake: &FakeMig) -> Vec<(u32, u32, u32)> {
     fake.instances("GPU-a")
         .expect("card")
         .iter()
@@ -412,7 +412,9 @@ fn a_pod_whose_reservations_do_not_decode_keeps_only_the_instances_it_owns() {
     let mut bad = pod("p", "Running", &[]);
     bad.annotations
         .insert(MIG_ALLOCATIONS.into(), "[{\"containerIndex\":0}]".into());
-    let err = active_reservations_error(&bad);
+    let active = manager.active(std::slice::from_ref(&bad));
+    assert!(active.cards_unknown);
+    let err = active.undecodable.join("; ");
     assert!(
         err.starts_with("pod default/p: hami.io/vgpu-mig-allocations: not a MIG reservation list"),
         "{err}"
@@ -426,10 +428,6 @@ fn a_pod_whose_reservations_do_not_decode_keeps_only_the_instances_it_owns() {
         vec![(0, 6, 1)],
         "the undecodable pod's instance is kept; the gone pod's is destroyed"
     );
-}
-
-fn active_reservations_error(pod: &PodInfo) -> String {
-    manager::active_reservations(std::slice::from_ref(pod)).unwrap_err()
 }
 
 #[test]
