@@ -9,6 +9,8 @@ use crate::api::{
 };
 use crate::config::Config;
 use crate::device::{self, Card, MigInUse, PodDevices, Usage};
+use crate::order::{Candidates, NodeOrder};
+use crate::policy::NodePolicy;
 use crate::quantity;
 use crate::vendor::{VENDORS, Vendor};
 
@@ -196,6 +198,14 @@ pub struct Ledger {
     pub quotas: Quotas,
     /// A node name arrived since the ranks were given ([`NodeEntry::name_rank`]).
     names_unranked: bool,
+    /// Every node by (use score, rank) in each policy's best-first order; kept while the
+    /// ranks are fresh, rebuilt by [`Ledger::rank_names`].
+    order: NodeOrder,
+    /// Bumped when a node arrives or leaves or the ranks are given anew: the resolved
+    /// candidates are then stale.
+    generation: u64,
+    /// The last candidate list `filter` resolved ([`Ledger::resolve_candidates`]).
+    candidates: Candidates,
     /// Quota objects as given, so a new configuration can re-read them.
     quota_objects: BTreeMap<(String, String), Quota>,
 }
@@ -243,7 +253,7 @@ impl Ledger {
             let result = match delta {
                 Delta::NodeUpsert(n) => self.upsert_node(n.clone()),
                 Delta::NodeRemove(name) => {
-                    self.nodes.remove(name);
+                    self.remove_node(name);
                     Ok(())
                 }
                 Delta::PodUpsert(p) => self.upsert_pod(p),
@@ -283,6 +293,16 @@ impl Ledger {
         self.parse_node(node)
     }
 
+    /// Forgets a node (its pods stay booked to its name until they go).
+    pub fn remove_node(&mut self, name: &str) {
+        if let Some(entry) = self.nodes.remove(name) {
+            if !self.names_unranked {
+                self.order.remove(entry.name_rank, entry.use_score);
+            }
+            self.generation += 1;
+        }
+    }
+
     /// [`Ledger::upsert_node`] without the shortcut: parses every registration.
     fn parse_node(&mut self, node: Node) -> Result<(), Error> {
         let previous = self.nodes.remove(&node.name);
@@ -320,14 +340,19 @@ impl Ledger {
             c.cordoned = cordon.contains(c.info.id.as_str());
         }
         let name = node.name.clone();
-        self.names_unranked |= previous.is_none();
+        if previous.is_none() {
+            self.names_unranked = true;
+            self.generation += 1;
+        }
+        // A known node keeps its rank and, until `rebuild_node` moves it, its place in the
+        // order.
         self.nodes.insert(
             name.clone(),
             NodeEntry {
                 node,
                 cards,
                 vendors,
-                use_score: 0.0,
+                use_score: previous.as_ref().map_or(0.0, |p| p.use_score),
                 name_rank: previous.as_ref().map_or(0, |p| p.name_rank),
                 parse_error: first_error.clone(),
             },
@@ -346,7 +371,38 @@ impl Ledger {
         for (rank, (_, entry)) in entries.into_iter().enumerate() {
             entry.name_rank = rank as u32;
         }
+        self.order = NodeOrder::of(self.nodes.values().map(|e| (e.name_rank, e.use_score)));
         self.names_unranked = false;
+        self.generation += 1;
+    }
+
+    /// The ranks of every node, the best first under `policy` (fresh after
+    /// [`Ledger::rank_names`]).
+    pub fn best_first(&self, policy: NodePolicy) -> Box<dyn Iterator<Item = u32> + '_> {
+        self.order.best_first(policy)
+    }
+
+    /// Resolves `names` to ranks unless they are the list resolved last and no node arrived
+    /// or left since ([`Ledger::candidates`]). Call [`Ledger::rank_names`] first.
+    pub fn resolve_candidates<N: AsRef<str>>(&mut self, names: &[N]) {
+        if self.candidates.same(names, self.generation) {
+            return;
+        }
+        let ranks = self
+            .nodes
+            .values()
+            .map(|e| e.name_rank as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let nodes = &self.nodes;
+        self.candidates = Candidates::resolve(names, self.generation, ranks, |name| {
+            nodes.get(name).map(|e| e.name_rank)
+        });
+    }
+
+    /// The candidates [`Ledger::resolve_candidates`] resolved last.
+    pub fn candidates(&self) -> &Candidates {
+        &self.candidates
     }
 
     /// Recomputes the use of a node's cards from the pods placed there (spec §8.3), and the
@@ -354,7 +410,12 @@ impl Ledger {
     pub fn rebuild_node(&mut self, name: &str) {
         self.rebuild_cards(name);
         if let Some(entry) = self.nodes.get_mut(name) {
+            let before = entry.use_score;
             entry.use_score = crate::policy::node_score(entry.cards.iter());
+            if !self.names_unranked {
+                self.order
+                    .reposition(entry.name_rank, before, entry.use_score);
+            }
         }
     }
 
@@ -674,6 +735,117 @@ mod tests {
         l.upsert_node(node("n25")).unwrap();
         l.rank_names();
         assert_eq!(order(&l), ["n2", "n25", "n3"]);
+    }
+
+    /// The ledger's best-first walk, as names.
+    fn walked(l: &Ledger, policy: NodePolicy) -> Vec<String> {
+        let by_rank: BTreeMap<u32, &String> =
+            l.nodes.iter().map(|(n, e)| (e.name_rank, n)).collect();
+        l.best_first(policy).map(|r| by_rank[&r].clone()).collect()
+    }
+
+    /// Every node sorted by [`NodePolicy::better`] on its use score.
+    fn sorted(l: &Ledger, policy: NodePolicy) -> Vec<String> {
+        let mut all: Vec<(&String, f64)> = l.nodes.iter().map(|(n, e)| (n, e.use_score)).collect();
+        all.sort_by(|a, b| policy.better((a.0, a.1), (b.0, b.1)));
+        all.into_iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    #[test]
+    fn the_best_first_order_follows_use_arrivals_reregistrations_and_removals() {
+        let mut l = Ledger::default();
+        let node = |name: &str, slots: i64| {
+            let card = ONE_CARD
+                .replace("GPU-a", &format!("GPU-{name}"))
+                .replace("\"count\":10", &format!("\"count\":{slots}"));
+            Node {
+                name: name.to_string(),
+                annotations: vec![(REGISTER.to_string(), card)],
+                ..Node::default()
+            }
+        };
+        let pod = |node: &str, mem: i64| PodEntry {
+            namespace: "default".into(),
+            name: format!("p-{node}-{mem}"),
+            node: node.to_string(),
+            devices: Vec::new(),
+            usage: vec![(
+                "NVIDIA",
+                vec![Usage {
+                    uuid: format!("GPU-{node}"),
+                    mem,
+                    cores: 10,
+                    slots: 1,
+                }],
+            )],
+            stray_slices: Vec::new(),
+            assumed: false,
+            tags: Vec::new(),
+        };
+        let check = |l: &Ledger, step: &str| {
+            for policy in [NodePolicy::Binpack, NodePolicy::Spread] {
+                assert_eq!(walked(l, policy), sorted(l, policy), "{step}, {policy:?}");
+            }
+        };
+        for n in ["n4", "n2", "n7", "n1", "n5"] {
+            l.upsert_node(node(n, 10)).unwrap();
+        }
+        l.rank_names();
+        check(&l, "arrivals");
+        for (uid, n, mem) in [
+            ("a", "n2", 4096),
+            ("b", "n7", 40960),
+            ("c", "n2", 4096),
+            ("d", "n5", 4096),
+        ] {
+            l.insert_pod(uid.into(), pod(n, mem));
+            check(&l, uid);
+        }
+        l.remove_pod("b");
+        check(&l, "a pod released");
+        // A registration change (more slots) moves the node's score.
+        l.upsert_node(node("n2", 20)).unwrap();
+        check(&l, "re-registered");
+        l.remove_node("n4");
+        check(&l, "a removal");
+        l.upsert_node(node("n3", 10)).unwrap();
+        l.insert_pod("e".into(), pod("n3", 8192));
+        l.rank_names();
+        check(&l, "an arrival with use, ranked");
+    }
+
+    #[test]
+    fn a_candidate_list_is_resolved_again_only_when_it_or_the_nodes_change() {
+        let mut l = Ledger::default();
+        for n in ["a", "b", "c"] {
+            l.upsert_node(Node {
+                name: n.into(),
+                ..Node::default()
+            })
+            .unwrap();
+        }
+        l.rank_names();
+        l.resolve_candidates(&["c", "zz", "a"]);
+        let positions = |l: &Ledger| {
+            (0..3)
+                .map(|r| l.candidates().position(r))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(positions(&l), vec![Some(2), None, Some(0)]);
+        assert_eq!(l.candidates().unknown(), &[1]);
+        // "zz" arrives: ranks change, the same list resolves anew.
+        l.upsert_node(Node {
+            name: "zz".into(),
+            ..Node::default()
+        })
+        .unwrap();
+        l.rank_names();
+        l.resolve_candidates(&["c", "zz", "a"]);
+        assert_eq!(l.candidates().unknown(), &[] as &[u32]);
+        assert_eq!(l.candidates().position(3), Some(1));
+        l.remove_node("a");
+        l.resolve_candidates(&["c", "zz", "a"]);
+        assert_eq!(l.candidates().unknown(), &[2]);
     }
 
     fn registered(annotations: &[(&str, &str)]) -> Node {

@@ -20,6 +20,7 @@ pub mod convert;
 pub mod device;
 pub mod handshake;
 pub mod ledger;
+pub mod order;
 pub mod policy;
 pub mod quantity;
 pub mod reason;

@@ -48,6 +48,11 @@ impl Counter {
         self.counts.insert(reason, n);
     }
 
+    /// The count of one reason (0 when never counted).
+    pub fn get(&self, reason: &str) -> u32 {
+        self.counts.get(reason).copied().unwrap_or(0)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.counts.values().all(|&n| n == 0)
     }

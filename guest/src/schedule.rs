@@ -53,7 +53,22 @@ struct PodPlan<'a> {
     node_policy: NodePolicy,
     /// Namespace quotas that apply to this pod (empty when none does).
     quota: Vec<QuotaView>,
+    /// The reasons written so far in this call: nodes alike fail alike, and a counter's text
+    /// is formatted once.
+    reasons: RefCell<Vec<Written>>,
 }
+
+/// A counter of card failures against `total` cards, as written in a verdict.
+struct Written {
+    counter: reason::Counter,
+    total: u32,
+    text: String,
+    counts: Vec<crate::api::ReasonCount>,
+}
+
+/// How many distinct counters [`PodPlan::fail`] keeps written (a few in practice; past this
+/// many they are formatted each time).
+const WRITTEN_KEPT: usize = 32;
 
 impl<'a> PodPlan<'a> {
     fn new(ledger: &Ledger, pod: &'a Pod) -> Result<Option<PodPlan<'a>>, Error> {
@@ -68,7 +83,37 @@ impl<'a> PodPlan<'a> {
             gpu_policy: GpuPolicy::for_pod(pod, &ledger.config.gpu_scheduler_policy),
             node_policy: NodePolicy::for_pod(pod, &ledger.config.node_scheduler_policy),
             quota: QuotaView::for_pod(ledger, pod),
+            reasons: RefCell::new(Vec::new()),
         }))
+    }
+
+    /// The verdict of a node whose cards failed as `counter` counts, out of `total`.
+    fn fail(&self, counter: reason::Counter, total: u32) -> NodeFail {
+        let mut written = self.reasons.borrow_mut();
+        let known = written
+            .iter()
+            .find(|w| w.total == total && w.counter == counter);
+        let (reason, counts) = match known {
+            Some(w) => (w.text.clone(), w.counts.clone()),
+            None => {
+                let counts = counter.counts(total);
+                let text = reason::join(&counts);
+                if written.len() < WRITTEN_KEPT {
+                    written.push(Written {
+                        counter,
+                        total,
+                        text: text.clone(),
+                        counts: counts.clone(),
+                    });
+                }
+                (text, counts)
+            }
+        };
+        NodeFail {
+            code: Code::Unschedulable,
+            reason,
+            counts,
+        }
     }
 }
 
@@ -297,15 +342,8 @@ fn fit_container(
     so_far: &[(usize, ContainerDevice)],
     explain: Option<&RefCell<Vec<CardCheck>>>,
 ) -> Result<Vec<ContainerDevice>, NodeFail> {
-    let scores: Vec<f32> = cards
-        .iter()
-        .map(|c| {
-            let r = reqs
-                .iter()
-                .find(|r| policy::contains_ignore_case(&c.info.model, r.vendor));
-            policy::device_score(c, r, plan.weights)
-        })
-        .collect();
+    // The cards' scores order them; they are computed once, when a request needs the order.
+    let mut scores: Option<Vec<f32>> = None;
     let mut chosen = Vec::new();
     for r in reqs {
         let Some(v) = vendor::by_key(r.vendor) else {
@@ -316,11 +354,7 @@ fn fit_container(
         let mut order: Vec<usize> = (0..cards.len())
             .filter(|&i| cards[i].vendor == v.key() && v.owns(&cards[i]))
             .collect();
-        order.sort_by(|&a, &b| {
-            plan.gpu_policy
-                .compare((&cards[a], scores[a]), (&cards[b], scores[b]))
-        });
-        let candidates: Vec<&Card> = order.iter().map(|&i| &cards[i]).collect();
+        let mut candidates: Vec<&Card> = order.iter().map(|&i| &cards[i]).collect();
         if r.nums > candidates.len() as i64 && !v.multi_slice(plan.pod, r, &candidates) {
             return Err(NodeFail::bare(reason::NODE_INSUFFICIENT_DEVICE));
         }
@@ -345,16 +379,34 @@ fn fit_container(
             position: position as u32,
             earlier: so_far,
         };
+        let total = candidates.len() as u32;
+        // A node where no card passes on its own fails in any order: it is not ordered. When
+        // explaining, the cards are checked once, in order.
+        if explain.is_none()
+            && let Some(counter) = v.fails_on_every_card(&candidates, r, &ctx)
+        {
+            return Err(plan.fail(counter, total));
+        }
+        let scores = scores.get_or_insert_with(|| {
+            cards
+                .iter()
+                .map(|c| {
+                    let r = reqs
+                        .iter()
+                        .find(|r| policy::contains_ignore_case(&c.info.model, r.vendor));
+                    policy::device_score(c, r, plan.weights)
+                })
+                .collect()
+        });
+        order.sort_by(|&a, &b| {
+            plan.gpu_policy
+                .compare((&cards[a], scores[a]), (&cards[b], scores[b]))
+        });
+        candidates.clear();
+        candidates.extend(order.iter().map(|&i| &cards[i]));
         match v.fit(&candidates, r, &ctx) {
             Fit::Fits(devs) => chosen.extend(devs),
-            Fit::NoFit(counter) => {
-                let total = candidates.len() as u32;
-                return Err(NodeFail {
-                    code: Code::Unschedulable,
-                    reason: counter.text(total),
-                    counts: counter.counts(total),
-                });
-            }
+            Fit::NoFit(counter) => return Err(plan.fail(counter, total)),
         }
     }
     Ok(chosen)
@@ -494,6 +546,7 @@ pub fn filter<N: AsRef<str>>(
             .all(|r| vendor::by_key(r.vendor).is_some_and(|v| v.rank_is_use_only()));
     let (verdicts, best) = if best_first {
         ledger.rank_names();
+        ledger.resolve_candidates(candidates);
         try_best_first(ledger, &plan, candidates, now)
     } else {
         evaluate_every(ledger, &plan, candidates, now)
@@ -539,112 +592,52 @@ fn evaluate_every<N: AsRef<str>>(
     (verdicts, choice)
 }
 
-/// A known candidate in the best-first order: the node policy's order of the score on existing
-/// use, then the name (exactly [`NodePolicy::better`], which [`NodeRank::order`] applies when
-/// no vendor adds a term). `BinaryHeap` pops the greatest, so the better node is greater.
-/// Duplicate names compare equal.
-struct Ranked<'a> {
-    policy: NodePolicy,
-    position: usize,
-    name: &'a str,
-    entry: &'a NodeEntry,
-}
-
-impl Ord for Ranked<'_> {
-    /// [`NodePolicy::better`] with the names' order read from their ranks (fresh: `filter`
-    /// calls [`Ledger::rank_names`] first).
-    fn cmp(&self, other: &Self) -> Ordering {
-        let by_score = self
-            .entry
-            .use_score
-            .partial_cmp(&other.entry.use_score)
-            .unwrap_or(Ordering::Equal);
-        let by_score = match self.policy {
-            NodePolicy::Binpack => by_score,
-            NodePolicy::Spread => by_score.reverse(),
-        };
-        by_score.then_with(|| other.entry.name_rank.cmp(&self.entry.name_rank))
-    }
-}
-
-impl PartialOrd for Ranked<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Ranked<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Ranked<'_> {}
-
 /// Candidates evaluated best first (see [`filter`]); the first that fits is the choice.
-/// Unknown names are `node unregistered` whatever happens.
-fn try_best_first<'a, N: AsRef<str>>(
-    ledger: &'a Ledger,
+/// The nodes are walked in the ledger's order ([`Ledger::best_first`]: the node policy's order
+/// of the score on existing use, then the name, exactly [`NodePolicy::better`], which
+/// [`NodeRank::order`] applies when no vendor adds a term), and those among the candidates
+/// ([`Ledger::candidates`], resolved by the caller) are evaluated. Unknown names are `node
+/// unregistered` whatever happens; a name listed twice gets its node's verdict twice.
+fn try_best_first<N: AsRef<str>>(
+    ledger: &Ledger,
     plan: &PodPlan<'_>,
-    candidates: &'a [N],
+    candidates: &[N],
     now: i64,
 ) -> (Vec<NodeVerdict>, Option<Choice>) {
-    let mut verdicts: Vec<(usize, NodeVerdict)> = Vec::new();
-    let ranked = |position: usize, name: &'a str| {
-        ledger.nodes.get(name).map(|entry| Ranked {
-            policy: plan.node_policy,
-            position,
-            name,
-            entry,
+    let listed = ledger.candidates();
+    let name_at = |position: usize| candidates[position].as_ref();
+    let mut verdicts: Vec<(usize, NodeVerdict)> = listed
+        .unknown()
+        .iter()
+        .map(|&p| {
+            let p = p as usize;
+            (
+                p,
+                NodeFail::bare(reason::NODE_UNREGISTERED).verdict(name_at(p)),
+            )
         })
-    };
-    // Usually the best candidate fits: one scan, without allocating, finds it. Only when it
-    // does not are the others ordered, by a heap.
-    let mut best: Option<Ranked<'_>> = None;
-    for (position, name) in candidates.iter().enumerate() {
-        match ranked(position, name.as_ref()) {
-            Some(r) => {
-                if best.as_ref().is_none_or(|b| r > *b) {
-                    best = Some(r);
-                }
-            }
-            None => verdicts.push((
-                position,
-                NodeFail::bare(reason::NODE_UNREGISTERED).verdict(name.as_ref()),
-            )),
-        }
-    }
-    let attempt = |next: &Ranked<'_>, verdicts: &mut Vec<(usize, NodeVerdict)>| match evaluate(
-        ledger, plan, next.entry, now, None,
-    ) {
-        Ok(fit) => {
-            verdicts.push((
-                next.position,
-                success(next.name, fit.score(plan.node_policy)),
-            ));
-            Some((next.name.to_string(), fit.devices))
-        }
-        Err(fail) => {
-            verdicts.push((next.position, fail.verdict(next.name)));
-            None
-        }
-    };
+        .collect();
     let mut choice = None;
-    if let Some(first) = best {
-        choice = attempt(&first, &mut verdicts);
-        if choice.is_none() {
-            let rest: Vec<Ranked<'_>> = candidates
-                .iter()
-                .enumerate()
-                .filter(|(position, _)| *position != first.position)
-                .filter_map(|(position, name)| ranked(position, name.as_ref()))
-                .collect();
-            let mut heap = std::collections::BinaryHeap::from(rest);
-            while let Some(next) = heap.pop() {
-                choice = attempt(&next, &mut verdicts);
-                if choice.is_some() {
-                    break;
+    for rank in ledger.best_first(plan.node_policy) {
+        let Some(position) = listed.position(rank) else {
+            continue;
+        };
+        let name = name_at(position);
+        let Some(entry) = ledger.nodes.get(name) else {
+            continue;
+        };
+        match evaluate(ledger, plan, entry, now, None) {
+            Ok(fit) => {
+                verdicts.push((position, success(name, fit.score(plan.node_policy))));
+                choice = Some((name.to_string(), fit.devices));
+                break;
+            }
+            Err(fail) => {
+                let verdict = fail.verdict(name);
+                for &again in listed.repeats(rank) {
+                    verdicts.push((again as usize, verdict.clone()));
                 }
+                verdicts.push((position, verdict));
             }
         }
     }

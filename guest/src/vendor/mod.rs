@@ -248,6 +248,20 @@ pub trait Vendor: Sync {
     /// Fits one request on the node's candidate cards, given in policy order (tried from the end).
     fn fit(&self, cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit;
 
+    /// `Some(counter)` when no card of `cards` passes this vendor's per-card checks on its
+    /// own, so that no order of the cards fits `request` and `counter` is exactly what
+    /// [`Vendor::fit`] returns in every order. `filter` asks this first, with the cards in
+    /// registration order, and scores and sorts them only on `None` (a node that fits nowhere
+    /// is then rejected without ordering its cards). The default `None` always orders them.
+    fn fails_on_every_card(
+        &self,
+        _cards: &[&Card],
+        _request: &Request,
+        _ctx: &FitContext<'_>,
+    ) -> Option<Counter> {
+        None
+    }
+
     /// Books a chosen device on the node copy (spec §5 `AddResourceUsage`).
     fn add_usage(&self, card: &mut Card, device: &ContainerDevice) {
         card.used += 1;

@@ -296,6 +296,27 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
     Fit::NoFit(counter)
 }
 
+/// [`fit`] when it accepts no card at all. A card's checks depend on the cards accepted
+/// before it (NUMA binding, MIG placements, quota over the collected ones) and on nothing else
+/// that changes along the walk (clamping the cores is the same for every card): while none is
+/// accepted, each card fails for the same reason in any order. A fit that accepted one counts
+/// `AllocatedCardsInsufficientRequest` or `NumaNotFit`, or fits.
+pub fn fails_on_every_card(
+    cards: &[&Card],
+    request: &Request,
+    ctx: &FitContext<'_>,
+) -> Option<Counter> {
+    match fit(cards, request, ctx) {
+        Fit::NoFit(counter)
+            if counter.get(reason::ALLOCATED_CARDS_INSUFFICIENT_REQUEST) == 0
+                && counter.get(reason::NUMA_NOT_FIT) == 0 =>
+        {
+            Some(counter)
+        }
+        _ => None,
+    }
+}
+
 /// Topology-aware choice among the collected cards: for one card, the one with the smallest
 /// sum of pair scores to the others (least damage to good groups); for n cards, the first
 /// combination (lexicographic in collection order) with the strictly highest sum of pair scores.

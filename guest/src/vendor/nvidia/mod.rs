@@ -9,6 +9,7 @@ use crate::api::{Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
 use crate::config::Config;
 use crate::device::{self, Card, DeviceInfo, Placed, PodDevices};
 use crate::policy::contains_ignore_case;
+use crate::reason::Counter;
 use crate::vendor::{Fit, FitContext, QuotaResources, Request, Slot, Vendor};
 
 /// The vendor key in requests and annotations.
@@ -101,6 +102,15 @@ impl Vendor for Nvidia {
 
     fn fit(&self, cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
         fit::fit(cards, request, ctx)
+    }
+
+    fn fails_on_every_card(
+        &self,
+        cards: &[&Card],
+        request: &Request,
+        ctx: &FitContext<'_>,
+    ) -> Option<Counter> {
+        fit::fails_on_every_card(cards, request, ctx)
     }
 
     fn annotations(&self, devices: &PodDevices) -> Pairs {
