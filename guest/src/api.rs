@@ -343,6 +343,21 @@ pub trait Scheduler {
         candidates: &[String],
         now: i64,
     ) -> Result<Result<FilterOutcome, Error>, Self::Fault>;
+    /// [`Scheduler::filter`] on the candidates as WIT's `node-names` text (one name per line;
+    /// empty lines are skipped), as `hamr serve` reads them off kube-scheduler's request. The
+    /// component takes the text as it is; the default splits it.
+    fn filter_lines(
+        &mut self,
+        pod: &Pod,
+        candidates: &str,
+        now: i64,
+    ) -> Result<Result<FilterOutcome, Error>, Self::Fault> {
+        let names: Vec<String> = crate::node_names(candidates)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        self.filter(pod, &names, now)
+    }
     fn score(
         &mut self,
         pod: &Pod,

@@ -212,6 +212,14 @@ impl api::Scheduler for Engine {
     ) -> Result<Result<FilterOutcome, Error>, Infallible> {
         Ok(Engine::filter(self, pod, candidates, now))
     }
+    fn filter_lines(
+        &mut self,
+        pod: &Pod,
+        candidates: &str,
+        now: i64,
+    ) -> Result<Result<FilterOutcome, Error>, Infallible> {
+        Ok(Engine::filter_lines(self, pod, candidates, now))
+    }
     fn score(
         &mut self,
         pod: &Pod,

@@ -124,6 +124,14 @@ impl Scheduler for Engine {
     ) -> Result<Result<api::FilterOutcome, api::Error>, EngineFault> {
         dispatch!(self.filter(pod, candidates, now))
     }
+    fn filter_lines(
+        &mut self,
+        pod: &api::Pod,
+        candidates: &str,
+        now: i64,
+    ) -> Result<Result<api::FilterOutcome, api::Error>, EngineFault> {
+        dispatch!(self.filter_lines(pod, candidates, now))
+    }
     fn score(
         &mut self,
         pod: &api::Pod,

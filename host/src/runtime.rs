@@ -502,11 +502,21 @@ impl Scheduler for ComponentScheduler {
         candidates: &[String],
         now: i64,
     ) -> Result<Result<api::FilterOutcome, api::Error>, Fault> {
-        let names = match hamr_guest::join_node_names(candidates) {
-            Ok(names) => names,
-            Err(e) => return Ok(Err(e)),
-        };
+        match hamr_guest::join_node_names(candidates) {
+            Ok(names) => self.filter_lines(pod, &names, now),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn filter_lines(
+        &mut self,
+        pod: &api::Pod,
+        names: &str,
+        now: i64,
+    ) -> Result<Result<api::FilterOutcome, api::Error>, Fault> {
         let wire: w::Pod = pod.clone().cv();
+        // WIT's `node-names` is a `string` alias: the bindings take `&String`.
+        let names = names.to_string();
         let r = self.call("filter", |g, s| {
             g.hamr_scheduler_scheduler()
                 .call_filter(s, &wire, &names, now)

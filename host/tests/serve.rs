@@ -398,6 +398,17 @@ fn bad_input_gets_400_and_the_server_keeps_serving() {
         answer["FailedAndUnresolvableNodes"]["no-such-node"],
         "node unregistered"
     );
+    // A name no node can have fails the call with the engines' own error.
+    let (status, answer) = call(
+        &h,
+        "/filter",
+        &json!({"Pod": gpu_pod("p", "1024", "10"), "NodeNames": ["gpu-a100-1", "a\nb"]}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["Error"],
+        "invalid input: request: candidates \"a\\nb\": a node name cannot hold a line break"
+    );
     let (status, answer) = call(
         &h,
         "/filter",

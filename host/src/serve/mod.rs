@@ -339,12 +339,18 @@ impl Server {
             m.observe(&pod);
         }
         let now = self.clock.now();
-        // Shared with the engine's thread, not copied: thousands of names per request.
-        let names: Arc<[String]> = args.node_names.into();
+        if let Some(bad) = args.node_names.line_break() {
+            // The error every engine gives for such a name.
+            let error = hamr_guest::check_node_names(&[bad]).err();
+            return FilterResult::error(error.map(|e| e.to_string()).unwrap_or_default());
+        }
+        // Shared with the engine's thread, not copied: thousands of names per request, as
+        // one text.
+        let names = Arc::new(args.node_names);
         let p = pod.clone();
         let candidates = Arc::clone(&names);
         let outcome = self
-            .with_engine(move |e| e.filter(&p, &candidates, now))
+            .with_engine(move |e| e.filter_lines(&p, candidates.text(), now))
             .await;
         let outcome = match outcome {
             Err(e) => {
@@ -527,7 +533,11 @@ impl Server {
         }
         let pod = k8s::pod(&args.pod);
         let now = self.clock.now();
-        let names = args.node_names;
+        if let Some(bad) = args.node_names.line_break() {
+            let error = hamr_guest::check_node_names(&[bad]).err();
+            return Err(error.map(|e| e.to_string()).unwrap_or_default());
+        }
+        let names = args.node_names.to_vec();
         let scores = self
             .with_engine(move |e| e.score(&pod, &names, now))
             .await

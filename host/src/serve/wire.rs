@@ -99,47 +99,322 @@ pub fn object<T: serde::de::DeserializeOwned>(value: &Value, field: &str) -> Res
 pub struct ExtenderArgs {
     pub pod: Pod,
     /// `NodeNames` (nodeCacheCapable) or the names of `Nodes.items`.
-    pub node_names: Vec<String>,
+    pub node_names: NodeNames,
     /// True when the scheduler sent full `Nodes` (not nodeCacheCapable).
     pub full_nodes: Option<Vec<Value>>,
 }
 
+/// Candidate node names as WIT's `node-names` text, one per line, read straight off the
+/// request: thousands of names per call become one string, not one allocation each. Empty
+/// names are skipped (no node has one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeNames {
+    text: String,
+    count: usize,
+    /// The first name holding a line break, which no node has and the text cannot carry.
+    line_break: Option<String>,
+}
+
+impl NodeNames {
+    pub fn from_names<N: AsRef<str>>(names: &[N]) -> NodeNames {
+        let mut out = NodeNames::default();
+        for n in names {
+            out.push(n.as_ref());
+        }
+        out
+    }
+
+    fn push(&mut self, name: &str) {
+        if name.is_empty() {
+            return;
+        }
+        if name.contains('\n') {
+            self.line_break.get_or_insert_with(|| name.to_string());
+            return;
+        }
+        if self.count > 0 {
+            self.text.push('\n');
+        }
+        self.text.push_str(name);
+        self.count += 1;
+    }
+
+    /// The names, one per line.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.text.split('\n').filter(|n| !n.is_empty())
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+
+    /// The first name that holds a line break, if any: the request cannot be decided.
+    pub fn line_break(&self) -> Option<&str> {
+        self.line_break.as_deref()
+    }
+}
+
+/// The top level of an `ExtenderArgs` body, keys matched case-insensitively (the last of equal
+/// keys wins, as in [`fold`]), `NodeNames` read into [`NodeNames`] as it streams by.
+#[derive(Default)]
+struct ArgsBody {
+    /// Set when the body is not an object: what it is.
+    not_object: Option<&'static str>,
+    pod: Option<Value>,
+    names: Option<NamesField>,
+    nodes: Option<Value>,
+}
+
+/// `NodeNames` as found: null, not an array, an array with an item that is not a string, or
+/// the names.
+enum NamesField {
+    Null,
+    NotArray(&'static str),
+    BadItem(usize, &'static str),
+    Names(NodeNames),
+}
+
+impl<'de> serde::Deserialize<'de> for ArgsBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ArgsBody, D::Error> {
+        d.deserialize_any(BodyVisitor)
+    }
+}
+
+struct BodyVisitor;
+
+impl BodyVisitor {
+    fn not(kind: &'static str) -> ArgsBody {
+        ArgsBody {
+            not_object: Some(kind),
+            ..ArgsBody::default()
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BodyVisitor {
+    type Value = ArgsBody;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an ExtenderArgs object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ArgsBody, A::Error> {
+        let mut body = ArgsBody::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.to_ascii_lowercase().as_str() {
+                "pod" => body.pod = Some(map.next_value()?),
+                "nodenames" => body.names = Some(map.next_value::<NamesField>()?),
+                "nodes" => body.nodes = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(body)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ArgsBody, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(BodyVisitor::not("an array"))
+    }
+    fn visit_unit<E>(self) -> Result<ArgsBody, E> {
+        Ok(BodyVisitor::not("null"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<ArgsBody, E> {
+        Ok(BodyVisitor::not("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<ArgsBody, E> {
+        Ok(BodyVisitor::not("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<ArgsBody, E> {
+        Ok(BodyVisitor::not("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<ArgsBody, E> {
+        Ok(BodyVisitor::not("a number"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<ArgsBody, E> {
+        Ok(BodyVisitor::not("a string"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NamesField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<NamesField, D::Error> {
+        d.deserialize_any(NamesVisitor)
+    }
+}
+
+struct NamesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NamesVisitor {
+    type Value = NamesField;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of node names")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NamesField, A::Error> {
+        let mut names = NodeNames::default();
+        let mut bad = None;
+        let mut index = 0;
+        while let Some(item) = seq.next_element::<NameItem<'de>>()? {
+            match item {
+                NameItem::Name(name) => names.push(&name),
+                NameItem::Not(kind) => {
+                    bad.get_or_insert((index, kind));
+                }
+            }
+            index += 1;
+        }
+        Ok(match bad {
+            Some((i, kind)) => NamesField::BadItem(i, kind),
+            None => NamesField::Names(names),
+        })
+    }
+    fn visit_unit<E>(self) -> Result<NamesField, E> {
+        Ok(NamesField::Null)
+    }
+    fn visit_none<E>(self) -> Result<NamesField, E> {
+        Ok(NamesField::Null)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NamesField, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(NamesField::NotArray("an object"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<NamesField, E> {
+        Ok(NamesField::NotArray("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<NamesField, E> {
+        Ok(NamesField::NotArray("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<NamesField, E> {
+        Ok(NamesField::NotArray("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<NamesField, E> {
+        Ok(NamesField::NotArray("a number"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<NamesField, E> {
+        Ok(NamesField::NotArray("a string"))
+    }
+}
+
+/// One item of `NodeNames`: a name (borrowed from the body unless it had escapes), or what it
+/// was instead.
+enum NameItem<'de> {
+    Name(std::borrow::Cow<'de, str>),
+    Not(&'static str),
+}
+
+impl<'de> serde::Deserialize<'de> for NameItem<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<NameItem<'de>, D::Error> {
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ItemVisitor {
+    type Value = NameItem<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a node name")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<NameItem<'de>, E> {
+        Ok(NameItem::Name(std::borrow::Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<NameItem<'de>, E> {
+        Ok(NameItem::Name(std::borrow::Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<NameItem<'de>, E> {
+        Ok(NameItem::Name(std::borrow::Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<NameItem<'de>, E> {
+        Ok(NameItem::Not("null"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<NameItem<'de>, E> {
+        Ok(NameItem::Not("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<NameItem<'de>, E> {
+        Ok(NameItem::Not("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<NameItem<'de>, E> {
+        Ok(NameItem::Not("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<NameItem<'de>, E> {
+        Ok(NameItem::Not("a number"))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<NameItem<'de>, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(NameItem::Not("an array"))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<NameItem<'de>, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(NameItem::Not("an object"))
+    }
+}
+
 impl ExtenderArgs {
     pub fn parse(body: &[u8]) -> Result<ExtenderArgs, WireError> {
-        let mut map = fold(body)?;
-        let pod = match optional(&map, "pod") {
-            None => return Err(WireError::Missing("Pod")),
-            Some(v) => object::<Pod>(v, "Pod")?,
-        };
-        if let Some(names) = map.remove("nodenames").filter(|v| !v.is_null()) {
-            // Moved out of the parsed body, not copied: thousands of names per request.
-            let names = match names {
-                Value::Array(items) => items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| match v {
-                        Value::String(name) => Ok(name),
-                        other => Err(WireError::field(
-                            &format!("NodeNames[{i}]"),
-                            format!("expected a string, got {}", kind(&other)),
-                        )),
-                    })
-                    .collect::<Result<Vec<String>, WireError>>()?,
-                other => {
-                    return Err(WireError::field(
-                        "NodeNames",
-                        format!("expected an array, got {}", kind(&other)),
-                    ));
-                }
-            };
-            return Ok(ExtenderArgs {
-                pod,
-                node_names: names,
-                full_nodes: None,
-            });
+        let body: ArgsBody =
+            serde_json::from_slice(body).map_err(|e| WireError::Syntax(e.to_string()))?;
+        if let Some(kind) = body.not_object {
+            return Err(WireError::field(
+                "body",
+                format!("expected an object, got {kind}"),
+            ));
         }
-        if let Some(nodes) = optional(&map, "nodes") {
-            let list = fold_value(nodes.clone(), "Nodes")?;
+        let pod = match body.pod.filter(|v| !v.is_null()) {
+            None => return Err(WireError::Missing("Pod")),
+            Some(v) => object::<Pod>(&v, "Pod")?,
+        };
+        match body.names {
+            Some(NamesField::Names(names)) => {
+                return Ok(ExtenderArgs {
+                    pod,
+                    node_names: names,
+                    full_nodes: None,
+                });
+            }
+            Some(NamesField::NotArray(kind)) => {
+                return Err(WireError::field(
+                    "NodeNames",
+                    format!("expected an array, got {kind}"),
+                ));
+            }
+            Some(NamesField::BadItem(i, kind)) => {
+                return Err(WireError::field(
+                    &format!("NodeNames[{i}]"),
+                    format!("expected a string, got {kind}"),
+                ));
+            }
+            Some(NamesField::Null) | None => {}
+        }
+        if let Some(nodes) = body.nodes.filter(|v| !v.is_null()) {
+            let list = fold_value(nodes, "Nodes")?;
             let items = match optional(&list, "items") {
                 None => Vec::new(),
                 Some(Value::Array(items)) => items.clone(),
@@ -159,11 +434,12 @@ impl ExtenderArgs {
                     .ok_or_else(|| {
                         WireError::field(&format!("Nodes.items[{i}].metadata.name"), "missing")
                     })?;
-                names.push(name.to_string());
+                names.push(name);
             }
+            let node_names = NodeNames::from_names(&names);
             return Ok(ExtenderArgs {
                 pod,
-                node_names: names,
+                node_names,
                 full_nodes: Some(items),
             });
         }
@@ -380,16 +656,31 @@ mod tests {
         ] {
             let args = ExtenderArgs::parse(body.as_bytes()).unwrap();
             assert_eq!(args.pod.metadata.name.as_deref(), Some("p"));
-            assert_eq!(args.node_names, ["a", "b"]);
+            assert_eq!(args.node_names.to_vec(), ["a", "b"]);
             assert!(args.full_nodes.is_none());
         }
+    }
+
+    #[test]
+    fn node_names_become_one_text_with_escapes_read_and_empty_names_skipped() {
+        let body =
+            r#"{"Pod":{},"NodeNames":["gpu-1","","gpu\u002d2","gpu-3"],"Extra":[1,{"a":2}]}"#;
+        let args = ExtenderArgs::parse(body.as_bytes()).unwrap();
+        assert_eq!(args.node_names.text(), "gpu-1\ngpu-2\ngpu-3");
+        assert_eq!(args.node_names.len(), 3);
+        assert_eq!(args.node_names.line_break(), None);
+        // A name no node can have is kept aside, for filter to refuse with the engines' error.
+        let body = r#"{"Pod":{},"NodeNames":["a","b\nc","d"]}"#;
+        let args = ExtenderArgs::parse(body.as_bytes()).unwrap();
+        assert_eq!(args.node_names.to_vec(), ["a", "d"]);
+        assert_eq!(args.node_names.line_break(), Some("b\nc"));
     }
 
     #[test]
     fn full_nodes_give_their_names() {
         let body = r#"{"Pod":{},"Nodes":{"items":[{"metadata":{"name":"n1"}},{"metadata":{"name":"n2"}}]}}"#;
         let args = ExtenderArgs::parse(body.as_bytes()).unwrap();
-        assert_eq!(args.node_names, ["n1", "n2"]);
+        assert_eq!(args.node_names.to_vec(), ["n1", "n2"]);
         assert_eq!(args.full_nodes.unwrap().len(), 2);
     }
 
