@@ -67,6 +67,9 @@ pub struct Card {
     pub vendor: &'static str,
     /// Shared, so that the per-pod copies of a node's cards cost no string copies.
     pub info: Arc<DeviceInfo>,
+    /// Whether `vendor` takes the card as its own ([`crate::vendor::Vendor::owns`]), read
+    /// once here: it depends on the registration only, and `filter` asks it of every card.
+    pub owned: bool,
     pub cordoned: bool,
     /// Set when the usage rebuild finds an inconsistent MIG state (fail-closed, spec §8.3).
     pub forced_unhealthy: bool,
@@ -81,9 +84,10 @@ pub struct Card {
 
 impl Card {
     pub fn new(vendor: &'static str, info: DeviceInfo) -> Card {
-        Card {
+        let mut card = Card {
             vendor,
             info: Arc::new(info),
+            owned: false,
             cordoned: false,
             forced_unhealthy: false,
             used: 0,
@@ -91,7 +95,9 @@ impl Card {
             used_cores: 0,
             mig_in_use: Vec::new(),
             tags: Vec::new(),
-        }
+        };
+        card.owned = crate::vendor::by_key(vendor).is_some_and(|v| v.owns(&card));
+        card
     }
 
     pub fn healthy(&self) -> bool {

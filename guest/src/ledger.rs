@@ -385,9 +385,20 @@ impl Ledger {
     /// Resolves `names` to ranks unless they are the list resolved last and no node arrived
     /// or left since ([`Ledger::candidates`]). Call [`Ledger::rank_names`] first.
     pub fn resolve_candidates<N: AsRef<str>>(&mut self, names: &[N]) {
-        if self.candidates.same(names, self.generation) {
-            return;
+        if !self.candidates.same(names, self.generation) {
+            self.resolve_again(names);
         }
+    }
+
+    /// [`Ledger::resolve_candidates`] on WIT's `node-names` text: a text equal to the last one
+    /// is recognised by one compare, without splitting it.
+    pub fn resolve_candidates_text(&mut self, text: &str) {
+        if !self.candidates.same_text(text, self.generation) {
+            self.resolve_again(&crate::node_names(text));
+        }
+    }
+
+    fn resolve_again<N: AsRef<str>>(&mut self, names: &[N]) {
         let ranks = self
             .nodes
             .values()

@@ -142,7 +142,7 @@ impl Engine {
         candidates: &str,
         now: i64,
     ) -> Result<FilterOutcome, Error> {
-        schedule::filter(&mut self.ledger, pod, &node_names(candidates), now)
+        schedule::filter_text(&mut self.ledger, pod, candidates, now)
     }
 
     /// [`Engine::score`] on WIT's `node-names` text.

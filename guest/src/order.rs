@@ -84,9 +84,10 @@ impl NodeOrder {
 /// A candidate list resolved to the ledger's name ranks.
 #[derive(Clone, Debug, Default)]
 pub struct Candidates {
-    /// The names, each followed by a line break.
+    /// The names joined by line breaks (WIT's `node-names`).
     text: String,
-    count: usize,
+    /// Where each name ends in `text`.
+    ends: Vec<u32>,
     /// The ledger's node generation when resolved (nodes arrived, left or re-ranked since:
     /// stale).
     generation: u64,
@@ -108,7 +109,7 @@ impl Candidates {
     ) -> Candidates {
         let mut out = Candidates {
             text: String::with_capacity(names.iter().map(|n| n.as_ref().len() + 1).sum()),
-            count: names.len(),
+            ends: Vec::with_capacity(names.len()),
             generation,
             position: vec![u32::MAX; ranks],
             repeats: BTreeMap::new(),
@@ -116,8 +117,12 @@ impl Candidates {
         };
         for (position, name) in names.iter().enumerate() {
             let name = name.as_ref();
+            if position > 0 {
+                out.text.push('\n');
+            }
             out.text.push_str(name);
-            out.text.push('\n');
+            out.ends
+                .push(u32::try_from(out.text.len()).unwrap_or(u32::MAX));
             let position = u32::try_from(position).unwrap_or(u32::MAX);
             let found = rank(name).filter(|r| (*r as usize) < ranks);
             match found {
@@ -133,20 +138,37 @@ impl Candidates {
 
     /// Whether `names` is the list resolved here, at the ledger's `generation`.
     pub fn same<N: AsRef<str>>(&self, names: &[N], generation: u64) -> bool {
-        if self.generation != generation || self.count != names.len() {
-            return false;
-        }
-        let mut rest = self.text.as_bytes();
-        for name in names {
-            let name = name.as_ref().as_bytes();
-            match rest.get(..=name.len()) {
-                Some(line) if line.last() == Some(&b'\n') && &line[..name.len()] == name => {
-                    rest = &rest[name.len() + 1..];
-                }
-                _ => return false,
-            }
-        }
-        true
+        self.generation == generation
+            && self.ends.len() == names.len()
+            && names
+                .iter()
+                .enumerate()
+                .all(|(i, n)| self.name(i) == n.as_ref())
+    }
+
+    /// Whether `text` (WIT's `node-names`) is the list resolved here, at the ledger's
+    /// `generation`: one compare of the whole text.
+    pub fn same_text(&self, text: &str, generation: u64) -> bool {
+        self.generation == generation && self.text == text
+    }
+
+    /// How many names the list has.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The name at `position`.
+    pub fn name(&self, position: usize) -> &str {
+        let end = self.ends.get(position).map_or(0, |e| *e as usize);
+        let start = match position.checked_sub(1) {
+            Some(before) => self.ends.get(before).map_or(0, |e| *e as usize + 1),
+            None => 0,
+        };
+        self.text.get(start..end).unwrap_or_default()
     }
 
     /// Where the node of rank `rank` first stands in the list.
@@ -211,7 +233,14 @@ mod tests {
         assert_eq!(set.repeats(2), &[3, 4]);
         assert_eq!(set.unknown(), &[1]);
 
+        assert_eq!(
+            (0..set.len()).map(|p| set.name(p)).collect::<Vec<_>>(),
+            names
+        );
         assert!(set.same(&names, 7));
+        assert!(set.same_text("c\nx\na\nc\nc", 7));
+        assert!(!set.same_text("c\nx\na\nc\nc\n", 7));
+        assert!(!set.same_text("c\nx\na\nc\nc", 8));
         assert!(!set.same(&names, 8), "nodes changed since");
         assert!(!set.same(&["c", "x", "a", "c"], 7));
         assert!(!set.same(&["c", "x", "a", "c", "b"], 7));

@@ -352,7 +352,7 @@ fn fit_container(
         // A card belongs to the vendor whose registration listed it: a node may register the
         // same model under two protocols (HAMi's and Volcano's).
         let mut order: Vec<usize> = (0..cards.len())
-            .filter(|&i| cards[i].vendor == v.key() && v.owns(&cards[i]))
+            .filter(|&i| cards[i].vendor == v.key() && cards[i].owned)
             .collect();
         let mut candidates: Vec<&Card> = order.iter().map(|&i| &cards[i]).collect();
         if r.nums > candidates.len() as i64 && !v.multi_slice(plan.pod, r, &candidates) {
@@ -529,10 +529,43 @@ pub fn filter<N: AsRef<str>>(
     candidates: &[N],
     now: i64,
 ) -> Result<FilterOutcome, Error> {
+    filter_names(ledger, pod, Names::List(candidates), now)
+}
+
+/// [`filter`] on WIT's `node-names` text (one name per line). While kube-scheduler sends the
+/// same names (`nodeCacheCapable`: every call), the text is compared once and not split.
+pub fn filter_text(
+    ledger: &mut Ledger,
+    pod: &Pod,
+    candidates: &str,
+    now: i64,
+) -> Result<FilterOutcome, Error> {
+    filter_names(ledger, pod, Names::<&str>::Text(candidates), now)
+}
+
+/// Candidates as a list or as WIT's text.
+enum Names<'a, N> {
+    List(&'a [N]),
+    Text(&'a str),
+}
+
+fn filter_names<N: AsRef<str>>(
+    ledger: &mut Ledger,
+    pod: &Pod,
+    candidates: Names<'_, N>,
+    now: i64,
+) -> Result<FilterOutcome, Error> {
     let Some(plan) = PodPlan::new(ledger, pod)? else {
+        let verdicts = match candidates {
+            Names::List(list) => list.iter().map(|n| success(n.as_ref(), 0)).collect(),
+            Names::Text(text) => crate::node_names(text)
+                .into_iter()
+                .map(|n| success(n, 0))
+                .collect(),
+        };
         return Ok(FilterOutcome {
             managed: false,
-            verdicts: candidates.iter().map(|n| success(n.as_ref(), 0)).collect(),
+            verdicts,
             decision: None,
         });
     };
@@ -546,10 +579,16 @@ pub fn filter<N: AsRef<str>>(
             .all(|r| vendor::by_key(r.vendor).is_some_and(|v| v.rank_is_use_only()));
     let (verdicts, best) = if best_first {
         ledger.rank_names();
-        ledger.resolve_candidates(candidates);
-        try_best_first(ledger, &plan, candidates, now)
+        match candidates {
+            Names::List(list) => ledger.resolve_candidates(list),
+            Names::Text(text) => ledger.resolve_candidates_text(text),
+        }
+        try_best_first(ledger, &plan, now)
     } else {
-        evaluate_every(ledger, &plan, candidates, now)
+        match candidates {
+            Names::List(list) => evaluate_every(ledger, &plan, list, now),
+            Names::Text(text) => evaluate_every(ledger, &plan, &crate::node_names(text), now),
+        }
     };
     let decision = best.map(|(name, devices)| assume(ledger, &plan, &name, devices, now));
     Ok(FilterOutcome {
@@ -596,16 +635,16 @@ fn evaluate_every<N: AsRef<str>>(
 /// The nodes are walked in the ledger's order ([`Ledger::best_first`]: the node policy's order
 /// of the score on existing use, then the name, exactly [`NodePolicy::better`], which
 /// [`NodeRank::order`] applies when no vendor adds a term), and those among the candidates
-/// ([`Ledger::candidates`], resolved by the caller) are evaluated. Unknown names are `node
+/// ([`Ledger::candidates`], resolved by the caller, which also holds their names) are
+/// evaluated. Unknown names are `node
 /// unregistered` whatever happens; a name listed twice gets its node's verdict twice.
-fn try_best_first<N: AsRef<str>>(
+fn try_best_first(
     ledger: &Ledger,
     plan: &PodPlan<'_>,
-    candidates: &[N],
     now: i64,
 ) -> (Vec<NodeVerdict>, Option<Choice>) {
     let listed = ledger.candidates();
-    let name_at = |position: usize| candidates[position].as_ref();
+    let name_at = |position: usize| listed.name(position);
     let mut verdicts: Vec<(usize, NodeVerdict)> = listed
         .unknown()
         .iter()

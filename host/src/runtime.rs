@@ -314,6 +314,29 @@ pub struct ComponentScheduler {
 }
 
 impl ComponentScheduler {
+    /// `filter` with the candidates as WIT's `node-names` text; the decision is remembered
+    /// for a rebuild.
+    fn filter_text(
+        &mut self,
+        pod: &api::Pod,
+        names: &String,
+        now: i64,
+    ) -> Result<Result<api::FilterOutcome, api::Error>, Fault> {
+        let wire: w::Pod = pod.clone().cv();
+        let r = self.call("filter", |g, s| {
+            g.hamr_scheduler_scheduler()
+                .call_filter(s, &wire, names, now)
+        })?;
+        let r: Result<api::FilterOutcome, api::Error> = r.map(Cv::cv).map_err(Cv::cv);
+        if let Ok(outcome) = &r {
+            self.cache.assumed.remove(&pod.uid);
+            if let Some(d) = &outcome.decision {
+                self.cache.assume(pod, d);
+            }
+        }
+        Ok(r)
+    }
+
     /// Loads the component from `path`, or the one embedded in the binary when `None`
     /// (compiled once per process and shared).
     pub fn load(path: Option<&Path>) -> anyhow::Result<ComponentScheduler> {
@@ -503,7 +526,7 @@ impl Scheduler for ComponentScheduler {
         now: i64,
     ) -> Result<Result<api::FilterOutcome, api::Error>, Fault> {
         match hamr_guest::join_node_names(candidates) {
-            Ok(names) => self.filter_lines(pod, &names, now),
+            Ok(names) => self.filter_text(pod, &names, now),
             Err(e) => Ok(Err(e)),
         }
     }
@@ -514,21 +537,8 @@ impl Scheduler for ComponentScheduler {
         names: &str,
         now: i64,
     ) -> Result<Result<api::FilterOutcome, api::Error>, Fault> {
-        let wire: w::Pod = pod.clone().cv();
         // WIT's `node-names` is a `string` alias: the bindings take `&String`.
-        let names = names.to_string();
-        let r = self.call("filter", |g, s| {
-            g.hamr_scheduler_scheduler()
-                .call_filter(s, &wire, &names, now)
-        })?;
-        let r: Result<api::FilterOutcome, api::Error> = r.map(Cv::cv).map_err(Cv::cv);
-        if let Ok(outcome) = &r {
-            self.cache.assumed.remove(&pod.uid);
-            if let Some(d) = &outcome.decision {
-                self.cache.assume(pod, d);
-            }
-        }
-        Ok(r)
+        self.filter_text(pod, &names.to_string(), now)
     }
 
     fn score(
