@@ -53,6 +53,9 @@ struct PodPlan<'a> {
     node_policy: NodePolicy,
     /// Namespace quotas that apply to this pod (empty when none does).
     quota: Vec<QuotaView>,
+    /// Candidates are tried best first and the first fit ends the walk (see [`filter`]): the
+    /// nodes evaluated are then failures but one.
+    best_first: bool,
     /// The reasons written so far in this call: nodes alike fail alike, and a counter's text
     /// is formatted once.
     reasons: RefCell<Vec<Written>>,
@@ -76,8 +79,14 @@ impl<'a> PodPlan<'a> {
         if requests.iter().all(Vec::is_empty) {
             return Ok(None);
         }
+        let best_first = ledger.config.filter_verdicts == "tried"
+            && requests
+                .iter()
+                .flatten()
+                .all(|r| vendor::by_key(r.vendor).is_some_and(|v| v.rank_is_use_only()));
         Ok(Some(PodPlan {
             pod,
+            best_first,
             requests,
             weights: Weights::from_pod(pod).map_err(Error::InvalidInput)?,
             gpu_policy: GpuPolicy::for_pod(pod, &ledger.config.gpu_scheduler_policy),
@@ -380,9 +389,12 @@ fn fit_container(
             earlier: so_far,
         };
         let total = candidates.len() as u32;
-        // A node where no card passes on its own fails in any order: it is not ordered. When
-        // explaining, the cards are checked once, in order.
-        if explain.is_none()
+        // A node where no card passes on its own fails in any order: it is not ordered. Asked
+        // only in a best-first walk, where all nodes evaluated but the last fail (elsewhere a
+        // fitting node would be fitted twice); when explaining, the cards are checked once,
+        // in order.
+        if plan.best_first
+            && explain.is_none()
             && let Some(counter) = v.fails_on_every_card(&candidates, r, &ctx)
         {
             return Err(plan.fail(counter, total));
@@ -549,6 +561,16 @@ enum Names<'a, N> {
     Text(&'a str),
 }
 
+impl<N: AsRef<str>> Names<'_, N> {
+    /// Every name, in order (the text split).
+    fn all(&self) -> Vec<&str> {
+        match self {
+            Names::List(list) => list.iter().map(AsRef::as_ref).collect(),
+            Names::Text(text) => crate::node_names(text),
+        }
+    }
+}
+
 fn filter_names<N: AsRef<str>>(
     ledger: &mut Ledger,
     pod: &Pod,
@@ -556,28 +578,19 @@ fn filter_names<N: AsRef<str>>(
     now: i64,
 ) -> Result<FilterOutcome, Error> {
     let Some(plan) = PodPlan::new(ledger, pod)? else {
-        let verdicts = match candidates {
-            Names::List(list) => list.iter().map(|n| success(n.as_ref(), 0)).collect(),
-            Names::Text(text) => crate::node_names(text)
+        return Ok(FilterOutcome {
+            managed: false,
+            verdicts: candidates
+                .all()
                 .into_iter()
                 .map(|n| success(n, 0))
                 .collect(),
-        };
-        return Ok(FilterOutcome {
-            managed: false,
-            verdicts,
             decision: None,
         });
     };
     // A re-filter (e.g. after a failed bind) first gives back what the pod held.
     ledger.remove_pod(&pod.uid);
-    let best_first = ledger.config.filter_verdicts == "tried"
-        && plan
-            .requests
-            .iter()
-            .flatten()
-            .all(|r| vendor::by_key(r.vendor).is_some_and(|v| v.rank_is_use_only()));
-    let (verdicts, best) = if best_first {
+    let (verdicts, best) = if plan.best_first {
         ledger.rank_names();
         match candidates {
             Names::List(list) => ledger.resolve_candidates(list),
@@ -585,10 +598,7 @@ fn filter_names<N: AsRef<str>>(
         }
         try_best_first(ledger, &plan, now)
     } else {
-        match candidates {
-            Names::List(list) => evaluate_every(ledger, &plan, list, now),
-            Names::Text(text) => evaluate_every(ledger, &plan, &crate::node_names(text), now),
-        }
+        evaluate_every(ledger, &plan, &candidates.all(), now)
     };
     let decision = best.map(|(name, devices)| assume(ledger, &plan, &name, devices, now));
     Ok(FilterOutcome {
@@ -636,8 +646,8 @@ fn evaluate_every<N: AsRef<str>>(
 /// of the score on existing use, then the name, exactly [`NodePolicy::better`], which
 /// [`NodeRank::order`] applies when no vendor adds a term), and those among the candidates
 /// ([`Ledger::candidates`], resolved by the caller, which also holds their names) are
-/// evaluated. Unknown names are `node
-/// unregistered` whatever happens; a name listed twice gets its node's verdict twice.
+/// evaluated. Unknown names are `node unregistered` whatever happens; a name listed twice gets
+/// its node's verdict twice.
 fn try_best_first(
     ledger: &Ledger,
     plan: &PodPlan<'_>,

@@ -339,10 +339,8 @@ impl Server {
             m.observe(&pod);
         }
         let now = self.clock.now();
-        if let Some(bad) = args.node_names.line_break() {
-            // The error every engine gives for such a name.
-            let error = hamr_guest::check_node_names(&[bad]).err();
-            return FilterResult::error(error.map(|e| e.to_string()).unwrap_or_default());
+        if let Err(e) = args.node_names.check() {
+            return FilterResult::error(e.to_string());
         }
         // Shared with the engine's thread, not copied: thousands of names per request, as
         // one text.
@@ -533,10 +531,7 @@ impl Server {
         }
         let pod = k8s::pod(&args.pod);
         let now = self.clock.now();
-        if let Some(bad) = args.node_names.line_break() {
-            let error = hamr_guest::check_node_names(&[bad]).err();
-            return Err(error.map(|e| e.to_string()).unwrap_or_default());
-        }
+        args.node_names.check().map_err(|e| e.to_string())?;
         let names = args.node_names.to_vec();
         let scores = self
             .with_engine(move |e| e.score(&pod, &names, now))

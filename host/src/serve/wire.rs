@@ -160,9 +160,13 @@ impl NodeNames {
         self.iter().map(str::to_string).collect()
     }
 
-    /// The first name that holds a line break, if any: the request cannot be decided.
-    pub fn line_break(&self) -> Option<&str> {
-        self.line_break.as_deref()
+    /// Refuses the list when a name holds a line break, with the error every engine gives
+    /// for one ([`hamr_guest::check_node_names`]).
+    pub fn check(&self) -> Result<(), hamr_guest::api::Error> {
+        match &self.line_break {
+            Some(bad) => hamr_guest::check_node_names(&[bad]),
+            None => Ok(()),
+        }
     }
 }
 
@@ -192,6 +196,60 @@ impl<'de> serde::Deserialize<'de> for ArgsBody {
     }
 }
 
+/// The `visit_*` arms of a visitor for the JSON kinds it does not take, each answering
+/// `Ok($other(kind))` with the kind in words (as [`kind`] names it). Arrays and objects are
+/// read to their end.
+macro_rules! other_kinds {
+    ($other:expr; $($arm:ident),*) => {
+        $(other_kinds!(@arm $arm, $other);)*
+    };
+    (@arm null, $other:expr) => {
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($other("null"))
+        }
+    };
+    (@arm scalars, $other:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($other("a boolean"))
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($other("a number"))
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($other("a number"))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($other("a number"))
+        }
+    };
+    (@arm string, $other:expr) => {
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($other("a string"))
+        }
+    };
+    (@arm array, $other:expr) => {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok($other("an array"))
+        }
+    };
+    (@arm object, $other:expr) => {
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok($other("an object"))
+        }
+    };
+}
+
 struct BodyVisitor;
 
 impl BodyVisitor {
@@ -209,7 +267,6 @@ impl<'de> serde::de::Visitor<'de> for BodyVisitor {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an ExtenderArgs object")
     }
-
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ArgsBody, A::Error> {
         let mut body = ArgsBody::default();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
@@ -224,29 +281,7 @@ impl<'de> serde::de::Visitor<'de> for BodyVisitor {
         }
         Ok(body)
     }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ArgsBody, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(BodyVisitor::not("an array"))
-    }
-    fn visit_unit<E>(self) -> Result<ArgsBody, E> {
-        Ok(BodyVisitor::not("null"))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<ArgsBody, E> {
-        Ok(BodyVisitor::not("a boolean"))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<ArgsBody, E> {
-        Ok(BodyVisitor::not("a number"))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<ArgsBody, E> {
-        Ok(BodyVisitor::not("a number"))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<ArgsBody, E> {
-        Ok(BodyVisitor::not("a number"))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<ArgsBody, E> {
-        Ok(BodyVisitor::not("a string"))
-    }
+    other_kinds!(BodyVisitor::not; null, scalars, string, array);
 }
 
 impl<'de> serde::Deserialize<'de> for NamesField {
@@ -263,7 +298,6 @@ impl<'de> serde::de::Visitor<'de> for NamesVisitor {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an array of node names")
     }
-
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NamesField, A::Error> {
         let mut names = NodeNames::default();
         let mut bad = None;
@@ -288,28 +322,7 @@ impl<'de> serde::de::Visitor<'de> for NamesVisitor {
     fn visit_none<E>(self) -> Result<NamesField, E> {
         Ok(NamesField::Null)
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NamesField, A::Error> {
-        while map
-            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-            .is_some()
-        {}
-        Ok(NamesField::NotArray("an object"))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<NamesField, E> {
-        Ok(NamesField::NotArray("a boolean"))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<NamesField, E> {
-        Ok(NamesField::NotArray("a number"))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<NamesField, E> {
-        Ok(NamesField::NotArray("a number"))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<NamesField, E> {
-        Ok(NamesField::NotArray("a number"))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<NamesField, E> {
-        Ok(NamesField::NotArray("a string"))
-    }
+    other_kinds!(NamesField::NotArray; scalars, string, object);
 }
 
 /// One item of `NodeNames`: a name (borrowed from the body unless it had escapes), or what it
@@ -333,7 +346,6 @@ impl<'de> serde::de::Visitor<'de> for ItemVisitor {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a node name")
     }
-
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<NameItem<'de>, E> {
         Ok(NameItem::Name(std::borrow::Cow::Borrowed(v)))
     }
@@ -343,38 +355,7 @@ impl<'de> serde::de::Visitor<'de> for ItemVisitor {
     fn visit_string<E>(self, v: String) -> Result<NameItem<'de>, E> {
         Ok(NameItem::Name(std::borrow::Cow::Owned(v)))
     }
-    fn visit_unit<E>(self) -> Result<NameItem<'de>, E> {
-        Ok(NameItem::Not("null"))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<NameItem<'de>, E> {
-        Ok(NameItem::Not("a boolean"))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<NameItem<'de>, E> {
-        Ok(NameItem::Not("a number"))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<NameItem<'de>, E> {
-        Ok(NameItem::Not("a number"))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<NameItem<'de>, E> {
-        Ok(NameItem::Not("a number"))
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(
-        self,
-        mut seq: A,
-    ) -> Result<NameItem<'de>, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(NameItem::Not("an array"))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(
-        self,
-        mut map: A,
-    ) -> Result<NameItem<'de>, A::Error> {
-        while map
-            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-            .is_some()
-        {}
-        Ok(NameItem::Not("an object"))
-    }
+    other_kinds!(NameItem::Not; null, scalars, array, object);
 }
 
 impl ExtenderArgs {
@@ -668,12 +649,15 @@ mod tests {
         let args = ExtenderArgs::parse(body.as_bytes()).unwrap();
         assert_eq!(args.node_names.text(), "gpu-1\ngpu-2\ngpu-3");
         assert_eq!(args.node_names.len(), 3);
-        assert_eq!(args.node_names.line_break(), None);
+        assert_eq!(args.node_names.check(), Ok(()));
         // A name no node can have is kept aside, for filter to refuse with the engines' error.
         let body = r#"{"Pod":{},"NodeNames":["a","b\nc","d"]}"#;
         let args = ExtenderArgs::parse(body.as_bytes()).unwrap();
         assert_eq!(args.node_names.to_vec(), ["a", "d"]);
-        assert_eq!(args.node_names.line_break(), Some("b\nc"));
+        assert_eq!(
+            args.node_names.check().unwrap_err().to_string(),
+            "invalid input: request: candidates \"b\\nc\": a node name cannot hold a line break"
+        );
     }
 
     #[test]
