@@ -98,15 +98,15 @@ pub struct Config {
     /// (kube-scheduler-wasm-extension): [`crate::complete`].
     pub complete_decisions: CompleteConfig,
     /// Which MIG profiles each card model registers in `mig` mode (`migProfileAllowlist`):
-    /// the first entry with a model string found in the card's model applies. HAMi's chart
-    /// default.
+    /// the first entry with a model string found in the card's model as whole words applies.
+    /// HAMi's chart default, plus `NVIDIA H200` (NVML's name for the card).
     pub mig_profile_allowlist: Vec<MigAllow>,
     /// Seconds between MIG reconciliations (instances whose pod is gone are destroyed; 5 in
     /// HAMi).
     pub mig_reconcile_seconds: u64,
 }
 
-/// One `migProfileAllowlist` entry: card models (substrings of the model name) and the profile
+/// One `migProfileAllowlist` entry: card models (whole words of the model name) and the profile
 /// names they register (`<N>g.<memory>`).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,8 +143,10 @@ pub fn default_mig_allowlist() -> Vec<MigAllow> {
             &["H20", "H100 on GH200"],
             &["1g.12gb", "2g.24gb", "3g.48gb", "7g.96gb"],
         ),
+        // `NVIDIA H200` is what NVML names an H200 (SXM, 143771 MiB, driver 580), read on a
+        // card; the chart's two strings alone match no such name.
         entry(
-            &["H200 NVL", "H200-SXM5"],
+            &["H200 NVL", "H200-SXM5", "NVIDIA H200"],
             &["1g.18gb", "2g.35gb", "3g.71gb", "7g.141gb"],
         ),
         entry(&["B200"], &["1g.23gb", "2g.45gb", "3g.90gb", "7g.180gb"]),

@@ -139,7 +139,7 @@ impl NvmlDiscovery {
         let mode = device.mig_mode().ok();
         let mig_enabled = mode.as_ref().is_some_and(|m| m.current == 1);
         let mig_pending = mode.as_ref().is_some_and(|m| m.pending == 1);
-        let mig_profiles = if mode.is_some() {
+        let mig_profiles = if mig_enabled {
             crate::mig::nvml::gi_profiles(&device)
         } else {
             Vec::new()
@@ -479,6 +479,9 @@ mod tests {
             assert!(card.model.starts_with("NVIDIA"), "{card:?}");
             assert!(card.memory_mib > 1024, "{card:?}");
             assert!(card.pci_bus_id.is_some(), "{card:?}");
+            // Profiles are read only while MIG is on (NVML's placements are not the card's
+            // otherwise).
+            assert_eq!(card.mig_profiles.is_empty(), !card.mig_enabled, "{card:?}");
         }
     }
 }

@@ -78,9 +78,21 @@ pub fn possible_placements(device: &Device<'_>, profile: u32) -> Result<Vec<Plac
 }
 
 /// The card's base GPU-instance profiles that it supports (`NOT_SUPPORTED` and
-/// `INVALID_ARGUMENT` skip a profile), with their placements. Reads only; never changes the
-/// MIG mode.
+/// `INVALID_ARGUMENT` skip a profile), with their placements; none while MIG is off. Reads
+/// only; never changes the MIG mode.
+///
+/// With MIG off, NVML's placements are not the card's: on an H200 (driver 580.159.04)
+/// `nvmlDeviceGetGpuInstancePossiblePlacements_v2` answers `INVALID_ARGUMENT` for the 2-, 3-,
+/// 4- and 7-slice profiles and one `{start 0, size 8}` for the 1-slice profile, whose seven
+/// instances sit at 0..6 once MIG is on. Publishing that would place pods on slices that do
+/// not exist; the MIG start-up enables the mode and rescans (node-side.md §6.6).
 pub fn gi_profiles(device: &Device<'_>) -> Vec<GiProfile> {
+    let enabled = device
+        .mig_mode()
+        .is_ok_and(|m| m.current == nvml_wrapper_sys::bindings::NVML_DEVICE_MIG_ENABLE);
+    if !enabled {
+        return Vec::new();
+    }
     BASE_PROFILES
         .iter()
         .filter_map(|&id| {
@@ -559,11 +571,12 @@ mod tests {
                 before,
                 "the mode is unchanged"
             );
+            assert_eq!(
+                profiles.is_empty(),
+                !before.current,
+                "profiles exactly when MIG is on: {profiles:?}"
+            );
             if before.current {
-                assert!(
-                    !profiles.is_empty(),
-                    "a card in MIG mode lists its profiles"
-                );
                 for p in &profiles {
                     assert!(!p.placements.is_empty(), "{p:?} has placements");
                     assert!(p.placements.iter().all(|pl| pl.size > 0), "{p:?}");

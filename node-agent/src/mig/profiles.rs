@@ -7,12 +7,28 @@ use hamr_guest::device::MigProfile;
 use super::{GiProfile, profile_id, slices_of};
 use crate::config::MigAllow;
 
-/// The allowlist entry for a card model: the first whose `models` has a substring of it
-/// (node-side.md §6.2).
+/// The allowlist entry for a card model: the first with a model string that occurs in it as
+/// whole words (node-side.md §6.2; see [`names_model`]).
 pub fn allow_entry<'a>(allowlist: &'a [MigAllow], model: &str) -> Option<&'a MigAllow> {
     allowlist
         .iter()
-        .find(|e| e.models.iter().any(|m| model.contains(m.as_str())))
+        .find(|e| e.models.iter().any(|m| names_model(model, m)))
+}
+
+/// Whether `pattern` occurs in `model` with no letter or digit right before or after it.
+///
+/// HAMi tests a plain substring, and NVML names an H200 `NVIDIA H200`: its chart's `H20`
+/// entry then matches the H200 first, and the card registers the H20's profile names
+/// (`1g.12gb` for a 16 GiB slice). Whole words keep `H20` off `H200` and `A10` off `A100`,
+/// while `A100-SXM4` still matches `NVIDIA A100-SXM4-40GB` (DEVIATIONS.md).
+pub fn names_model(model: &str, pattern: &str) -> bool {
+    if pattern.is_empty() {
+        return false;
+    }
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric());
+    model.match_indices(pattern).any(|(at, _)| {
+        !word(model[..at].chars().next_back()) && !word(model[at + pattern.len()..].chars().next())
+    })
 }
 
 /// What a card registers in MIG mode: its allowed profiles, and `count` (the largest instance

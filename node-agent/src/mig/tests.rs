@@ -752,3 +752,79 @@ fn an_instance_tracked_for_another_pod_is_handed_over_only_when_idle_and_still_o
     assert_eq!((again[0].gi, again[0].placement.start), (2, 2));
     assert_eq!(on_card(&fake), vec![(0, 0, 1), (1, 2, 2)]);
 }
+
+#[test]
+fn allowlist_models_match_as_whole_words() {
+    for (model, pattern, expected) in [
+        ("NVIDIA H200", "H20", false),
+        ("NVIDIA H200", "H200", true),
+        ("NVIDIA H200", "NVIDIA H200", true),
+        ("NVIDIA H200 NVL", "H200 NVL", true),
+        ("NVIDIA H20", "H20", true),
+        ("NVIDIA A100-SXM4-40GB", "A100-SXM4", true),
+        ("NVIDIA A100-SXM4-40GB", "A100-SXM4-40GB", true),
+        ("NVIDIA A100-SXM4-40GB", "A10", false),
+        ("NVIDIA A100-SXM4-40GB", "SXM4-4", false),
+        // A later occurrence counts when the first is inside a word.
+        ("H200 / H20", "H20", true),
+        ("NVIDIA H200", "", false),
+        ("", "H200", false),
+        ("NVIDIA Ĥ200", "200", false),
+    ] {
+        assert_eq!(
+            profiles::names_model(model, pattern),
+            expected,
+            "{pattern:?} in {model:?}"
+        );
+    }
+}
+
+/// The GPU-instance profiles an H200 reported through NVML (driver 580.159.04, profile info
+/// read on the card; the placements are the MIG layout every 7-slice card shares).
+fn h200() -> Vec<GiProfile> {
+    let profile =
+        |id, slice_count, instance_count, multiprocessors, memory_mib, starts: &[u32], size| {
+            GiProfile {
+                id,
+                slice_count,
+                instance_count,
+                multiprocessors,
+                memory_mib,
+                placements: starts
+                    .iter()
+                    .map(|&start| Placement { start, size })
+                    .collect(),
+            }
+        };
+    vec![
+        profile(0, 1, 7, 16, 16384, &[0, 1, 2, 3, 4, 5, 6], 1),
+        profile(1, 2, 3, 32, 33280, &[0, 2, 4], 2),
+        profile(2, 3, 2, 60, 71424, &[0, 4], 4),
+        profile(3, 4, 1, 64, 71424, &[0], 4),
+        profile(4, 7, 1, 132, 143360, &[0], 8),
+    ]
+}
+
+#[test]
+fn an_h200_registers_the_h200_profiles_not_the_h20_ones() {
+    let (profiles, count) = profiles::registered("NVIDIA H200", &h200(), &default_mig_allowlist())
+        .expect("NVIDIA H200 is allowed");
+    let got: Vec<(&str, i64, i64)> = profiles
+        .iter()
+        .map(|p| (p.name.as_str(), p.memory_mb, p.core))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("1g.18gb", 16384, 13),
+            ("2g.35gb", 33280, 25),
+            ("3g.71gb", 71424, 46),
+            ("7g.141gb", 143360, 100),
+        ]
+    );
+    assert_eq!(count, 7);
+    // The H20 keeps its own entry.
+    let allowlist = default_mig_allowlist();
+    let h20 = profiles::allow_entry(&allowlist, "NVIDIA H20").expect("H20");
+    assert_eq!(h20.profiles[0], "1g.12gb");
+}
