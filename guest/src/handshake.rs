@@ -49,7 +49,7 @@ pub fn handshakes(ledger: &Ledger, now: i64) -> Vec<NodeHandshake> {
             {
                 annotations.push((key.to_string(), requesting(now)));
             }
-            if !v.node_live(&entry.node, &ledger.config, now) {
+            if !ledger.vendor_live(entry, *v, now) {
                 stale.push(v.key().to_string());
             }
         }

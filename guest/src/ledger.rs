@@ -12,7 +12,8 @@ use crate::device::{self, Card, MigInUse, PodDevices, Usage};
 use crate::order::{Candidates, NodeOrder};
 use crate::policy::NodePolicy;
 use crate::quantity;
-use crate::vendor::{VENDORS, Vendor};
+use crate::summary::{NodeSummary, Summaries};
+use crate::vendor::{Liveness, VENDORS, Vendor};
 
 pub const VGPU_NODE: &str = "hami.io/vgpu-node";
 
@@ -24,6 +25,9 @@ pub struct NodeEntry {
     pub cards: Vec<Card>,
     /// Vendors with a registration on this node.
     pub vendors: BTreeSet<&'static str>,
+    /// Each of `vendors` with its [`Liveness`], read from the node object at each update:
+    /// `filter` asks it of every node it evaluates.
+    pub liveness: Vec<(&'static str, Liveness)>,
     /// HAMi's node score of `cards` on their current use ([`crate::policy::node_score`]),
     /// kept by [`Ledger::rebuild_node`], the one place where the cards' use changes: `filter`
     /// orders candidates by it without touching their cards.
@@ -206,6 +210,9 @@ pub struct Ledger {
     generation: u64,
     /// The last candidate list `filter` resolved ([`Ledger::resolve_candidates`]).
     candidates: Candidates,
+    /// Each node's [`crate::summary`] by rank; kept while the ranks are fresh, rebuilt by
+    /// [`Ledger::rank_names`].
+    summaries: Summaries,
     /// Quota objects as given, so a new configuration can re-read them.
     quota_objects: BTreeMap<(String, String), Quota>,
 }
@@ -287,6 +294,11 @@ impl Ledger {
         if let Some(entry) = self.nodes.get_mut(&node.name)
             && same_registrations(&entry.node, &node)
         {
+            let fresh = liveness(&node, &entry.vendors, &self.config);
+            if fresh != entry.liveness && !self.names_unranked {
+                self.summaries.set(entry.name_rank, &entry.cards, &fresh);
+            }
+            entry.liveness = fresh;
             entry.node = node;
             return entry.parse_error.clone().map_or(Ok(()), Err);
         }
@@ -298,6 +310,7 @@ impl Ledger {
         if let Some(entry) = self.nodes.remove(name) {
             if !self.names_unranked {
                 self.order.remove(entry.name_rank, entry.use_score);
+                self.summaries.remove(entry.name_rank);
             }
             self.generation += 1;
         }
@@ -349,6 +362,7 @@ impl Ledger {
         self.nodes.insert(
             name.clone(),
             NodeEntry {
+                liveness: liveness(&node, &vendors, &self.config),
                 node,
                 cards,
                 vendors,
@@ -372,8 +386,14 @@ impl Ledger {
             entry.name_rank = rank as u32;
         }
         self.order = NodeOrder::of(self.nodes.values().map(|e| (e.name_rank, e.use_score)));
+        self.summarise_all();
         self.names_unranked = false;
         self.generation += 1;
+    }
+
+    /// The summary of the node of rank `rank` (fresh after [`Ledger::rank_names`]).
+    pub fn summary(&self, rank: u32) -> Option<NodeSummary<'_>> {
+        self.summaries.get(rank)
     }
 
     /// The ranks of every node, the best first under `policy` (fresh after
@@ -426,7 +446,20 @@ impl Ledger {
             if !self.names_unranked {
                 self.order
                     .reposition(entry.name_rank, before, entry.use_score);
+                self.summaries
+                    .set(entry.name_rank, &entry.cards, &entry.liveness);
+                if self.summaries.wasteful() {
+                    self.summarise_all();
+                }
             }
+        }
+    }
+
+    /// Every node's summary anew (ranks fresh).
+    fn summarise_all(&mut self) {
+        self.summaries.clear();
+        for e in self.nodes.values() {
+            self.summaries.set(e.name_rank, &e.cards, &e.liveness);
         }
     }
 
@@ -668,8 +701,22 @@ impl Ledger {
 
     /// Whether `vendor`'s registration on `node` is live at `now`.
     pub fn vendor_live(&self, entry: &NodeEntry, vendor: &dyn Vendor, now: i64) -> bool {
-        entry.vendors.contains(vendor.key()) && vendor.node_live(&entry.node, &self.config, now)
+        let key = vendor.key();
+        entry.liveness.iter().any(|(k, l)| *k == key && l.at(now))
     }
+}
+
+/// The [`Liveness`] of each vendor registered on `node`.
+fn liveness(
+    node: &Node,
+    vendors: &BTreeSet<&'static str>,
+    config: &Config,
+) -> Vec<(&'static str, Liveness)> {
+    VENDORS
+        .iter()
+        .filter(|v| vendors.contains(v.key()))
+        .map(|v| (v.key(), v.liveness(node, config)))
+        .collect()
 }
 
 /// All init containers have terminated with exit code 0.
@@ -797,6 +844,16 @@ mod tests {
             for policy in [NodePolicy::Binpack, NodePolicy::Spread] {
                 assert_eq!(walked(l, policy), sorted(l, policy), "{step}, {policy:?}");
             }
+            // Each node's summary is the one its cards and liveness give now.
+            for (name, e) in &l.nodes {
+                let mut fresh = Summaries::default();
+                fresh.set(e.name_rank, &e.cards, &e.liveness);
+                let (kept, fresh) = (l.summary(e.name_rank), fresh.get(e.name_rank));
+                let view =
+                    |s: Option<NodeSummary<'_>>| s.map(|s| (s.vendor, s.live, s.cards.to_vec()));
+                assert_eq!(view(kept), view(fresh), "{step}: {name}");
+                assert!(kept.is_some(), "{step}: {name} is summarised");
+            }
         };
         for n in ["n4", "n2", "n7", "n1", "n5"] {
             l.upsert_node(node(n, 10)).unwrap();
@@ -814,6 +871,18 @@ mod tests {
         }
         l.remove_pod("b");
         check(&l, "a pod released");
+        // A handshake moves liveness without a parse.
+        let mut stale = node("n7", 10);
+        stale.annotations.push((
+            crate::vendor::nvidia::register::HANDSHAKE.to_string(),
+            "Requesting_2026-11-28 10:00:00".to_string(),
+        ));
+        l.upsert_node(stale).unwrap();
+        check(&l, "a handshake");
+        assert!(matches!(
+            l.summary(l.nodes["n7"].name_rank).map(|s| s.live),
+            Some(Liveness::Until(_))
+        ));
         // A registration change (more slots) moves the node's score.
         l.upsert_node(node("n2", 20)).unwrap();
         check(&l, "re-registered");

@@ -25,6 +25,7 @@ pub mod policy;
 pub mod quantity;
 pub mod reason;
 pub mod schedule;
+pub mod summary;
 pub mod usage_annotation;
 pub mod vendor;
 

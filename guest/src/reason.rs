@@ -1,7 +1,5 @@
 //! HAMi's reason strings and their `n/total Reason` aggregation (spec §11.1).
 
-use std::collections::BTreeMap;
-
 use crate::api::ReasonCount;
 
 pub const CARD_NOT_HEALTH: &str = "CardNotHealth";
@@ -25,49 +23,124 @@ pub const NODE_INSUFFICIENT_DEVICE: &str = "NodeInsufficientDevice";
 /// Node level, bare: the node has no live registration for the requested vendor.
 pub const NODE_UNREGISTERED: &str = "node unregistered";
 
-/// Per-card failure counters of one fit, keyed by reason.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Per-card failure counters of one fit, keyed by reason: kept sorted by reason, in place
+/// (no allocation) up to [`INLINE`] distinct reasons, which every fit stays within. `filter`
+/// builds one per node it rejects, and compares it with those it has written.
+#[derive(Clone, Debug)]
 pub struct Counter {
-    counts: BTreeMap<&'static str, u32>,
+    store: Store,
+}
+
+impl PartialEq for Counter {
+    fn eq(&self, other: &Counter) -> bool {
+        let (a, b) = (self.items(), other.items());
+        // Reasons are the code's constants: the same text is nearly always at the same address.
+        let same = |x: &str, y: &str| std::ptr::eq(x, y) || x == y;
+        a.len() == b.len() && a.iter().zip(b).all(|((r, n), (s, m))| n == m && same(r, s))
+    }
+}
+
+impl Eq for Counter {}
+
+/// Distinct reasons a [`Counter`] holds without allocating.
+pub const INLINE: usize = 8;
+
+#[derive(Clone, Debug)]
+enum Store {
+    Inline {
+        items: [(&'static str, u32); INLINE],
+        len: u8,
+    },
+    Heap(Vec<(&'static str, u32)>),
+}
+
+impl Default for Counter {
+    fn default() -> Counter {
+        Counter {
+            store: Store::Inline {
+                items: [("", 0); INLINE],
+                len: 0,
+            },
+        }
+    }
 }
 
 impl Counter {
+    /// The counters, sorted by reason.
+    fn items(&self) -> &[(&'static str, u32)] {
+        match &self.store {
+            Store::Inline { items, len } => &items[..usize::from(*len)],
+            Store::Heap(v) => v,
+        }
+    }
+
+    /// The counter of `reason`, inserted at 0 if absent.
+    fn slot(&mut self, reason: &'static str) -> &mut u32 {
+        let at = match self.items().binary_search_by(|(r, _)| (*r).cmp(reason)) {
+            Ok(at) => at,
+            Err(at) => {
+                if let Store::Inline { items, len } = &mut self.store
+                    && usize::from(*len) == INLINE
+                {
+                    self.store = Store::Heap(items.to_vec());
+                }
+                match &mut self.store {
+                    Store::Inline { items, len } => {
+                        let n = usize::from(*len);
+                        items.copy_within(at..n, at + 1);
+                        items[at] = (reason, 0);
+                        *len += 1;
+                    }
+                    Store::Heap(v) => v.insert(at, (reason, 0)),
+                }
+                at
+            }
+        };
+        match &mut self.store {
+            Store::Inline { items, .. } => &mut items[at].1,
+            Store::Heap(v) => &mut v[at].1,
+        }
+    }
+
     pub fn add(&mut self, reason: &'static str) {
-        *self.counts.entry(reason).or_default() += 1;
+        *self.slot(reason) += 1;
     }
 
     /// Adds `n` to a counter (NUMA discards count several cards at once).
     pub fn add_n(&mut self, reason: &'static str, n: u32) {
         if n > 0 {
-            *self.counts.entry(reason).or_default() += n;
+            *self.slot(reason) += n;
         }
     }
 
     /// Sets a counter (HAMi assigns `AllocatedCardsInsufficientRequest`, it does not add).
     pub fn set(&mut self, reason: &'static str, n: u32) {
-        self.counts.insert(reason, n);
+        *self.slot(reason) = n;
     }
 
     /// The count of one reason (0 when never counted).
     pub fn get(&self, reason: &str) -> u32 {
-        self.counts.get(reason).copied().unwrap_or(0)
+        self.items()
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.counts.values().all(|&n| n == 0)
+        self.items().iter().all(|&(_, n)| n == 0)
     }
 
     /// The counts against `total` cards, in the order of [`Counter::text`].
     pub fn counts(&self, total: u32) -> Vec<ReasonCount> {
         let mut items: Vec<(String, ReasonCount)> = self
-            .counts
+            .items()
             .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(reason, &count)| {
+            .filter(|(_, n)| *n > 0)
+            .map(|&(reason, count)| {
                 (
                     format!("{count}/{total} {reason}"),
                     ReasonCount {
-                        reason: (*reason).to_string(),
+                        reason: reason.to_string(),
                         count,
                         total,
                     },
@@ -117,6 +190,33 @@ mod tests {
             c.text(12),
             "10/12 CardTimeSlicingExhausted, 2/12 CardInsufficientMemory"
         );
+    }
+
+    #[test]
+    fn more_reasons_than_fit_in_place_keep_counting_in_order() {
+        const R: [&str; 11] = ["K", "J", "I", "H", "G", "F", "E", "D", "C", "B", "A"];
+        let mut c = Counter::default();
+        for (i, r) in R.iter().enumerate() {
+            c.add_n(r, i as u32 + 1);
+        }
+        c.add("F");
+        c.set("K", 7);
+        assert_eq!(c.get("F"), 7);
+        assert_eq!(c.get("K"), 7);
+        assert_eq!(c.get("A"), 11);
+        assert_eq!(c.get("Z"), 0);
+        assert_eq!(
+            c.text(99),
+            "10/99 B, 11/99 A, 2/99 J, 3/99 I, 4/99 H, 5/99 G, 7/99 E, 7/99 F, 7/99 K, 8/99 D, 9/99 C"
+        );
+        // The same counts in another order make an equal counter.
+        let mut d = Counter::default();
+        for (i, r) in R.iter().enumerate().rev() {
+            d.add_n(r, i as u32 + 1);
+        }
+        d.add_n("F", 1);
+        d.set("K", 7);
+        assert_eq!(c, d);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::device::{self, Card, ContainerDevice, PodDevices};
 use crate::ledger::{Ledger, NodeEntry, PodEntry, VGPU_NODE};
 use crate::policy::{self, GpuPolicy, NodePolicy, Weights};
 use crate::reason;
+use crate::summary::NodeSummary;
 use crate::vendor::{self, Fit, FitContext, Request, Slot, VENDORS};
 
 pub const VGPU_TIME: &str = "hami.io/vgpu-time";
@@ -59,6 +60,47 @@ struct PodPlan<'a> {
     /// The reasons written so far in this call: nodes alike fail alike, and a counter's text
     /// is formatted once.
     reasons: RefCell<Vec<Written>>,
+    /// In a best-first walk, the check of a node's summary for the first request evaluated,
+    /// when its vendor has one (see [`Quick`]).
+    quick: Option<Quick>,
+}
+
+/// A node rejected from its summary ([`crate::summary`]) gets the verdict [`evaluate`] would
+/// give it: a vendor of the pod's requests not live there (checked first, as `evaluate` does),
+/// else the first request's cards all failing on their own, counted.
+struct Quick {
+    /// Every vendor the pod asks, for liveness.
+    vendors: Vec<&'static str>,
+    check: vendor::SummaryCheck,
+}
+
+impl Quick {
+    fn of(plan: &PodPlan<'_>) -> Option<Quick> {
+        let first = plan
+            .requests
+            .iter()
+            .find(|reqs| !reqs.is_empty())?
+            .first()?;
+        let v = vendor::by_key(first.vendor)?;
+        let quota_limited = plan.quota.iter().any(|q| q.vendor == v.key());
+        let check = v.summary_check(plan.pod, first, &plan.gpu_policy, quota_limited)?;
+        let mut vendors: Vec<&'static str> =
+            plan.requests.iter().flatten().map(|r| r.vendor).collect();
+        vendors.sort_unstable();
+        vendors.dedup();
+        Some(Quick { vendors, check })
+    }
+
+    /// The node's failure, when its summary shows one; `None`: evaluate it in full.
+    fn reject(&self, plan: &PodPlan<'_>, node: NodeSummary<'_>, now: i64) -> Option<NodeFail> {
+        // A summarised node has one vendor: any other vendor the pod asks is not registered
+        // there (`evaluate` checks every vendor's liveness first).
+        if self.vendors.iter().any(|v| *v != node.vendor) || !node.live.at(now) {
+            return Some(NodeFail::bare(reason::NODE_UNREGISTERED));
+        }
+        let (counter, total) = (self.check)(node.cards)?;
+        Some(plan.fail(counter, total))
+    }
 }
 
 /// A counter of card failures against `total` cards, as written in a verdict.
@@ -84,7 +126,7 @@ impl<'a> PodPlan<'a> {
                 .iter()
                 .flatten()
                 .all(|r| vendor::by_key(r.vendor).is_some_and(|v| v.rank_is_use_only()));
-        Ok(Some(PodPlan {
+        let mut plan = PodPlan {
             pod,
             best_first,
             requests,
@@ -93,7 +135,12 @@ impl<'a> PodPlan<'a> {
             node_policy: NodePolicy::for_pod(pod, &ledger.config.node_scheduler_policy),
             quota: QuotaView::for_pod(ledger, pod),
             reasons: RefCell::new(Vec::new()),
-        }))
+            quick: None,
+        };
+        if plan.best_first {
+            plan.quick = Quick::of(&plan);
+        }
+        Ok(Some(plan))
     }
 
     /// The verdict of a node whose cards failed as `counter` counts, out of `total`.
@@ -180,7 +227,14 @@ fn evaluate(
         }
     }
     let init_count = plan.pod.init_containers.len();
-    let mut devices: Vec<Vec<ContainerDevice>> = vec![Vec::new(); plan.requests.len()];
+    // Nothing is allocated before a container fits: most nodes `filter` evaluates fail.
+    let mut devices: Vec<Vec<ContainerDevice>> = Vec::new();
+    let keep = |devices: &mut Vec<Vec<ContainerDevice>>, position: usize, chosen| {
+        if devices.is_empty() {
+            devices.resize(plan.requests.len(), Vec::new());
+        }
+        devices[position] = chosen;
+    };
     let mut so_far: Vec<(usize, ContainerDevice)> = Vec::new();
     // Init containers run one after another: each sees the node as it is, never the others.
     for (position, reqs) in plan.requests.iter().enumerate().take(init_count) {
@@ -198,20 +252,18 @@ fn evaluate(
             explain,
         )?;
         so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
-        devices[position] = chosen;
+        keep(&mut devices, position, chosen);
     }
-    let raw_score = policy::node_score(entry.cards.iter());
     // App containers run together: each sees the cards booked by the ones before it. The
     // node's cards are copied only when a later container needs that view.
-    let app: Vec<usize> = (init_count..plan.requests.len())
-        .filter(|&p| !plan.requests[p].is_empty())
-        .collect();
+    let asks = |p: &usize| !plan.requests[*p].is_empty();
+    let last_app = (init_count..plan.requests.len()).rev().find(asks);
     let mut booked: Option<Vec<Card>> = None;
-    for (k, &position) in app.iter().enumerate() {
+    for position in (init_count..plan.requests.len()).filter(asks) {
         let reqs = &plan.requests[position];
         let view = booked.as_deref().unwrap_or(&entry.cards);
         let chosen = fit_container(ledger, plan, entry, view, position, reqs, &so_far, explain)?;
-        if k + 1 < app.len() {
+        if Some(position) != last_app {
             let cards = booked.get_or_insert_with(|| entry.cards.clone());
             for d in &chosen {
                 if let Some(v) = vendor::by_key(&d.vendor)
@@ -224,9 +276,14 @@ fn evaluate(
             }
         }
         so_far.extend(chosen.iter().cloned().map(|d| (position, d)));
-        devices[position] = chosen;
+        keep(&mut devices, position, chosen);
     }
-    let raw_score = raw_score + vendor_terms(ledger, plan, entry, &devices);
+    if devices.is_empty() {
+        devices.resize(plan.requests.len(), Vec::new());
+    }
+    // On the node's use before the pod (`entry.cards`; `booked` is a copy).
+    let raw_score =
+        policy::node_score(entry.cards.iter()) + vendor_terms(ledger, plan, entry, &devices);
     let own_score = own_score(ledger, plan, entry, &devices);
     Ok(NodeFit {
         raw_score,
@@ -360,12 +417,13 @@ fn fit_container(
         };
         // A card belongs to the vendor whose registration listed it: a node may register the
         // same model under two protocols (HAMi's and Volcano's).
-        let mut order: Vec<usize> = (0..cards.len())
-            .filter(|&i| cards[i].vendor == v.key() && cards[i].owned)
-            .collect();
-        let mut candidates: Vec<&Card> = order.iter().map(|&i| &cards[i]).collect();
-        if r.nums > candidates.len() as i64 && !v.multi_slice(plan.pod, r, &candidates) {
-            return Err(NodeFail::bare(reason::NODE_INSUFFICIENT_DEVICE));
+        let mine = |c: &Card| c.vendor == v.key() && c.owned;
+        let total = cards.iter().filter(|c| mine(c)).count();
+        if r.nums > total as i64 {
+            let candidates: Vec<&Card> = cards.iter().filter(|c| mine(c)).collect();
+            if !v.multi_slice(plan.pod, r, &candidates) {
+                return Err(NodeFail::bare(reason::NODE_INSUFFICIENT_DEVICE));
+            }
         }
         let quota = |tmp: &[ContainerDevice], uuid: &str, mem: i64, cores: i64| {
             quota_fits(
@@ -388,17 +446,18 @@ fn fit_container(
             position: position as u32,
             earlier: so_far,
         };
-        let total = candidates.len() as u32;
-        // A node where no card passes on its own fails in any order: it is not ordered. Asked
-        // only in a best-first walk, where all nodes evaluated but the last fail (elsewhere a
-        // fitting node would be fitted twice); when explaining, the cards are checked once,
-        // in order.
+        let total = total as u32;
+        // A node where no card passes on its own fails in any order: its cards are not
+        // collected nor ordered. Asked only in a best-first walk, where all nodes evaluated but
+        // the last fail (elsewhere a fitting node would be fitted twice); when explaining, the
+        // cards are checked once, in order.
         if plan.best_first
             && explain.is_none()
-            && let Some(counter) = v.fails_on_every_card(&candidates, r, &ctx)
+            && let Some(counter) = v.fails_on_every_card(cards, r, &ctx)
         {
             return Err(plan.fail(counter, total));
         }
+        let mut order: Vec<usize> = (0..cards.len()).filter(|&i| mine(&cards[i])).collect();
         let scores = scores.get_or_insert_with(|| {
             cards
                 .iter()
@@ -414,8 +473,7 @@ fn fit_container(
             plan.gpu_policy
                 .compare((&cards[a], scores[a]), (&cards[b], scores[b]))
         });
-        candidates.clear();
-        candidates.extend(order.iter().map(|&i| &cards[i]));
+        let candidates: Vec<&Card> = order.iter().map(|&i| &cards[i]).collect();
         match v.fit(&candidates, r, &ctx) {
             Fit::Fits(devs) => chosen.extend(devs),
             Fit::NoFit(counter) => return Err(plan.fail(counter, total)),
@@ -672,10 +730,20 @@ fn try_best_first(
             continue;
         };
         let name = name_at(position);
-        let Some(entry) = ledger.nodes.get(name) else {
-            continue;
+        let quick = plan
+            .quick
+            .as_ref()
+            .and_then(|q| q.reject(plan, ledger.summary(rank)?, now));
+        let result = match quick {
+            Some(fail) => Err(fail),
+            None => {
+                let Some(entry) = ledger.nodes.get(name) else {
+                    continue;
+                };
+                evaluate(ledger, plan, entry, now, None)
+            }
         };
-        match evaluate(ledger, plan, entry, now, None) {
+        match result {
             Ok(fit) => {
                 verdicts.push((position, success(name, fit.score(plan.node_policy))));
                 choice = Some((name.to_string(), fit.devices));

@@ -48,8 +48,12 @@ impl Vendor for Amd {
     }
 
     /// The node is live while it reports capacity of the count resource.
-    fn node_live(&self, node: &Node, config: &Config, _now: i64) -> bool {
-        common::node_quantity(&node.capacity, config.amd.count()) > 0
+    fn liveness(&self, node: &Node, config: &Config) -> crate::vendor::Liveness {
+        if common::node_quantity(&node.capacity, config.amd.count()) > 0 {
+            crate::vendor::Liveness::Live
+        } else {
+            crate::vendor::Liveness::Dead
+        }
     }
 
     /// Limits only; cores are a percentage 1..=100, default 100.

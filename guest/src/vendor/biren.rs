@@ -63,8 +63,8 @@ impl Vendor for Biren {
         }))
     }
 
-    fn node_live(&self, node: &Node, config: &Config, now: i64) -> bool {
-        common::handshake_live(node, HANDSHAKE, config.biren.count(), now)
+    fn liveness(&self, node: &Node, config: &Config) -> crate::vendor::Liveness {
+        common::handshake_liveness(node, HANDSHAKE, config.biren.count())
     }
 
     fn handshake_key(&self) -> Option<&'static str> {

@@ -37,8 +37,8 @@ impl Vendor for Cambricon {
         parse_capacity(node, &Config::default())
     }
 
-    fn node_live(&self, _node: &Node, _config: &Config, _now: i64) -> bool {
-        true
+    fn liveness(&self, _node: &Node, _config: &Config) -> crate::vendor::Liveness {
+        crate::vendor::Liveness::Live
     }
 
     fn request(

@@ -319,18 +319,17 @@ pub fn parse_colon_registration(
 
 /// The handshake rule of §1.7 for `hami.io/node-handshake-<x>`: a `Requesting_<t>` older
 /// than 60 s on a node without allocatable `count_resource` means the device plugin is gone.
-pub fn handshake_live(node: &Node, key: &str, count_resource: &str, now: i64) -> bool {
+pub fn handshake_liveness(node: &Node, key: &str, count_resource: &str) -> crate::vendor::Liveness {
     let since = node
         .annotation(key)
         .filter(|v| v.contains("Requesting"))
         .and_then(|v| v.split_once('_'))
         .and_then(|(_, t)| parse_local_time(t.trim()));
     match since {
-        Some(t) => {
-            now < t + HANDSHAKE_GRACE_SECONDS
-                || node_quantity(&node.allocatable, count_resource) > 0
+        Some(t) if node_quantity(&node.allocatable, count_resource) <= 0 => {
+            crate::vendor::Liveness::Until(t.saturating_add(HANDSHAKE_GRACE_SECONDS))
         }
-        None => true,
+        _ => crate::vendor::Liveness::Live,
     }
 }
 

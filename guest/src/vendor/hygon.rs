@@ -34,8 +34,8 @@ impl Vendor for Hygon {
         common::parse_colon_registration(node, REGISTER)
     }
 
-    fn node_live(&self, node: &Node, config: &Config, now: i64) -> bool {
-        common::handshake_live(node, HANDSHAKE, config.hygon.count(), now)
+    fn liveness(&self, node: &Node, config: &Config) -> crate::vendor::Liveness {
+        common::handshake_liveness(node, HANDSHAKE, config.hygon.count())
     }
 
     fn handshake_key(&self) -> Option<&'static str> {

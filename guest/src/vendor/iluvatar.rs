@@ -67,8 +67,8 @@ impl Vendor for Iluvatar {
         common::parse_colon_registration(node, self.register)
     }
 
-    fn node_live(&self, node: &Node, _config: &Config, now: i64) -> bool {
-        common::handshake_live(node, self.handshake, self.resource, now)
+    fn liveness(&self, node: &Node, _config: &Config) -> crate::vendor::Liveness {
+        common::handshake_liveness(node, self.handshake, self.resource)
     }
 
     fn handshake_key(&self) -> Option<&'static str> {

@@ -106,27 +106,6 @@ pub fn decode_pod(pod: &Pod, key: &str, vendor: &str) -> Result<Option<Placed>, 
     }))
 }
 
-/// HAMi's handshake rule (§1.7) for `hami.io/node-handshake-<x>`: a `Requesting_<t>` older
-/// than 60 s on a node with no allocatable `count_resource` means the plugin is gone.
-pub fn handshake_live(node: &Node, key: &str, count_resource: &str, now: i64) -> bool {
-    let since = node
-        .annotation(key)
-        .filter(|v| v.contains("Requesting"))
-        .and_then(|v| v.split_once('_'))
-        .and_then(|(_, t)| crate::vendor::nvidia::register::parse_local_time(t.trim()));
-    match since {
-        Some(t) => now < t + 60 || capacity_alloc(node, count_resource) > 0,
-        None => true,
-    }
-}
-
-fn capacity_alloc(node: &Node, name: &str) -> i64 {
-    lookup(&node.allocatable, name)
-        .and_then(|q| quantity::parse_integer(q).ok())
-        .and_then(|v| i64::try_from(v).ok())
-        .unwrap_or(0)
-}
-
 /// Records a card check for `explain` (the detail is only built when explaining).
 pub fn note(
     ctx: &FitContext<'_>,

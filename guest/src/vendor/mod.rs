@@ -79,6 +79,30 @@ pub struct Request {
     pub coresreq: i64,
 }
 
+/// See [`Vendor::summary_check`].
+pub type SummaryCheck = Box<dyn Fn(&[crate::summary::CardRow]) -> Option<(Counter, u32)>>;
+
+/// Whether a node's registration of one vendor is live, read from the node once per update:
+/// a handshake's grace period is a deadline, so the answer at any later time needs no
+/// second read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Live,
+    Dead,
+    /// Live strictly before this Unix time.
+    Until(i64),
+}
+
+impl Liveness {
+    pub fn at(self, now: i64) -> bool {
+        match self {
+            Liveness::Live => true,
+            Liveness::Dead => false,
+            Liveness::Until(t) => now < t,
+        }
+    }
+}
+
 /// Names a container in errors: `pod/ns/name` and `initContainers[0]` / `containers[1]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Slot<'a> {
@@ -182,8 +206,14 @@ pub trait Vendor: Sync {
         self.parse_node(node)
     }
 
-    /// Whether the node's registration is live at `now` (handshake rules).
-    fn node_live(&self, node: &Node, config: &Config, now: i64) -> bool;
+    /// Whether the node's registration is live, and until when (handshake rules). The
+    /// ledger reads it once per node update, not once per evaluation.
+    fn liveness(&self, node: &Node, config: &Config) -> Liveness;
+
+    /// Whether the node's registration is live at `now`.
+    fn node_live(&self, node: &Node, config: &Config, now: i64) -> bool {
+        self.liveness(node, config).at(now)
+    }
 
     /// The node annotation of HAMi's handshake that [`Vendor::node_live`] reads
     /// (`hami.io/node-handshake`, `hami.io/node-handshake-dcu`, ...), which the scheduler stamps
@@ -248,14 +278,31 @@ pub trait Vendor: Sync {
     /// Fits one request on the node's candidate cards, given in policy order (tried from the end).
     fn fit(&self, cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit;
 
-    /// `Some(counter)` when no card of `cards` passes this vendor's per-card checks on its
+    /// A check of a node's [`crate::summary`] for `request`, the first request a pod's
+    /// evaluation fits, prepared once per `filter` call. The check answers `Some((counter,
+    /// total))` exactly when [`Vendor::fails_on_every_card`] would answer `Some(counter)` on
+    /// the node's cards, `total` being the cards the vendor owns there; `None` when a card may
+    /// pass, or the summary cannot tell. `quota_limited`: the pod's namespace has a quota on
+    /// this vendor's resources. The default (no check) evaluates every node in full.
+    fn summary_check(
+        &self,
+        _pod: &Pod,
+        _request: &Request,
+        _policy: &GpuPolicy,
+        _quota_limited: bool,
+    ) -> Option<SummaryCheck> {
+        None
+    }
+
+    /// `Some(counter)` when no card of this vendor among `cards` (the node's, every vendor's,
+    /// in registration order; those the vendor owns count) passes its per-card checks on its
     /// own, so that no order of the cards fits `request` and `counter` is exactly what
-    /// [`Vendor::fit`] returns in every order. `filter` asks this first, with the cards in
-    /// registration order, and scores and sorts them only on `None` (a node that fits nowhere
-    /// is then rejected without ordering its cards). The default `None` always orders them.
+    /// [`Vendor::fit`] returns in every order. `filter` asks this first and collects, scores
+    /// and sorts the cards only on `None` (a node that fits nowhere is then rejected without
+    /// ordering its cards). The default `None` always orders them.
     fn fails_on_every_card(
         &self,
-        _cards: &[&Card],
+        _cards: &[Card],
         _request: &Request,
         _ctx: &FitContext<'_>,
     ) -> Option<Counter> {

@@ -54,8 +54,8 @@ impl Vendor for Mthreads {
         parse(node, &config.mthreads)
     }
 
-    fn node_live(&self, _node: &Node, _config: &Config, _now: i64) -> bool {
-        true
+    fn liveness(&self, _node: &Node, _config: &Config) -> crate::vendor::Liveness {
+        crate::vendor::Liveness::Live
     }
 
     /// Memory in 512 MiB units, cores default 0, both divided by the count (per GPU).

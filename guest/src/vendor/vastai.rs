@@ -98,8 +98,8 @@ impl Vendor for Vastai {
         }))
     }
 
-    fn node_live(&self, node: &Node, config: &Config, now: i64) -> bool {
-        common::handshake_live(node, HANDSHAKE, config.vastai.count(), now)
+    fn liveness(&self, node: &Node, config: &Config) -> crate::vendor::Liveness {
+        common::handshake_liveness(node, HANDSHAKE, config.vastai.count())
     }
 
     fn handshake_key(&self) -> Option<&'static str> {

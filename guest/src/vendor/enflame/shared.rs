@@ -152,8 +152,8 @@ impl Vendor for EnflameShared {
         Ok((!cards.is_empty()).then_some(cards))
     }
 
-    fn node_live(&self, _node: &Node, _config: &Config, _now: i64) -> bool {
-        true
+    fn liveness(&self, _node: &Node, _config: &Config) -> crate::vendor::Liveness {
+        crate::vendor::Liveness::Live
     }
 
     /// DRS: `drs-gcu = n` is one instance of size n; memory/core ask by spec. v2.7: `vgcu`

@@ -96,8 +96,8 @@ impl Vendor for KunlunVxpu {
         }
     }
 
-    fn node_live(&self, node: &Node, _config: &Config, now: i64) -> bool {
-        kit::handshake_live(node, HANDSHAKE, VXPU_RESOURCE, now)
+    fn liveness(&self, node: &Node, _config: &Config) -> crate::vendor::Liveness {
+        crate::vendor::common::handshake_liveness(node, HANDSHAKE, VXPU_RESOURCE)
     }
 
     fn handshake_key(&self) -> Option<&'static str> {

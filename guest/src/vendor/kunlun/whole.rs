@@ -46,8 +46,8 @@ impl Vendor for KunlunWhole {
         ))
     }
 
-    fn node_live(&self, _node: &Node, _config: &Config, _now: i64) -> bool {
-        true
+    fn liveness(&self, _node: &Node, _config: &Config) -> crate::vendor::Liveness {
+        crate::vendor::Liveness::Live
     }
 
     fn request(

@@ -48,8 +48,8 @@ impl Vendor for MetaxGpu {
         ))
     }
 
-    fn node_live(&self, _node: &Node, _config: &Config, _now: i64) -> bool {
-        true
+    fn liveness(&self, _node: &Node, _config: &Config) -> crate::vendor::Liveness {
+        crate::vendor::Liveness::Live
     }
 
     /// `n` from limits, else requests: whole, exclusive cards.

@@ -276,8 +276,8 @@ impl Vendor for MetaxSgpu {
         }
     }
 
-    fn node_live(&self, _node: &Node, _config: &Config, _now: i64) -> bool {
-        true
+    fn liveness(&self, _node: &Node, _config: &Config) -> crate::vendor::Liveness {
+        crate::vendor::Liveness::Live
     }
 
     /// Limits only (ambiguity A16): count 1..2^31−1, vcore default 100, vmemory in GiB when

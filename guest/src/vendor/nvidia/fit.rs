@@ -3,8 +3,10 @@
 
 use crate::api::{CardCheck, Pod};
 use crate::device::{Card, ContainerDevice, MigInUse};
+use crate::policy::GpuPolicy;
 use crate::policy::contains_ignore_case;
 use crate::reason::{self, Counter};
+use crate::summary::CardRow;
 use crate::vendor::{Fit, FitContext, Request};
 
 use super::{NOUSE_GPU_TYPE, NOUSE_GPU_UUID, USE_GPU_TYPE, USE_GPU_UUID, VENDOR, VGPU_MODE, mig};
@@ -63,34 +65,229 @@ impl Selectors<'_> {
     }
 }
 
+/// Why a card fails a request on its own: HAMi's per-card checks, in their order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Why {
+    Unhealthy,
+    Cordoned,
+    TypeMismatch,
+    UuidMismatch,
+    SlotsExhausted,
+    MutexBusy,
+    Quota,
+    Memory,
+    Cores,
+    WholeCardBusy,
+    ComputeUnits,
+    MigInfeasible,
+}
+
+/// How many [`Why`]s there are (counted per node without a map).
+const WHYS: usize = 12;
+
+/// Every [`Why`], by its discriminant.
+const ALL: [Why; WHYS] = [
+    Why::Unhealthy,
+    Why::Cordoned,
+    Why::TypeMismatch,
+    Why::UuidMismatch,
+    Why::SlotsExhausted,
+    Why::MutexBusy,
+    Why::Quota,
+    Why::Memory,
+    Why::Cores,
+    Why::WholeCardBusy,
+    Why::ComputeUnits,
+    Why::MigInfeasible,
+];
+
+impl Why {
+    fn reason(self) -> &'static str {
+        match self {
+            Why::Unhealthy => reason::CARD_NOT_HEALTH,
+            Why::Cordoned => reason::CARD_CORDONED,
+            Why::TypeMismatch => reason::CARD_TYPE_MISMATCH,
+            Why::UuidMismatch => reason::CARD_UUID_MISMATCH,
+            Why::SlotsExhausted => reason::CARD_TIME_SLICING_EXHAUSTED,
+            Why::MutexBusy | Why::WholeCardBusy => reason::EXCLUSIVE_DEVICE_ALLOCATE_CONFLICT,
+            Why::Quota => reason::RESOURCE_QUOTA_NOT_FIT,
+            Why::Memory => reason::CARD_INSUFFICIENT_MEMORY,
+            Why::Cores => reason::CARD_INSUFFICIENT_CORE,
+            Why::ComputeUnits => reason::CARD_COMPUTE_UNITS_EXHAUSTED,
+            Why::MigInfeasible => reason::CARD_MIG_TOPOLOGY_INFEASIBLE,
+        }
+    }
+
+    /// The `explain` detail (formatted only when explaining).
+    fn detail(self, card: &Card, k: &Request) -> String {
+        let d = &card.info;
+        let memreq = memreq(d.devmem, k);
+        match self {
+            Why::Unhealthy => "card is unhealthy".into(),
+            Why::Cordoned => format!("listed in {DEVICE_CORDON}"),
+            Why::TypeMismatch => format!(
+                "model {:?}, mode {:?} excluded by the pod's type or mode selectors",
+                d.model, d.mode
+            ),
+            Why::UuidMismatch => "excluded by use-gpuuuid / nouse-gpuuuid".into(),
+            Why::SlotsExhausted => format!("all {} slots in use", d.count),
+            Why::MutexBusy => format!("mutex policy, {} tasks on the card", card.used),
+            Why::Quota => format!(
+                "{memreq} MiB / {} cores would exceed the namespace quota",
+                k.coresreq
+            ),
+            Why::Memory => format!(
+                "asked {memreq} MiB, free {} of {} MiB",
+                d.devmem - card.used_mem,
+                d.devmem
+            ),
+            Why::Cores => format!(
+                "asked {}% cores, free {} of {}",
+                k.coresreq,
+                d.devcore - card.used_cores,
+                d.devcore
+            ),
+            Why::WholeCardBusy => format!("whole-card request, {} tasks on the card", card.used),
+            Why::ComputeUnits => format!("0-core request, all {} cores booked", d.devcore),
+            Why::MigInfeasible => {
+                format!("no MIG profile of at least {memreq} MiB has a free placement")
+            }
+        }
+    }
+}
+
+/// Memory asked of a card of `devmem` MiB (check 9): MiB, else the percentage of the card,
+/// else 0.
+fn memreq(devmem: i64, k: &Request) -> i64 {
+    if k.memreq > 0 {
+        k.memreq
+    } else if k.mem_pct != super::request::PCT_UNSET {
+        devmem * k.mem_pct / 100
+    } else {
+        0
+    }
+}
+
+/// Checks 1-3: health, cordon, type and mode selectors.
+fn check_kind(card: &Card, sel: &Selectors<'_>, request: &Request) -> Result<(), Why> {
+    if !card.healthy() {
+        return Err(Why::Unhealthy);
+    }
+    if card.cordoned {
+        return Err(Why::Cordoned);
+    }
+    if sel.type_mismatch(card) || request.vendor != VENDOR {
+        return Err(Why::TypeMismatch);
+    }
+    Ok(())
+}
+
+/// Checks 5-15 for `k` (cores already clamped to one card) with `tmp` collected so far: the
+/// device the card would give, or why not.
+fn check_use(
+    card: &Card,
+    sel: &Selectors<'_>,
+    k: &Request,
+    ctx: &FitContext<'_>,
+    tmp: &[ContainerDevice],
+) -> Result<ContainerDevice, Why> {
+    let d = &card.info;
+    // 5. UUID selectors.
+    if sel.uuid_mismatch(card) {
+        return Err(Why::UuidMismatch);
+    }
+    // 6. Slots.
+    if d.count <= card.used {
+        return Err(Why::SlotsExhausted);
+    }
+    // 7. Mutex policy wants an idle card.
+    if ctx.policy.is_mutex && card.used > 0 {
+        return Err(Why::MutexBusy);
+    }
+    // 9. Memory asked of this card.
+    let memreq = memreq(d.devmem, k);
+    // 10. Namespace quota.
+    if !(ctx.quota)(tmp, &d.id, memreq, k.coresreq) {
+        return Err(Why::Quota);
+    }
+    // 11. Memory.
+    if d.devmem - card.used_mem < memreq {
+        return Err(Why::Memory);
+    }
+    // 12. Cores.
+    if d.devcore - card.used_cores < k.coresreq {
+        return Err(Why::Cores);
+    }
+    // 13. A whole-card request cannot share.
+    if d.devcore == 100 && k.coresreq == 100 && card.used > 0 {
+        return Err(Why::WholeCardBusy);
+    }
+    // 14. A 0-core task cannot join a card whose cores are all booked.
+    if d.devcore != 0 && card.used_cores == d.devcore && k.coresreq == 0 {
+        return Err(Why::ComputeUnits);
+    }
+    let mut candidate = ContainerDevice {
+        uuid: d.id.clone(),
+        vendor: VENDOR.to_string(),
+        mem: memreq,
+        cores: k.coresreq,
+        index: d.index,
+        mig: None,
+    };
+    // 15. MIG placement.
+    if d.mode == "mig" {
+        let (profile, placement) = mig::choose(card, memreq, tmp).ok_or(Why::MigInfeasible)?;
+        candidate.mem = profile.memory_mb;
+        candidate.cores = profile.core;
+        candidate.mig = Some(MigInUse {
+            profile: profile.name,
+            placement,
+        });
+    }
+    Ok(candidate)
+}
+
+impl<'a> Selectors<'a> {
+    fn of(pod: &'a Pod) -> Selectors<'a> {
+        Selectors {
+            use_type: list(pod, USE_GPU_TYPE),
+            nouse_type: list(pod, NOUSE_GPU_TYPE),
+            mode: pod.annotation(VGPU_MODE),
+            use_uuid: list(pod, USE_GPU_UUID),
+            nouse_uuid: list(pod, NOUSE_GPU_UUID),
+        }
+    }
+}
+
+/// `request` with its cores clamped to one card (check 8; HAMi clamps at the first card that
+/// reaches the check, and the cards that fail before it do not read the cores).
+fn clamped(request: &Request) -> Request {
+    let mut k = request.clone();
+    k.coresreq = k.coresreq.min(100);
+    k
+}
+
 /// Fits `request` on `cards` (policy order; tried from the last).
 pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
-    let pod = ctx.pod;
-    let sel = Selectors {
-        use_type: list(pod, USE_GPU_TYPE),
-        nouse_type: list(pod, NOUSE_GPU_TYPE),
-        mode: pod.annotation(VGPU_MODE),
-        use_uuid: list(pod, USE_GPU_UUID),
-        nouse_uuid: list(pod, NOUSE_GPU_UUID),
-    };
+    let sel = Selectors::of(ctx.pod);
     let need_topology = ctx.policy.need_topology;
     let numa_bind = ctx.policy.numa_bind;
-    let mut k = request.clone();
+    let mut k = clamped(request);
     let origin = k.nums;
     let mut tmp: Vec<ContainerDevice> = Vec::new();
     let mut tmp_cards: Vec<&Card> = Vec::new();
     let mut counter = Counter::default();
     let mut prev_numa: i64 = -1;
-    // `detail` is only formatted when explaining: this closure runs for every card.
-    let note = |card: &Card, reason: &str, detail: &dyn Fn() -> String| {
+    let fail = |counter: &mut Counter, card: &Card, why: Why, k: &Request| {
+        counter.add(why.reason());
         if let Some(cell) = ctx.explain {
             cell.borrow_mut().push(CardCheck {
                 container: ctx.position,
                 vendor: VENDOR.to_string(),
                 uuid: card.info.id.clone(),
                 index: card.info.index,
-                reason: reason.to_string(),
-                detail: detail(),
+                reason: why.reason().to_string(),
+                detail: why.detail(card, k),
             });
         }
     };
@@ -99,34 +296,9 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
     while i > 0 {
         let card = cards[i - 1];
         let d = &card.info;
-        let fail = |counter: &mut Counter, r: &'static str, detail: &dyn Fn() -> String| {
-            counter.add(r);
-            note(card, r, detail);
-        };
-        // 1. Health.
-        if !card.healthy() {
-            fail(&mut counter, reason::CARD_NOT_HEALTH, &|| {
-                "card is unhealthy".into()
-            });
-            i -= 1;
-            continue;
-        }
-        // 2. Cordon.
-        if card.cordoned {
-            fail(&mut counter, reason::CARD_CORDONED, &|| {
-                format!("listed in {DEVICE_CORDON}")
-            });
-            i -= 1;
-            continue;
-        }
-        // 3. Type and mode selectors.
-        if sel.type_mismatch(card) || request.vendor != VENDOR {
-            fail(&mut counter, reason::CARD_TYPE_MISMATCH, &|| {
-                format!(
-                    "model {:?}, mode {:?} excluded by the pod's type or mode selectors",
-                    d.model, d.mode
-                )
-            });
+        // 1-3. Health, cordon, type and mode.
+        if let Err(why) = check_kind(card, &sel, request) {
+            fail(&mut counter, card, why, &k);
             i -= 1;
             continue;
         }
@@ -140,129 +312,32 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
             tmp_cards.clear();
             prev_numa = d.numa;
         }
-        // 5. UUID selectors.
-        if sel.uuid_mismatch(card) {
-            fail(&mut counter, reason::CARD_UUID_MISMATCH, &|| {
-                "excluded by use-gpuuuid / nouse-gpuuuid".into()
-            });
-            i -= 1;
-            continue;
-        }
-        // 6. Slots.
-        if d.count <= card.used {
-            fail(&mut counter, reason::CARD_TIME_SLICING_EXHAUSTED, &|| {
-                format!("all {} slots in use", d.count)
-            });
-            i -= 1;
-            continue;
-        }
-        // 7. Mutex policy wants an idle card.
-        if ctx.policy.is_mutex && card.used > 0 {
-            fail(
-                &mut counter,
-                reason::EXCLUSIVE_DEVICE_ALLOCATE_CONFLICT,
-                &|| format!("mutex policy, {} tasks on the card", card.used),
-            );
-            i -= 1;
-            continue;
-        }
-        // 8. Cores above one card are clamped (and stay clamped for later cards).
-        if k.coresreq > 100 {
-            k.coresreq = 100;
-        }
-        // 9. Memory asked of this card.
-        let memreq = if k.memreq > 0 {
-            k.memreq
-        } else if k.mem_pct != super::request::PCT_UNSET {
-            d.devmem * k.mem_pct / 100
-        } else {
-            0
-        };
-        // 10. Namespace quota.
-        if !(ctx.quota)(&tmp, &d.id, memreq, k.coresreq) {
-            fail(&mut counter, reason::RESOURCE_QUOTA_NOT_FIT, &|| {
-                format!(
-                    "{memreq} MiB / {} cores would exceed the namespace quota",
-                    k.coresreq
-                )
-            });
-            i -= 1;
-            continue;
-        }
-        // 11. Memory.
-        let free_mem = d.devmem - card.used_mem;
-        if free_mem < memreq {
-            fail(&mut counter, reason::CARD_INSUFFICIENT_MEMORY, &|| {
-                format!("asked {memreq} MiB, free {free_mem} of {} MiB", d.devmem)
-            });
-            i -= 1;
-            continue;
-        }
-        // 12. Cores.
-        let free_cores = d.devcore - card.used_cores;
-        if free_cores < k.coresreq {
-            fail(&mut counter, reason::CARD_INSUFFICIENT_CORE, &|| {
-                format!(
-                    "asked {}% cores, free {free_cores} of {}",
-                    k.coresreq, d.devcore
-                )
-            });
-            i -= 1;
-            continue;
-        }
-        // 13. A whole-card request cannot share.
-        if d.devcore == 100 && k.coresreq == 100 && card.used > 0 {
-            fail(
-                &mut counter,
-                reason::EXCLUSIVE_DEVICE_ALLOCATE_CONFLICT,
-                &|| format!("whole-card request, {} tasks on the card", card.used),
-            );
-            i -= 1;
-            continue;
-        }
-        // 14. A 0-core task cannot join a card whose cores are all booked.
-        if d.devcore != 0 && card.used_cores == d.devcore && k.coresreq == 0 {
-            fail(&mut counter, reason::CARD_COMPUTE_UNITS_EXHAUSTED, &|| {
-                format!("0-core request, all {} cores booked", d.devcore)
-            });
-            i -= 1;
-            continue;
-        }
-        let mut candidate = ContainerDevice {
-            uuid: d.id.clone(),
-            vendor: VENDOR.to_string(),
-            mem: memreq,
-            cores: k.coresreq,
-            index: d.index,
-            mig: None,
-        };
-        // 15. MIG placement.
-        if d.mode == "mig" {
-            match mig::choose(card, memreq, &tmp) {
-                Some((profile, placement)) => {
-                    candidate.mem = profile.memory_mb;
-                    candidate.cores = profile.core;
-                    candidate.mig = Some(MigInUse {
-                        profile: profile.name,
-                        placement,
-                    });
-                }
-                None => {
-                    fail(&mut counter, reason::CARD_MIG_TOPOLOGY_INFEASIBLE, &|| {
-                        format!("no MIG profile of at least {memreq} MiB has a free placement")
-                    });
-                    i -= 1;
-                    continue;
-                }
+        // 5-15.
+        let candidate = match check_use(card, &sel, &k, ctx, &tmp) {
+            Ok(candidate) => candidate,
+            Err(why) => {
+                fail(&mut counter, card, why, &k);
+                i -= 1;
+                continue;
             }
-        }
+        };
         // 16. Accept.
-        note(card, "", &|| {
-            format!(
-                "fits: asked {memreq} MiB and {}% cores, free {free_mem} MiB and {free_cores} cores",
-                k.coresreq
-            )
-        });
+        if let Some(cell) = ctx.explain {
+            cell.borrow_mut().push(CardCheck {
+                container: ctx.position,
+                vendor: VENDOR.to_string(),
+                uuid: d.id.clone(),
+                index: d.index,
+                reason: String::new(),
+                detail: format!(
+                    "fits: asked {} MiB and {}% cores, free {} MiB and {} cores",
+                    memreq(d.devmem, &k),
+                    k.coresreq,
+                    d.devmem - card.used_mem,
+                    d.devcore - card.used_cores
+                ),
+            });
+        }
         if k.nums > 0 {
             tmp.push(candidate);
             tmp_cards.push(card);
@@ -296,25 +371,101 @@ pub fn fit(cards: &[&Card], request: &Request, ctx: &FitContext<'_>) -> Fit {
     Fit::NoFit(counter)
 }
 
-/// [`fit`] when it accepts no card at all. A card's checks depend on the cards accepted
-/// before it (NUMA binding, MIG placements, quota over the collected ones) and on nothing else
-/// that changes along the walk (clamping the cores is the same for every card): while none is
-/// accepted, each card fails for the same reason in any order. A fit that accepted one counts
-/// `AllocatedCardsInsufficientRequest` or `NumaNotFit`, or fits.
+/// [`fit`] when it accepts no card at all, over the node's cards of this vendor (`owned`). A
+/// card's checks depend on the cards accepted before it (NUMA binding, MIG placements, quota
+/// over the collected ones) and on nothing else that changes along the walk (clamping the
+/// cores is the same for every card): while none is accepted, each card fails for the same
+/// reason in any order, so the cards are checked once each, in any order, and counted without
+/// a map. `None` as soon as one card passes: [`fit`] then decides.
 pub fn fails_on_every_card(
-    cards: &[&Card],
+    cards: &[Card],
     request: &Request,
     ctx: &FitContext<'_>,
 ) -> Option<Counter> {
-    match fit(cards, request, ctx) {
-        Fit::NoFit(counter)
-            if counter.get(reason::ALLOCATED_CARDS_INSUFFICIENT_REQUEST) == 0
-                && counter.get(reason::NUMA_NOT_FIT) == 0 =>
-        {
-            Some(counter)
-        }
-        _ => None,
+    let sel = Selectors::of(ctx.pod);
+    let k = clamped(request);
+    let mut counts = [0u32; WHYS];
+    for card in cards.iter().filter(|c| c.vendor == VENDOR && c.owned) {
+        let why = match check_kind(card, &sel, request) {
+            Err(why) => why,
+            Ok(()) => check_use(card, &sel, &k, ctx, &[]).err()?,
+        };
+        counts[why as usize] += 1;
     }
+    let mut counter = Counter::default();
+    for (n, why) in counts.iter().zip(ALL) {
+        counter.add_n(why.reason(), *n);
+    }
+    Some(counter)
+}
+
+/// [`fails_on_every_card`] on a node's summary ([`crate::vendor::Vendor::summary_check`]), for
+/// a pod without card selectors (type, mode, UUID), under a policy that is not `mutex` and in
+/// a namespace without an NVIDIA quota: checks 3, 5, 7 and 10 then pass on every card, and
+/// the others read only the summary's numbers. Undecided (`None`) as soon as a card passes or
+/// is in MIG mode (its placements need the card), and when the request asks more cards than
+/// the node has (`filter` then says `NodeInsufficientDevice`, or fits MIG slices).
+pub fn summary_check(
+    pod: &Pod,
+    request: &Request,
+    policy: &GpuPolicy,
+    quota_limited: bool,
+) -> Option<crate::vendor::SummaryCheck> {
+    let sel = Selectors::of(pod);
+    let plain = sel.use_type.is_none()
+        && sel.nouse_type.is_none()
+        && sel.mode.is_none()
+        && sel.use_uuid.is_none()
+        && sel.nouse_uuid.is_none();
+    if !plain || policy.is_mutex || quota_limited || request.vendor != VENDOR {
+        return None;
+    }
+    let k = clamped(request);
+    Some(Box::new(move |cards: &[CardRow]| {
+        let mut counts = [0u32; WHYS];
+        let mut total = 0u32;
+        for c in cards.iter().filter(|c| c.owned()) {
+            total += 1;
+            counts[summary_failure(c, &k)? as usize] += 1;
+        }
+        if k.nums > i64::from(total) {
+            return None;
+        }
+        let mut counter = Counter::default();
+        for (n, why) in counts.iter().zip(ALL) {
+            counter.add_n(why.reason(), *n);
+        }
+        Some((counter, total))
+    }))
+}
+
+/// Why the summarised card fails `k` (cores clamped) when the pod has no selectors, the
+/// policy is not `mutex` and no quota applies: checks 1, 2, 6 and 9 to 14 of [`check_kind`]
+/// and [`check_use`], in their order. `None` when it passes, or is in MIG mode.
+fn summary_failure(c: &CardRow, k: &Request) -> Option<Why> {
+    if !c.healthy() {
+        return Some(Why::Unhealthy);
+    }
+    if c.cordoned() {
+        return Some(Why::Cordoned);
+    }
+    if c.exhausted() {
+        return Some(Why::SlotsExhausted);
+    }
+    if i64::from(c.free_mem) < memreq(i64::from(c.devmem), k) {
+        return Some(Why::Memory);
+    }
+    if i64::from(c.free_cores) < k.coresreq {
+        return Some(Why::Cores);
+    }
+    if c.whole() && k.coresreq == 100 && c.busy() {
+        return Some(Why::WholeCardBusy);
+    }
+    if c.cores_booked() && k.coresreq == 0 {
+        return Some(Why::ComputeUnits);
+    }
+    // Passes, or check 15 (MIG placement) needs the card.
+    None
 }
 
 /// Topology-aware choice among the collected cards: for one card, the one with the smallest

@@ -8,7 +8,7 @@ pub mod request;
 use crate::api::{Container, ContainerRef, Invalid, Mutation, Node, Pairs, Pod};
 use crate::config::Config;
 use crate::device::{self, Card, DeviceInfo, Placed, PodDevices};
-use crate::policy::contains_ignore_case;
+use crate::policy::{GpuPolicy, contains_ignore_case};
 use crate::reason::Counter;
 use crate::vendor::{Fit, FitContext, QuotaResources, Request, Slot, Vendor};
 
@@ -54,8 +54,8 @@ impl Vendor for Nvidia {
         register::parse(node)
     }
 
-    fn node_live(&self, node: &Node, config: &Config, now: i64) -> bool {
-        register::Handshake::read(node, &config.nvidia.resource_count_name).live(now)
+    fn liveness(&self, node: &Node, config: &Config) -> crate::vendor::Liveness {
+        register::Handshake::read(node, &config.nvidia.resource_count_name).liveness()
     }
 
     fn handshake_key(&self) -> Option<&'static str> {
@@ -104,9 +104,19 @@ impl Vendor for Nvidia {
         fit::fit(cards, request, ctx)
     }
 
+    fn summary_check(
+        &self,
+        pod: &Pod,
+        request: &Request,
+        policy: &GpuPolicy,
+        quota_limited: bool,
+    ) -> Option<crate::vendor::SummaryCheck> {
+        fit::summary_check(pod, request, policy, quota_limited)
+    }
+
     fn fails_on_every_card(
         &self,
-        cards: &[&Card],
+        cards: &[Card],
         request: &Request,
         ctx: &FitContext<'_>,
     ) -> Option<Counter> {

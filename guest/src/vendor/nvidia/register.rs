@@ -195,9 +195,16 @@ impl Handshake {
     /// no allocatable cards means the device plugin is gone. Anything else is live (HAMi would
     /// write a fresh handshake and carry on).
     pub fn live(&self, now: i64) -> bool {
+        self.liveness().at(now)
+    }
+
+    /// [`Handshake::live`] as a deadline.
+    pub fn liveness(&self) -> crate::vendor::Liveness {
         match self.requesting_since {
-            Some(t) => now < t + HANDSHAKE_GRACE_SECONDS || self.allocatable > 0,
-            None => true,
+            Some(t) if self.allocatable <= 0 => {
+                crate::vendor::Liveness::Until(t.saturating_add(HANDSHAKE_GRACE_SECONDS))
+            }
+            _ => crate::vendor::Liveness::Live,
         }
     }
 }
@@ -212,7 +219,14 @@ pub fn parse_local_time(s: &str) -> Option<i64> {
     if d.next().is_some() || t.next().is_some() {
         return None;
     }
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+    // Go's layout reads the year as four digits; a longer one would overflow the seconds.
+    if !(0..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&hh)
+        || !(0..=59).contains(&mm)
+        || !(0..=60).contains(&ss)
+    {
         return None;
     }
     Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss)
@@ -356,6 +370,10 @@ mod tests {
             ("Requesting_yesterday", "0", true),           // H7: unparsable
             ("Reported_2026-11-28 10:00:00", "0", true),   // any other value
             ("Requesting_2026-11-28 10:00:00", "8", true), // H8
+            // Years past four digits are not Go's layout (and would overflow): unparsable.
+            ("Requesting_99999999999999999-01-01 00:00:00", "0", true),
+            ("Requesting_-9999999999999999-01-01 00:00:00", "0", true),
+            ("Requesting_2026-11-28 -1:00:00", "0", true),
         ];
         for (value, alloc, live) in cases {
             let mut n = node(&[(HANDSHAKE, value)]);
@@ -372,5 +390,22 @@ mod tests {
     fn civil_days() {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(parse_local_time("2026-11-28 12:00:00"), Some(1_795_867_200));
+        assert_eq!(
+            parse_local_time("9999-12-31 23:59:60"),
+            Some(253_402_300_800)
+        );
+        assert_eq!(parse_local_time("10000-01-01 00:00:00"), None);
+    }
+
+    #[test]
+    fn liveness_is_a_deadline_sixty_seconds_after_the_stamp() {
+        let t = parse_local_time("2026-11-28 12:00:00").expect("valid");
+        let mut n = node(&[(HANDSHAKE, "Requesting_2026-11-28 12:00:00")]);
+        let h = Handshake::read(&n, "nvidia.com/gpu");
+        assert_eq!(h.liveness(), crate::vendor::Liveness::Until(t + 60));
+        assert!(h.live(t + 59) && !h.live(t + 60));
+        n.allocatable = vec![("nvidia.com/gpu".into(), "1".into())];
+        let h = Handshake::read(&n, "nvidia.com/gpu");
+        assert_eq!(h.liveness(), crate::vendor::Liveness::Live);
     }
 }

@@ -420,3 +420,128 @@ fn topology_table_t1_to_t6() {
         "T6"
     );
 }
+
+/// The summary check ([`fit::summary_check`]) against the full fit on random nodes: whenever
+/// it rejects, the fit fails every card with the same counter (and the card total), and it
+/// rejects every node where the fit fails every card, unless a card is in MIG mode or more
+/// cards are asked than the node has. Selectors, mutex and quota turn it off.
+#[test]
+fn the_summary_check_rejects_exactly_where_every_card_fails() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let pod = Pod {
+        namespace: "default".into(),
+        name: "p".into(),
+        ..Pod::default()
+    };
+    let node = Node::default();
+    let config = crate::config::Config::default();
+    let quota = |_: &[crate::device::ContainerDevice], _: &str, _: i64, _: i64| true;
+    let (mut rejected, mut undecided) = (0, 0);
+    for round in 0..4000 {
+        let policy = GpuPolicy::for_pod(&pod, ["spread", "binpack", "topology-aware"][round % 3]);
+        let cards: Vec<Card> = (0..1 + next(8))
+            .map(|i| {
+                let devmem = [0, 1024, 16384, 81920][next(4) as usize];
+                let devcore = [0, 50, 100][next(3) as usize];
+                let count = next(4) as i64;
+                let mut c = dev(
+                    &format!("GPU-{i}"),
+                    next(5) as i64,
+                    count,
+                    devmem * next(5) as i64 / 4,
+                    devmem,
+                    devcore * next(5) as i64 / 4,
+                    devcore,
+                );
+                let info = std::sync::Arc::make_mut(&mut c.info);
+                info.health = next(8) != 0;
+                if next(16) == 0 {
+                    info.mode = "mig".into();
+                }
+                c.cordoned = next(8) == 0;
+                c.owned = next(16) != 0;
+                c
+            })
+            .collect();
+        let r = req(
+            1 + next(3) as i64,
+            [0, 512, 8192, 40000, 90000][next(5) as usize],
+            [101, 0, 25, 100][next(4) as usize],
+            [0, 10, 50, 100, 150][next(5) as usize],
+        );
+        let ctx = FitContext {
+            pod: &pod,
+            config: &config,
+            node: &node,
+            policy: &policy,
+            quota: &quota,
+            explain: None,
+            position: 0,
+            earlier: &[],
+        };
+        let live = [(VENDOR, crate::vendor::Liveness::Live)];
+        let mut summaries = crate::summary::Summaries::default();
+        summaries.set(0, &cards, &live);
+        let rows = summaries.get(0).expect("summarised").cards;
+        let check = fit::summary_check(&pod, &r, &policy, false).expect("plain pod");
+        let mine: Vec<&Card> = cards.iter().filter(|c| c.owned).collect();
+        let full = fit::fails_on_every_card(&cards, &r, &ctx);
+        match check(rows) {
+            Some((counter, total)) => {
+                rejected += 1;
+                assert_eq!(
+                    Some(&counter),
+                    full.as_ref(),
+                    "round {round}: {r:?} {cards:?}"
+                );
+                assert_eq!(total as usize, mine.len());
+                // And the fit itself, in card order, fails with that counter.
+                assert!(
+                    matches!(fit::fit(&mine, &r, &ctx), Fit::NoFit(c) if c == counter),
+                    "round {round}"
+                );
+            }
+            None => {
+                undecided += 1;
+                let mig = mine.iter().any(|c| c.info.mode == "mig");
+                let short = r.nums > mine.len() as i64;
+                assert!(
+                    full.is_none() || mig || short,
+                    "round {round}: every card fails but the summary did not say so: {r:?} {cards:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        rejected > 500 && undecided > 500,
+        "{rejected} / {undecided}"
+    );
+    // Selectors, a mutex policy or a quota leave every node to the full evaluation.
+    let r = req(1, 1024, 101, 10);
+    let policy = GpuPolicy::for_pod(&pod, "spread");
+    assert!(fit::summary_check(&pod, &r, &policy, true).is_none());
+    let mutex = GpuPolicy::for_pod(&pod, "mutex");
+    assert!(mutex.is_mutex && fit::summary_check(&pod, &r, &mutex, false).is_none());
+    for key in [
+        USE_GPU_TYPE,
+        NOUSE_GPU_TYPE,
+        VGPU_MODE,
+        USE_GPU_UUID,
+        NOUSE_GPU_UUID,
+    ] {
+        let with = Pod {
+            annotations: vec![(key.to_string(), "x".to_string())],
+            ..pod.clone()
+        };
+        assert!(
+            fit::summary_check(&with, &r, &policy, false).is_none(),
+            "{key}"
+        );
+    }
+}

@@ -93,8 +93,12 @@ impl Vendor for Volcano {
         register::parse(node, config)
     }
 
-    fn node_live(&self, node: &Node, config: &Config, _now: i64) -> bool {
-        register::live(node, &config.volcano)
+    fn liveness(&self, node: &Node, config: &Config) -> crate::vendor::Liveness {
+        if register::live(node, &config.volcano) {
+            crate::vendor::Liveness::Live
+        } else {
+            crate::vendor::Liveness::Dead
+        }
     }
 
     fn request(
