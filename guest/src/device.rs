@@ -48,8 +48,9 @@ pub struct DeviceInfo {
     pub mode: String,
     pub health: bool,
     pub mig_profiles: Vec<MigProfile>,
-    /// Pair scores to other cards by UUID (`hami.io/node-nvidia-score`).
-    pub pair_scores: BTreeMap<String, i64>,
+    /// Pair scores to other cards by UUID (`hami.io/node-nvidia-score`); shared, so that a
+    /// registration parsed again under the same score annotation keeps them.
+    pub pair_scores: Arc<BTreeMap<String, i64>>,
     /// Vendor-specific registration facts (HAMi's `custominfo`), e.g. MetaX `linkZone`.
     pub custom: BTreeMap<String, String>,
 }

@@ -323,7 +323,14 @@ impl Ledger {
         let mut vendors = BTreeSet::new();
         let mut first_error = None;
         for v in VENDORS {
-            match v.parse_node_configured(&node, &self.config) {
+            // A node parsed without error before: the vendor may reuse what did not change.
+            let parsed = match &previous {
+                Some(prev) if prev.parse_error.is_none() && prev.vendors.contains(v.key()) => {
+                    v.parse_node_again(&node, &self.config, &prev.node, &prev.cards)
+                }
+                _ => v.parse_node_configured(&node, &self.config),
+            };
+            match parsed {
                 Ok(Some(infos)) => {
                     vendors.insert(v.key());
                     cards.extend(infos.into_iter().map(|i| Card::new(v.key(), i)));

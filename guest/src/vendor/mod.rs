@@ -206,6 +206,20 @@ pub trait Vendor: Sync {
         self.parse_node(node)
     }
 
+    /// [`Vendor::parse_node_configured`] of a new version of a node whose previous version
+    /// `previous` was parsed without error into `cards` (every vendor's, each card marked with
+    /// its vendor). A vendor may reuse what did not change; the answer must be the one
+    /// `parse_node_configured` gives. Default: parse.
+    fn parse_node_again(
+        &self,
+        node: &Node,
+        config: &Config,
+        _previous: &Node,
+        _cards: &[Card],
+    ) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
+        self.parse_node_configured(node, config)
+    }
+
     /// Whether the node's registration is live, and until when (handshake rules). The
     /// ledger reads it once per node update, not once per evaluation.
     fn liveness(&self, node: &Node, config: &Config) -> Liveness;

@@ -104,6 +104,16 @@ impl Vendor for Nvidia {
         fit::fit(cards, request, ctx)
     }
 
+    fn parse_node_again(
+        &self,
+        node: &Node,
+        _config: &Config,
+        previous: &Node,
+        cards: &[Card],
+    ) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
+        register::parse_again(node, previous, cards)
+    }
+
     fn summary_check(
         &self,
         pod: &Pod,

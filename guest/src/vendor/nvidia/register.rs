@@ -45,21 +45,70 @@ struct RawScore {
 /// Parses the node's NVIDIA cards. `Ok(None)` when the node has no registration (or an empty
 /// one: HAMi's "no gpu found on node").
 pub fn parse(node: &Node) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
+    let Some(mut devices) = parse_devices(node)? else {
+        return Ok(None);
+    };
+    attach_scores(node, &mut devices)?;
+    Ok(Some(devices))
+}
+
+/// [`parse`] of a new version of a node whose previous version was parsed without error into
+/// `cards` (every vendor's): when the score annotation is the same text and every card has a
+/// unique id this vendor knew, the previous pair scores are shared rather than parsed again (a
+/// health flip changes the registration, not the scores: half the parse).
+pub fn parse_again(
+    node: &Node,
+    previous: &Node,
+    cards: &[crate::device::Card],
+) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
+    if node.annotation(SCORE) != previous.annotation(SCORE) {
+        return parse(node);
+    }
+    let Some(mut devices) = parse_devices(node)? else {
+        return Ok(None);
+    };
+    let mut ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+    ids.sort_unstable();
+    let unique = ids.windows(2).all(|w| w[0] != w[1]);
+    let known: Option<Vec<_>> = devices
+        .iter()
+        .map(|d| {
+            cards
+                .iter()
+                .find(|c| c.vendor == super::VENDOR && c.info.id == d.id)
+        })
+        .collect();
+    match known {
+        Some(known) if unique => {
+            for (d, c) in devices.iter_mut().zip(known) {
+                d.pair_scores = c.info.pair_scores.clone();
+            }
+            Ok(Some(devices))
+        }
+        _ => parse(node),
+    }
+}
+
+/// The registration's cards, without pair scores.
+fn parse_devices(node: &Node) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
     let Some(text) = node.annotation(REGISTER) else {
         return Ok(None);
     };
     let object = format!("node/{}", node.name);
     let trimmed = text.trim();
-    let mut devices = if trimmed.starts_with('[') {
+    let devices = if trimmed.starts_with('[') {
         parse_json(trimmed).map_err(|m| Invalid::new(&object, REGISTER, text, m))?
     } else if trimmed.is_empty() {
         Vec::new()
     } else {
         parse_legacy(trimmed).map_err(|m| Invalid::new(&object, REGISTER, text, m))?
     };
-    if devices.is_empty() {
-        return Ok(None);
-    }
+    Ok((!devices.is_empty()).then_some(devices))
+}
+
+/// Each card's pair scores from the score annotation, by UUID (the first card of a UUID).
+fn attach_scores(node: &Node, devices: &mut [DeviceInfo]) -> Result<(), Invalid> {
+    let object = format!("node/{}", node.name);
     if let Some(scores) = node.annotation(SCORE) {
         let parsed: Vec<RawScore> = serde_json::from_str(scores).map_err(|e| {
             Invalid::new(
@@ -71,13 +120,13 @@ pub fn parse(node: &Node) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
         })?;
         let mut by_uuid: BTreeMap<String, BTreeMap<String, i64>> =
             parsed.into_iter().map(|s| (s.uuid, s.score)).collect();
-        for d in &mut devices {
+        for d in devices.iter_mut() {
             if let Some(s) = by_uuid.remove(&d.id) {
-                d.pair_scores = s;
+                d.pair_scores = std::sync::Arc::new(s);
             }
         }
     }
-    Ok(Some(devices))
+    Ok(())
 }
 
 fn parse_json(text: &str) -> Result<Vec<DeviceInfo>, String> {
@@ -106,7 +155,7 @@ fn parse_json(text: &str) -> Result<Vec<DeviceInfo>, String> {
                 mode: d.mode,
                 health: d.health,
                 mig_profiles: d.mig_profiles,
-                pair_scores: BTreeMap::new(),
+                pair_scores: Default::default(),
                 custom: BTreeMap::new(),
             })
         })
@@ -158,7 +207,7 @@ fn parse_legacy(text: &str) -> Result<Vec<DeviceInfo>, String> {
             mode,
             health: f[6].eq_ignore_ascii_case("true"),
             mig_profiles: Vec::new(),
-            pair_scores: BTreeMap::new(),
+            pair_scores: Default::default(),
             custom: BTreeMap::new(),
         });
     }
@@ -356,6 +405,83 @@ mod tests {
         let d = parse(&n).expect("parses").expect("has devices");
         assert_eq!(d[0].pair_scores.get("GPU-b"), Some(&200));
         assert!(parse(&node(&[(REGISTER, reg), (SCORE, "{")])).is_err());
+    }
+
+    #[test]
+    fn a_registration_parsed_again_is_the_registration_parsed() {
+        use crate::device::Card;
+        let card = |id: &str, health: bool| {
+            format!(
+                r#"{{"id":"{id}","count":10,"devmem":1024,"devcore":100,"type":"NVIDIA A","health":{health}}}"#
+            )
+        };
+        let reg = |cards: &[String]| format!("[{}]", cards.join(","));
+        let scores = r#"[{"uuid":"GPU-a","score":{"GPU-b":200}},{"uuid":"GPU-b","score":{"GPU-a":200}},{"uuid":"GPU-c","score":{"GPU-a":100}}]"#;
+        let before = node(&[
+            (REGISTER, &reg(&[card("GPU-a", true), card("GPU-b", true)])),
+            (SCORE, scores),
+        ]);
+        let cards: Vec<Card> = parse(&before)
+            .expect("parses")
+            .expect("cards")
+            .into_iter()
+            .map(|i| Card::new(super::super::VENDOR, i))
+            .collect();
+        let cases = [
+            (
+                "a health flip",
+                reg(&[card("GPU-a", false), card("GPU-b", true)]),
+                scores,
+                true,
+            ),
+            (
+                "other scores",
+                reg(&[card("GPU-a", false), card("GPU-b", true)]),
+                r#"[{"uuid":"GPU-a","score":{"GPU-b":5}}]"#,
+                false,
+            ),
+            (
+                "a new card",
+                reg(&[card("GPU-a", true), card("GPU-c", true)]),
+                scores,
+                false,
+            ),
+            (
+                "a card twice",
+                reg(&[card("GPU-a", true), card("GPU-a", true)]),
+                scores,
+                false,
+            ),
+            ("cards gone", "[]".to_string(), scores, false),
+            ("malformed", "[{".to_string(), scores, false),
+        ];
+        for (what, register, score, shared) in cases {
+            let after = node(&[(REGISTER, &register), (SCORE, score)]);
+            let again = parse_again(&after, &before, &cards);
+            assert_eq!(again, parse(&after), "{what}");
+            if let Ok(Some(devices)) = &again {
+                let kept =
+                    std::sync::Arc::ptr_eq(&devices[0].pair_scores, &cards[0].info.pair_scores);
+                assert_eq!(kept, shared, "{what}");
+            }
+        }
+        // Another vendor's card with the same UUID is not this vendor's.
+        let mut foreign = cards.clone();
+        for c in &mut foreign {
+            c.vendor = "VOLCANO";
+        }
+        let after = node(&[
+            (REGISTER, &reg(&[card("GPU-a", false), card("GPU-b", true)])),
+            (SCORE, scores),
+        ]);
+        let again = parse_again(&after, &before, &foreign)
+            .expect("parses")
+            .expect("cards");
+        assert!(!std::sync::Arc::ptr_eq(
+            &again[0].pair_scores,
+            &cards[0].info.pair_scores
+        ));
+        assert_eq!(Ok(Some(again)), parse(&after));
     }
 
     #[test]

@@ -363,7 +363,8 @@ fn topology_table_t1_to_t6() {
     let scored = |id: &str, pairs: &[(&str, i64)]| {
         let mut c = dev(id, 0, 10, 0, 8192, 0, 100);
         let mut info = (*c.info).clone();
-        info.pair_scores = pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        info.pair_scores =
+            std::sync::Arc::new(pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect());
         c.info = std::sync::Arc::new(info);
         c
     };
