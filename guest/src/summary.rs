@@ -10,8 +10,9 @@
 //! ([`crate::vendor::Vendor::summary_check`]), the node is rejected with the same counted
 //! reasons as the full evaluation, which is not run.
 //!
-//! Only nodes with one registered vendor whose numbers fit in 32 bits are summarised; the
-//! others are always evaluated in full.
+//! Only nodes with one registered vendor whose numbers fit in 32 bits, and nodes with none
+//! (no devices: every vendor is unregistered there), are summarised; the others are always
+//! evaluated in full.
 
 use crate::device::Card;
 use crate::vendor::Liveness;
@@ -97,7 +98,7 @@ struct Head {
 /// A node as the summary shows it.
 #[derive(Clone, Copy, Debug)]
 pub struct NodeSummary<'a> {
-    /// The node's only registered vendor.
+    /// The node's only registered vendor; empty when it has none (and no cards).
     pub vendor: &'static str,
     pub live: Liveness,
     /// Its cards, in the node's order.
@@ -134,9 +135,14 @@ impl Summaries {
             self.heads.resize(at + 1, None);
         }
         let old = self.heads[at].take();
-        let [(vendor, live)] = liveness else {
-            self.drop_rows(old);
-            return;
+        let (vendor, live) = match liveness {
+            [one] => one,
+            // No registration at all (a node without devices): every vendor is unregistered.
+            [] if cards.is_empty() => &("", Liveness::Dead),
+            _ => {
+                self.drop_rows(old);
+                return;
+            }
         };
         let Some(rows) = cards
             .iter()
@@ -247,6 +253,9 @@ mod tests {
         let two = [("NVIDIA", Liveness::Live), ("DCU", Liveness::Live)];
         s.set(1, &[card("NVIDIA", 1024, 0)], &two);
         assert!(s.get(1).is_none());
+        // None registered: an empty summary whose vendor matches none.
+        s.set(4, &[], &[]);
+        assert_eq!(s.get(4).map(|n| (n.vendor, n.cards.len())), Some(("", 0)));
         // A card of a vendor without liveness.
         s.set(2, &[card("DCU", 1024, 0)], &live);
         assert!(s.get(2).is_none());
