@@ -168,14 +168,140 @@ fn memreq(devmem: i64, k: &Request) -> i64 {
     }
 }
 
-/// Checks 1-3: health, cordon, type and mode selectors.
-fn check_kind(card: &Card, sel: &Selectors<'_>, request: &Request) -> Result<(), Why> {
+/// What checks 1-2 and 6-14 read of a card: the card itself ([`Card`]) or its row in the
+/// node's summary ([`CardRow`]), so that both are checked by the same code, in one order.
+trait CardUse {
+    fn healthy(&self) -> bool;
+    fn cordoned(&self) -> bool;
+    /// `count <= used`.
+    fn exhausted(&self) -> bool;
+    /// `used > 0`.
+    fn busy(&self) -> bool;
+    fn devmem(&self) -> i64;
+    fn free_mem(&self) -> i64;
+    fn free_cores(&self) -> i64;
+    /// `devcore == 100`.
+    fn whole(&self) -> bool;
+    /// `devcore != 0 && used_cores == devcore`.
+    fn cores_booked(&self) -> bool;
+}
+
+impl CardUse for Card {
+    fn healthy(&self) -> bool {
+        Card::healthy(self)
+    }
+    fn cordoned(&self) -> bool {
+        self.cordoned
+    }
+    fn exhausted(&self) -> bool {
+        self.info.count <= self.used
+    }
+    fn busy(&self) -> bool {
+        self.used > 0
+    }
+    fn devmem(&self) -> i64 {
+        self.info.devmem
+    }
+    fn free_mem(&self) -> i64 {
+        self.info.devmem - self.used_mem
+    }
+    fn free_cores(&self) -> i64 {
+        self.info.devcore - self.used_cores
+    }
+    fn whole(&self) -> bool {
+        self.info.devcore == 100
+    }
+    fn cores_booked(&self) -> bool {
+        self.info.devcore != 0 && self.used_cores == self.info.devcore
+    }
+}
+
+impl CardUse for CardRow {
+    fn healthy(&self) -> bool {
+        CardRow::healthy(self)
+    }
+    fn cordoned(&self) -> bool {
+        CardRow::cordoned(self)
+    }
+    fn exhausted(&self) -> bool {
+        CardRow::exhausted(self)
+    }
+    fn busy(&self) -> bool {
+        CardRow::busy(self)
+    }
+    fn devmem(&self) -> i64 {
+        i64::from(self.devmem)
+    }
+    fn free_mem(&self) -> i64 {
+        i64::from(self.free_mem)
+    }
+    fn free_cores(&self) -> i64 {
+        i64::from(self.free_cores)
+    }
+    fn whole(&self) -> bool {
+        CardRow::whole(self)
+    }
+    fn cores_booked(&self) -> bool {
+        CardRow::cores_booked(self)
+    }
+}
+
+/// Checks 1-2: health and cordon.
+fn check_state(card: &impl CardUse) -> Result<(), Why> {
     if !card.healthy() {
         return Err(Why::Unhealthy);
     }
-    if card.cordoned {
+    if card.cordoned() {
         return Err(Why::Cordoned);
     }
+    Ok(())
+}
+
+/// Checks 6-14 for `k` (cores already clamped to one card): the memory asked of the card, or
+/// why it fails. `mutex`: the policy wants an idle card; `quota`: whether that memory and
+/// `k`'s cores stay within the namespace quota.
+fn check_numbers(
+    card: &impl CardUse,
+    k: &Request,
+    mutex: bool,
+    quota: impl FnOnce(i64) -> bool,
+) -> Result<i64, Why> {
+    // 6. Slots.
+    if card.exhausted() {
+        return Err(Why::SlotsExhausted);
+    }
+    // 7. Mutex policy wants an idle card.
+    if mutex && card.busy() {
+        return Err(Why::MutexBusy);
+    }
+    // 9. Memory asked of this card.
+    let memreq = memreq(card.devmem(), k);
+    // 10. Namespace quota.
+    if !quota(memreq) {
+        return Err(Why::Quota);
+    }
+    // 11. Memory.
+    if card.free_mem() < memreq {
+        return Err(Why::Memory);
+    }
+    // 12. Cores.
+    if card.free_cores() < k.coresreq {
+        return Err(Why::Cores);
+    }
+    // 13. A whole-card request cannot share.
+    if card.whole() && k.coresreq == 100 && card.busy() {
+        return Err(Why::WholeCardBusy);
+    }
+    // 14. A 0-core task cannot join a card whose cores are all booked.
+    if card.cores_booked() && k.coresreq == 0 {
+        return Err(Why::ComputeUnits);
+    }
+    Ok(memreq)
+}
+
+/// Checks 1-3: health, cordon, type and mode selectors.
+fn check_kind(card: &Card, sel: &Selectors<'_>, request: &Request) -> Result<(), Why> {
+    check_state(card)?;
     if sel.type_mismatch(card) || request.vendor != VENDOR {
         return Err(Why::TypeMismatch);
     }
@@ -196,36 +322,10 @@ fn check_use(
     if sel.uuid_mismatch(card) {
         return Err(Why::UuidMismatch);
     }
-    // 6. Slots.
-    if d.count <= card.used {
-        return Err(Why::SlotsExhausted);
-    }
-    // 7. Mutex policy wants an idle card.
-    if ctx.policy.is_mutex && card.used > 0 {
-        return Err(Why::MutexBusy);
-    }
-    // 9. Memory asked of this card.
-    let memreq = memreq(d.devmem, k);
-    // 10. Namespace quota.
-    if !(ctx.quota)(tmp, &d.id, memreq, k.coresreq) {
-        return Err(Why::Quota);
-    }
-    // 11. Memory.
-    if d.devmem - card.used_mem < memreq {
-        return Err(Why::Memory);
-    }
-    // 12. Cores.
-    if d.devcore - card.used_cores < k.coresreq {
-        return Err(Why::Cores);
-    }
-    // 13. A whole-card request cannot share.
-    if d.devcore == 100 && k.coresreq == 100 && card.used > 0 {
-        return Err(Why::WholeCardBusy);
-    }
-    // 14. A 0-core task cannot join a card whose cores are all booked.
-    if d.devcore != 0 && card.used_cores == d.devcore && k.coresreq == 0 {
-        return Err(Why::ComputeUnits);
-    }
+    // 6-14.
+    let memreq = check_numbers(card, k, ctx.policy.is_mutex, |memreq| {
+        (ctx.quota)(tmp, &d.id, memreq, k.coresreq)
+    })?;
     let mut candidate = ContainerDevice {
         uuid: d.id.clone(),
         vendor: VENDOR.to_string(),
@@ -440,32 +540,13 @@ pub fn summary_check(
 }
 
 /// Why the summarised card fails `k` (cores clamped) when the pod has no selectors, the
-/// policy is not `mutex` and no quota applies: checks 1, 2, 6 and 9 to 14 of [`check_kind`]
-/// and [`check_use`], in their order. `None` when it passes, or is in MIG mode.
+/// policy is not `mutex` and no quota applies: the checks [`check_kind`] and [`check_use`]
+/// make then (3, 5, 7 and 10 pass). `None` when it passes, or check 15 (MIG placement) needs
+/// the card.
 fn summary_failure(c: &CardRow, k: &Request) -> Option<Why> {
-    if !c.healthy() {
-        return Some(Why::Unhealthy);
-    }
-    if c.cordoned() {
-        return Some(Why::Cordoned);
-    }
-    if c.exhausted() {
-        return Some(Why::SlotsExhausted);
-    }
-    if i64::from(c.free_mem) < memreq(i64::from(c.devmem), k) {
-        return Some(Why::Memory);
-    }
-    if i64::from(c.free_cores) < k.coresreq {
-        return Some(Why::Cores);
-    }
-    if c.whole() && k.coresreq == 100 && c.busy() {
-        return Some(Why::WholeCardBusy);
-    }
-    if c.cores_booked() && k.coresreq == 0 {
-        return Some(Why::ComputeUnits);
-    }
-    // Passes, or check 15 (MIG placement) needs the card.
-    None
+    check_state(c)
+        .and_then(|()| check_numbers(c, k, false, |_| true))
+        .err()
 }
 
 /// Topology-aware choice among the collected cards: for one card, the one with the smallest
