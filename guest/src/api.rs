@@ -213,10 +213,149 @@ pub struct Decision {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFailure {
+    pub code: Code,
+    pub reason: String,
+    pub counts: Vec<ReasonCount>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CandidateOutcome {
+    Fits(u32),
+    Fails(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateVerdict {
+    pub candidate: u32,
+    pub outcome: CandidateOutcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilterOutcome {
     pub managed: bool,
-    pub verdicts: Vec<NodeVerdict>,
+    pub failures: Vec<NodeFailure>,
+    pub verdicts: Vec<CandidateVerdict>,
     pub decision: Option<Decision>,
+}
+
+/// One verdict of a [`FilterOutcome`] with its node's name and failure looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerdictView<'a> {
+    pub node: &'a str,
+    pub code: Code,
+    /// Empty on success.
+    pub reason: &'a str,
+    /// Empty on success.
+    pub counts: &'a [ReasonCount],
+    /// 0 on failure.
+    pub score: u32,
+}
+
+impl VerdictView<'_> {
+    pub fn to_verdict(&self) -> NodeVerdict {
+        NodeVerdict {
+            node: self.node.to_string(),
+            code: self.code,
+            reason: self.reason.to_string(),
+            counts: self.counts.to_vec(),
+            score: self.score,
+        }
+    }
+}
+
+impl FilterOutcome {
+    /// An outcome with no verdict yet.
+    pub fn new(managed: bool, decision: Option<Decision>) -> FilterOutcome {
+        FilterOutcome {
+            managed,
+            failures: Vec::new(),
+            verdicts: Vec::new(),
+            decision,
+        }
+    }
+
+    /// Appends a success on candidate `candidate`.
+    pub fn push_fit(&mut self, candidate: usize, score: u32) {
+        self.verdicts.push(CandidateVerdict {
+            candidate: candidate as u32,
+            outcome: CandidateOutcome::Fits(score),
+        });
+    }
+
+    /// Appends a failure on candidate `candidate`, sharing an equal failure already listed
+    /// (a linear search: for engines that build outcomes outside the guest's ledger).
+    pub fn push_failure(&mut self, candidate: usize, failure: NodeFailure) {
+        let index = match self.failures.iter().position(|f| *f == failure) {
+            Some(i) => i,
+            None => {
+                self.failures.push(failure);
+                self.failures.len() - 1
+            }
+        };
+        self.verdicts.push(CandidateVerdict {
+            candidate: candidate as u32,
+            outcome: CandidateOutcome::Fails(index as u32),
+        });
+    }
+
+    /// Appends a named verdict on candidate `candidate` (its name is dropped).
+    pub fn push_verdict(&mut self, candidate: usize, verdict: NodeVerdict) {
+        match verdict.code {
+            Code::Success => self.push_fit(candidate, verdict.score),
+            code => self.push_failure(
+                candidate,
+                NodeFailure {
+                    code,
+                    reason: verdict.reason,
+                    counts: verdict.counts,
+                },
+            ),
+        }
+    }
+
+    /// The verdicts with their nodes' names: `names` are the candidates `filter` was given, in
+    /// order. A verdict naming a candidate or a failure that does not exist is left out.
+    pub fn named<'a, N: AsRef<str>>(
+        &'a self,
+        names: &'a [N],
+    ) -> impl Iterator<Item = VerdictView<'a>> + 'a {
+        self.verdicts.iter().filter_map(move |v| {
+            let node = names.get(v.candidate as usize)?.as_ref();
+            Some(match v.outcome {
+                CandidateOutcome::Fits(score) => VerdictView {
+                    node,
+                    code: Code::Success,
+                    reason: "",
+                    counts: &[],
+                    score,
+                },
+                CandidateOutcome::Fails(i) => {
+                    let f = self.failures.get(i as usize)?;
+                    VerdictView {
+                        node,
+                        code: f.code,
+                        reason: &f.reason,
+                        counts: &f.counts,
+                        score: 0,
+                    }
+                }
+            })
+        })
+    }
+
+    /// [`FilterOutcome::named`], each verdict owned.
+    pub fn node_verdicts<N: AsRef<str>>(&self, names: &[N]) -> Vec<NodeVerdict> {
+        self.named(names).map(|v| v.to_verdict()).collect()
+    }
+
+    /// How many evaluated candidates failed.
+    pub fn failed(&self) -> usize {
+        self.verdicts
+            .iter()
+            .filter(|v| matches!(v.outcome, CandidateOutcome::Fails(_)))
+            .count()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -110,7 +110,10 @@ macro_rules! cv_contract {
         $crate::cv_struct!($x::NodeVerdict => $y::NodeVerdict { node, code, reason, counts, score });
         $crate::cv_struct!($x::DeviceGrant => $y::DeviceGrant { container, vendor, uuid, index, model, memory_mib, cores });
         $crate::cv_struct!($x::Decision => $y::Decision { node, annotations, labels, grants });
-        $crate::cv_struct!($x::FilterOutcome => $y::FilterOutcome { managed, verdicts, decision });
+        $crate::cv_struct!($x::NodeFailure => $y::NodeFailure { code, reason, counts });
+        $crate::cv_enum!($x::CandidateOutcome => $y::CandidateOutcome { Fits(x), Fails(x) });
+        $crate::cv_struct!($x::CandidateVerdict => $y::CandidateVerdict { candidate, outcome });
+        $crate::cv_struct!($x::FilterOutcome => $y::FilterOutcome { managed, failures, verdicts, decision });
         $crate::cv_struct!($x::NodeScore => $y::NodeScore { node, score });
         $crate::cv_struct!($x::ContainerRef => $y::ContainerRef { init, index });
         $crate::cv_struct!($x::ContainerLimit => $y::ContainerLimit { container, name, value });

@@ -31,16 +31,37 @@ pub struct Counter {
     store: Store,
 }
 
+/// Two counters are equal when they count the same reasons the same (counters at 0 aside):
+/// they then print the same.
 impl PartialEq for Counter {
     fn eq(&self, other: &Counter) -> bool {
+        let counted = |c: &Counter| c.items().iter().filter(|(_, n)| *n > 0).count();
         let (a, b) = (self.items(), other.items());
         // Reasons are the code's constants: the same text is nearly always at the same address.
         let same = |x: &str, y: &str| std::ptr::eq(x, y) || x == y;
-        a.len() == b.len() && a.iter().zip(b).all(|((r, n), (s, m))| n == m && same(r, s))
+        if a.len() == b.len() && a.iter().zip(b).all(|((r, n), (s, m))| n == m && same(r, s)) {
+            return true;
+        }
+        // Rare: a reason set to 0 on one side only.
+        counted(self) == counted(other)
+            && a.iter()
+                .filter(|(_, n)| *n > 0)
+                .zip(b.iter().filter(|(_, n)| *n > 0))
+                .all(|((r, n), (s, m))| n == m && same(r, s))
     }
 }
 
 impl Eq for Counter {}
+
+/// Hashes what [`PartialEq`] compares, cheaply: each counted reason's length and count.
+impl std::hash::Hash for Counter {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        for (r, n) in self.items().iter().filter(|(_, n)| *n > 0) {
+            h.write_usize(r.len());
+            h.write_u32(*n);
+        }
+    }
+}
 
 /// Distinct reasons a [`Counter`] holds without allocating.
 pub const INLINE: usize = 8;

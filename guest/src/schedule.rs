@@ -3,12 +3,15 @@
 use std::cell::RefCell;
 use std::cmp::Ordering;
 
+use std::collections::HashMap;
+
 use crate::api::{
-    CardCheck, CardUsage, Code, Decision, DeviceGrant, Error, FilterOutcome, NodeExplanation,
-    NodeScore, NodeUsage, NodeVerdict, Pod, Reservation,
+    CandidateOutcome, CandidateVerdict, CardCheck, CardUsage, Code, Decision, DeviceGrant, Error,
+    FilterOutcome, NodeExplanation, NodeFailure, NodeScore, NodeUsage, NodeVerdict, Pod,
+    Reservation,
 };
 use crate::device::{self, Card, ContainerDevice, PodDevices};
-use crate::ledger::{Ledger, NodeEntry, PodEntry, VGPU_NODE};
+use crate::ledger::{Ledger, NameHash, NodeEntry, PodEntry, VGPU_NODE};
 use crate::policy::{self, GpuPolicy, NodePolicy, Weights};
 use crate::reason;
 use crate::summary::NodeSummary;
@@ -57,9 +60,6 @@ struct PodPlan<'a> {
     /// Candidates are tried best first and the first fit ends the walk (see [`filter`]): the
     /// nodes evaluated are then failures but one.
     best_first: bool,
-    /// The reasons written so far in this call: nodes alike fail alike, and a counter's text
-    /// is formatted once.
-    reasons: RefCell<Vec<Written>>,
     /// In a best-first walk, the check of a node's summary for the first request evaluated,
     /// when its vendor has one (see [`Quick`]).
     quick: Option<Quick>,
@@ -92,28 +92,16 @@ impl Quick {
     }
 
     /// The node's failure, when its summary shows one; `None`: evaluate it in full.
-    fn reject(&self, plan: &PodPlan<'_>, node: NodeSummary<'_>, now: i64) -> Option<NodeFail> {
+    fn reject(&self, node: NodeSummary<'_>, now: i64) -> Option<NodeFail> {
         // A summarised node has one vendor: any other vendor the pod asks is not registered
         // there (`evaluate` checks every vendor's liveness first).
         if self.vendors.iter().any(|v| *v != node.vendor) || !node.live.at(now) {
             return Some(NodeFail::bare(reason::NODE_UNREGISTERED));
         }
         let (counter, total) = (self.check)(node.cards)?;
-        Some(plan.fail(counter, total))
+        Some(NodeFail::Counted { counter, total })
     }
 }
-
-/// A counter of card failures against `total` cards, as written in a verdict.
-struct Written {
-    counter: reason::Counter,
-    total: u32,
-    text: String,
-    counts: Vec<crate::api::ReasonCount>,
-}
-
-/// How many distinct counters [`PodPlan::fail`] keeps written (a few in practice; past this
-/// many they are formatted each time).
-const WRITTEN_KEPT: usize = 32;
 
 impl<'a> PodPlan<'a> {
     fn new(ledger: &Ledger, pod: &'a Pod) -> Result<Option<PodPlan<'a>>, Error> {
@@ -134,7 +122,6 @@ impl<'a> PodPlan<'a> {
             gpu_policy: GpuPolicy::for_pod(pod, &ledger.config.gpu_scheduler_policy),
             node_policy: NodePolicy::for_pod(pod, &ledger.config.node_scheduler_policy),
             quota: QuotaView::for_pod(ledger, pod),
-            reasons: RefCell::new(Vec::new()),
             quick: None,
         };
         if plan.best_first {
@@ -143,34 +130,6 @@ impl<'a> PodPlan<'a> {
         Ok(Some(plan))
     }
 
-    /// The verdict of a node whose cards failed as `counter` counts, out of `total`.
-    fn fail(&self, counter: reason::Counter, total: u32) -> NodeFail {
-        let mut written = self.reasons.borrow_mut();
-        let known = written
-            .iter()
-            .find(|w| w.total == total && w.counter == counter);
-        let (reason, counts) = match known {
-            Some(w) => (w.text.clone(), w.counts.clone()),
-            None => {
-                let counts = counter.counts(total);
-                let text = reason::join(&counts);
-                if written.len() < WRITTEN_KEPT {
-                    written.push(Written {
-                        counter,
-                        total,
-                        text: text.clone(),
-                        counts: counts.clone(),
-                    });
-                }
-                (text, counts)
-            }
-        };
-        NodeFail {
-            code: Code::Unschedulable,
-            reason,
-            counts,
-        }
-    }
 }
 
 /// A node that fits: its score and the devices per container position.
@@ -182,30 +141,83 @@ struct NodeFit {
     devices: Vec<Vec<ContainerDevice>>,
 }
 
-/// A node that does not fit.
-struct NodeFail {
-    code: Code,
-    reason: String,
-    counts: Vec<crate::api::ReasonCount>,
+/// A node that does not fit, unformatted: `filter` rejects thousands of nodes per call, most
+/// of them alike, and formats each distinct failure once ([`Failures`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum NodeFail {
+    /// The node can never fit (`unschedulable-and-unresolvable`), for this reason.
+    Bare(&'static str),
+    /// The cards failed as counted, out of `total` cards of the vendor (`unschedulable`).
+    Counted {
+        counter: reason::Counter,
+        total: u32,
+    },
 }
 
 impl NodeFail {
-    fn bare(reason: &str) -> NodeFail {
-        NodeFail {
-            code: Code::UnschedulableAndUnresolvable,
-            reason: reason.to_string(),
-            counts: Vec::new(),
+    fn bare(reason: &'static str) -> NodeFail {
+        NodeFail::Bare(reason)
+    }
+
+    fn failure(&self) -> NodeFailure {
+        match self {
+            NodeFail::Bare(reason) => NodeFailure {
+                code: Code::UnschedulableAndUnresolvable,
+                reason: (*reason).to_string(),
+                counts: Vec::new(),
+            },
+            NodeFail::Counted { counter, total } => {
+                let counts = counter.counts(*total);
+                NodeFailure {
+                    code: Code::Unschedulable,
+                    reason: reason::join(&counts),
+                    counts,
+                }
+            }
         }
     }
 
-    fn verdict(self, node: &str) -> NodeVerdict {
+    fn verdict(&self, node: &str) -> NodeVerdict {
+        let f = self.failure();
         NodeVerdict {
             node: node.to_string(),
-            code: self.code,
-            reason: self.reason,
-            counts: self.counts,
+            code: f.code,
+            reason: f.reason,
+            counts: f.counts,
             score: 0,
         }
+    }
+}
+
+/// The failures of one `filter` call, each distinct one formatted and listed once; verdicts
+/// refer to them by position.
+#[derive(Default)]
+struct Failures {
+    listed: Vec<NodeFailure>,
+    index: HashMap<NodeFail, u32, NameHash>,
+    /// The last failure indexed: neighbours in the walk mostly fail alike.
+    last: Option<(NodeFail, u32)>,
+}
+
+impl Failures {
+    /// The position of `fail` in the list, added when new.
+    fn index(&mut self, fail: NodeFail) -> u32 {
+        if let Some((last, i)) = &self.last
+            && *last == fail
+        {
+            return *i;
+        }
+        let i = match self.index.get(&fail) {
+            Some(&i) => i,
+            None => {
+                let i = self.listed.len() as u32;
+                self.listed.push(fail.failure());
+                self.index.insert(fail.clone(), i);
+                i
+            }
+        };
+        self.last = Some((fail, i));
+        i
     }
 }
 
@@ -455,7 +467,7 @@ fn fit_container(
             && explain.is_none()
             && let Some(counter) = v.fails_on_every_card(cards, r, &ctx)
         {
-            return Err(plan.fail(counter, total));
+            return Err(NodeFail::Counted { counter, total });
         }
         let mut order: Vec<usize> = (0..cards.len()).filter(|&i| mine(&cards[i])).collect();
         let scores = scores.get_or_insert_with(|| {
@@ -476,7 +488,7 @@ fn fit_container(
         let candidates: Vec<&Card> = order.iter().map(|&i| &cards[i]).collect();
         match v.fit(&candidates, r, &ctx) {
             Fit::Fits(devs) => chosen.extend(devs),
-            Fit::NoFit(counter) => return Err(plan.fail(counter, total)),
+            Fit::NoFit(counter) => return Err(NodeFail::Counted { counter, total }),
         }
     }
     Ok(chosen)
@@ -565,12 +577,12 @@ fn quota_fits(
 }
 
 /// Evaluates every candidate; unknown names are `node unregistered`.
-fn evaluate_all<N: AsRef<str>>(
+fn evaluate_all<'c, N: AsRef<str>>(
     ledger: &Ledger,
     plan: &PodPlan<'_>,
-    candidates: &[N],
+    candidates: &'c [N],
     now: i64,
-) -> Vec<(String, Result<NodeFit, NodeFail>)> {
+) -> Vec<(&'c str, Result<NodeFit, NodeFail>)> {
     candidates
         .iter()
         .map(|name| {
@@ -579,7 +591,7 @@ fn evaluate_all<N: AsRef<str>>(
                 Some(entry) => evaluate(ledger, plan, entry, now, None),
                 None => Err(NodeFail::bare(reason::NODE_UNREGISTERED)),
             };
-            (name.to_string(), result)
+            (name, result)
         })
         .collect()
 }
@@ -627,6 +639,14 @@ impl<N: AsRef<str>> Names<'_, N> {
             Names::Text(text) => crate::node_names(text),
         }
     }
+
+    /// How many names there are.
+    fn count(&self) -> usize {
+        match self {
+            Names::List(list) => list.len(),
+            Names::Text(text) => crate::node_names(text).len(),
+        }
+    }
 }
 
 fn filter_names<N: AsRef<str>>(
@@ -636,34 +656,27 @@ fn filter_names<N: AsRef<str>>(
     now: i64,
 ) -> Result<FilterOutcome, Error> {
     let Some(plan) = PodPlan::new(ledger, pod)? else {
-        return Ok(FilterOutcome {
-            managed: false,
-            verdicts: candidates
-                .all()
-                .into_iter()
-                .map(|n| success(n, 0))
-                .collect(),
-            decision: None,
-        });
+        let mut outcome = FilterOutcome::new(false, None);
+        for i in 0..candidates.count() {
+            outcome.push_fit(i, 0);
+        }
+        return Ok(outcome);
     };
     // A re-filter (e.g. after a failed bind) first gives back what the pod held.
     ledger.remove_pod(&pod.uid);
-    let (verdicts, best) = if plan.best_first {
+    let mut outcome = FilterOutcome::new(true, None);
+    let best = if plan.best_first {
         ledger.rank_names();
         match candidates {
             Names::List(list) => ledger.resolve_candidates(list),
             Names::Text(text) => ledger.resolve_candidates_text(text),
         }
-        try_best_first(ledger, &plan, now)
+        try_best_first(ledger, &plan, now, &mut outcome)
     } else {
-        evaluate_every(ledger, &plan, &candidates.all(), now)
+        evaluate_every(ledger, &plan, &candidates.all(), now, &mut outcome)
     };
-    let decision = best.map(|(name, devices)| assume(ledger, &plan, &name, devices, now));
-    Ok(FilterOutcome {
-        managed: true,
-        verdicts,
-        decision,
-    })
+    outcome.decision = best.map(|(name, devices)| assume(ledger, &plan, &name, devices, now));
+    Ok(outcome)
 }
 
 /// The chosen node's name and its devices per container position.
@@ -675,28 +688,36 @@ fn evaluate_every<N: AsRef<str>>(
     plan: &PodPlan<'_>,
     candidates: &[N],
     now: i64,
-) -> (Vec<NodeVerdict>, Option<Choice>) {
+    outcome: &mut FilterOutcome,
+) -> Option<Choice> {
     let results = evaluate_all(ledger, plan, candidates, now);
     let best = results
         .iter()
         .enumerate()
-        .filter_map(|(i, (n, r))| r.as_ref().ok().map(|f| (i, n.as_str(), f.rank())))
+        .filter_map(|(i, (n, r))| r.as_ref().ok().map(|f| (i, *n, f.rank())))
         .min_by(|a, b| NodeRank::order(plan.node_policy, (a.1, a.2), (b.1, b.2)))
         .map(|(i, _, _)| i);
     let mut choice = None;
-    let mut verdicts = Vec::with_capacity(results.len());
+    let mut failures = Failures::default();
+    outcome.verdicts.reserve(results.len());
     for (i, (name, result)) in results.into_iter().enumerate() {
-        match result {
+        let verdict = match result {
             Ok(fit) => {
-                verdicts.push(success(&name, fit.score(plan.node_policy)));
+                let score = fit.score(plan.node_policy);
                 if best == Some(i) {
-                    choice = Some((name, fit.devices));
+                    choice = Some((name.to_string(), fit.devices));
                 }
+                CandidateOutcome::Fits(score)
             }
-            Err(fail) => verdicts.push(fail.verdict(&name)),
-        }
+            Err(fail) => CandidateOutcome::Fails(failures.index(fail)),
+        };
+        outcome.verdicts.push(CandidateVerdict {
+            candidate: i as u32,
+            outcome: verdict,
+        });
     }
-    (verdicts, choice)
+    outcome.failures = failures.listed;
+    choice
 }
 
 /// Candidates evaluated best first (see [`filter`]); the first that fits is the choice.
@@ -710,30 +731,26 @@ fn try_best_first(
     ledger: &Ledger,
     plan: &PodPlan<'_>,
     now: i64,
-) -> (Vec<NodeVerdict>, Option<Choice>) {
+    outcome: &mut FilterOutcome,
+) -> Option<Choice> {
     let listed = ledger.candidates();
-    let name_at = |position: usize| listed.name(position);
-    let mut verdicts: Vec<(usize, NodeVerdict)> = listed
-        .unknown()
-        .iter()
-        .map(|&p| {
-            let p = p as usize;
-            (
-                p,
-                NodeFail::bare(reason::NODE_UNREGISTERED).verdict(name_at(p)),
-            )
-        })
-        .collect();
+    let mut failures = Failures::default();
+    let verdicts = &mut outcome.verdicts;
+    let verdict = |candidate: u32, outcome| CandidateVerdict { candidate, outcome };
+    if !listed.unknown().is_empty() {
+        let unknown = CandidateOutcome::Fails(failures.index(NodeFail::bare(reason::NODE_UNREGISTERED)));
+        verdicts.extend(listed.unknown().iter().map(|&p| verdict(p, unknown)));
+    }
     let mut choice = None;
     for rank in ledger.best_first(plan.node_policy) {
         let Some(position) = listed.position(rank) else {
             continue;
         };
-        let name = name_at(position);
+        let name = listed.name(position);
         let quick = plan
             .quick
             .as_ref()
-            .and_then(|q| q.reject(plan, ledger.summary(rank)?, now));
+            .and_then(|q| q.reject(ledger.summary(rank)?, now));
         let result = match quick {
             Some(fail) => Err(fail),
             None => {
@@ -745,21 +762,47 @@ fn try_best_first(
         };
         match result {
             Ok(fit) => {
-                verdicts.push((position, success(name, fit.score(plan.node_policy))));
+                verdicts.push(verdict(position as u32, CandidateOutcome::Fits(fit.score(plan.node_policy))));
                 choice = Some((name.to_string(), fit.devices));
                 break;
             }
             Err(fail) => {
-                let verdict = fail.verdict(name);
-                for &again in listed.repeats(rank) {
-                    verdicts.push((again as usize, verdict.clone()));
-                }
-                verdicts.push((position, verdict));
+                let failed = CandidateOutcome::Fails(failures.index(fail));
+                verdicts.extend(listed.repeats(rank).iter().map(|&p| verdict(p, failed)));
+                verdicts.push(verdict(position as u32, failed));
             }
         }
     }
-    verdicts.sort_unstable_by_key(|(position, _)| *position);
-    (verdicts.into_iter().map(|(_, v)| v).collect(), choice)
+    in_candidate_order(verdicts, listed.len());
+    outcome.failures = failures.listed;
+    choice
+}
+
+/// Sorts verdicts by candidate position: by placing them in a table of `candidates` slots when
+/// most candidates have one (a pod that fits nowhere), else by sorting.
+fn in_candidate_order(verdicts: &mut Vec<CandidateVerdict>, candidates: usize) {
+    if verdicts.len().saturating_mul(8) < candidates {
+        verdicts.sort_unstable_by_key(|v| v.candidate);
+        return;
+    }
+    let mut slots: Vec<Option<CandidateOutcome>> = vec![None; candidates];
+    let mut extra = Vec::new();
+    for v in verdicts.drain(..) {
+        match slots.get_mut(v.candidate as usize) {
+            Some(slot @ None) => *slot = Some(v.outcome),
+            _ => extra.push(v),
+        }
+    }
+    verdicts.extend(slots.into_iter().enumerate().filter_map(|(i, o)| {
+        o.map(|outcome| CandidateVerdict {
+            candidate: i as u32,
+            outcome,
+        })
+    }));
+    if !extra.is_empty() {
+        verdicts.extend(extra);
+        verdicts.sort_by_key(|v| v.candidate);
+    }
 }
 
 fn success(node: &str, score: u32) -> NodeVerdict {
@@ -921,9 +964,9 @@ pub fn ranked_scores<N: AsRef<str>>(
         .map(|(node, r)| match r {
             Ok(f) => {
                 let score = f.score(plan.node_policy);
-                (NodeScore { node, score }, Some(f.rank()))
+                (NodeScore { node: node.to_string(), score }, Some(f.rank()))
             }
-            Err(_) => (NodeScore { node, score: 0 }, None),
+            Err(_) => (NodeScore { node: node.to_string(), score: 0 }, None),
         })
         .collect())
 }
@@ -1051,4 +1094,145 @@ pub fn usage(ledger: &Ledger, nodes: &[String], now: i64) -> Vec<NodeUsage> {
                 .collect(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Container, Delta, Node};
+    use crate::vendor::nvidia::register::REGISTER;
+
+    fn node(name: &str, cards: &[(i64, bool)]) -> Node {
+        let cards: Vec<String> = cards
+            .iter()
+            .enumerate()
+            .map(|(i, (mem, health))| {
+                format!(
+                    r#"{{"id":"GPU-{name}-{i}","index":{i},"count":10,"devmem":{mem},"devcore":100,"type":"NVIDIA A100","numa":0,"mode":"hami-core","health":{health}}}"#
+                )
+            })
+            .collect();
+        Node {
+            name: name.to_string(),
+            annotations: vec![(REGISTER.to_string(), format!("[{}]", cards.join(",")))],
+            ..Node::default()
+        }
+    }
+
+    fn pod(mem: i64) -> Pod {
+        Pod {
+            uid: format!("uid-{mem}"),
+            namespace: "default".into(),
+            name: format!("p-{mem}"),
+            containers: vec![Container {
+                name: "c".into(),
+                limits: vec![
+                    ("nvidia.com/gpu".into(), "1".into()),
+                    ("nvidia.com/gpumem".into(), mem.to_string()),
+                ],
+                ..Container::default()
+            }],
+            ..Pod::default()
+        }
+    }
+
+    fn engine(filter_verdicts: &str) -> crate::Engine {
+        let mut e = crate::Engine::new();
+        e.configure(&format!(r#"{{"filterVerdicts":"{filter_verdicts}"}}"#))
+            .expect("valid config");
+        let nodes = [
+            node("n0", &[(40960, true), (40960, true)]),
+            node("n1", &[(40960, false), (40960, true)]),
+            node("n2", &[(40960, true)]),
+            node("n3", &[(40960, true), (40960, true)]),
+            node("n4", &[(81920, true), (40960, false)]),
+        ];
+        let deltas: Vec<Delta> = nodes.into_iter().map(Delta::NodeUpsert).collect();
+        assert_eq!(e.apply(&deltas), vec![]);
+        e
+    }
+
+    const CANDIDATES: [&str; 8] = ["n3", "ghost", "n0", "n1", "n3", "n2", "other", "n4"];
+
+    /// Every verdict of `outcome` is the node's own verdict, evaluated alone; each failure
+    /// is listed once; verdicts are in candidate order.
+    fn check(e: &crate::Engine, p: &Pod, outcome: &FilterOutcome) {
+        let alone = verdicts(e.ledger(), p, &CANDIDATES, 0).expect("evaluates");
+        let named = outcome.node_verdicts(&CANDIDATES);
+        assert_eq!(named.len(), outcome.verdicts.len(), "every verdict names a candidate");
+        for (v, c) in named.iter().zip(&outcome.verdicts) {
+            let own = &alone[c.candidate as usize];
+            if v.code == Code::Success {
+                assert_eq!((&v.node, v.code), (&own.node, own.code));
+            } else {
+                assert_eq!(v, own);
+            }
+        }
+        let positions: Vec<u32> = outcome.verdicts.iter().map(|v| v.candidate).collect();
+        let mut sorted = positions.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(positions, sorted, "in candidate order, each once");
+        for (i, f) in outcome.failures.iter().enumerate() {
+            assert!(!outcome.failures[..i].contains(f), "{f:?} listed twice");
+            assert!(
+                outcome.verdicts.iter().any(|v| v.outcome == CandidateOutcome::Fails(i as u32)),
+                "{f:?} is some verdict's"
+            );
+        }
+    }
+
+    #[test]
+    fn filter_names_candidates_by_position_and_lists_each_failure_once() {
+        for mode in ["tried", "all"] {
+            let mut e = engine(mode);
+            // Fits nowhere: a verdict on every candidate, the repeated name twice.
+            let huge = pod(100_000);
+            let outcome = e.filter(&huge, &CANDIDATES, 0).expect("evaluates");
+            assert_eq!(outcome.decision, None);
+            assert_eq!(outcome.verdicts.len(), CANDIDATES.len(), "{mode}");
+            check(&e, &huge, &outcome);
+            let named = outcome.node_verdicts(&CANDIDATES);
+            assert_eq!(named[0], named[4], "n3 twice, alike");
+            assert_eq!(named[1].reason, reason::NODE_UNREGISTERED);
+            // n0, n3 (twice) and n2 fail alike; n1 and n4 each their own way; the two
+            // unknown names share one failure.
+            assert_eq!(outcome.failures.len(), 4, "{mode}: {:?}", outcome.failures);
+            // Fits n4 only.
+            let big = pod(60_000);
+            let outcome = e.filter(&big, &CANDIDATES, 0).expect("evaluates");
+            assert_eq!(outcome.decision.as_ref().map(|d| d.node.as_str()), Some("n4"));
+            e.unreserve(&big.uid);
+            check(&e, &big, &outcome);
+            assert!(outcome.verdicts.contains(&CandidateVerdict {
+                candidate: 7,
+                outcome: CandidateOutcome::Fits(outcome.named(&CANDIDATES).last().map_or(0, |v| v.score)),
+            }));
+        }
+    }
+
+    #[test]
+    fn verdicts_come_back_in_candidate_order_by_table_or_by_sort() {
+        let fits = CandidateOutcome::Fits(1);
+        // Few verdicts among many candidates (sorted), most candidates (a table), and a
+        // position out of range or twice (kept, sorted after the table).
+        for (count, positions) in [
+            (1000, vec![900, 3, 512]),
+            (6, vec![5, 0, 2, 1, 4, 3]),
+            (4, vec![3, 9, 1, 1, 0]),
+        ] {
+            let mut verdicts: Vec<CandidateVerdict> = positions
+                .iter()
+                .map(|&candidate| CandidateVerdict {
+                    candidate,
+                    outcome: fits,
+                })
+                .collect();
+            in_candidate_order(&mut verdicts, count);
+            let mut expected = positions.clone();
+            expected.sort_unstable();
+            let got: Vec<u32> = verdicts.iter().map(|v| v.candidate).collect();
+            assert_eq!(got, expected, "{count} candidates");
+        }
+    }
 }

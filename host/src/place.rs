@@ -132,6 +132,9 @@ pub struct Placement {
     pub admitted: Admitted,
     /// The filter's answer; `None` when the pod was not admitted.
     pub filter: Option<Result<api::FilterOutcome, api::Error>>,
+    /// The filter's verdicts with their nodes' names (the outcome names candidates by
+    /// position); empty without an outcome.
+    pub verdicts: Vec<api::NodeVerdict>,
 }
 
 impl Placement {
@@ -193,9 +196,14 @@ pub fn place<S: Scheduler>(
             });
         }
     }
+    let verdicts = match &filter {
+        Some(Ok(outcome)) => outcome.node_verdicts(candidates),
+        _ => Vec::new(),
+    };
     Ok(Placement {
         pod: pod.clone(),
         admitted,
         filter,
+        verdicts,
     })
 }

@@ -156,7 +156,7 @@ fn pod_report(p: &place::Placement) -> PodReport {
                 r.cards = d.grants.clone();
             }
             None => {
-                r.reasons = outcome
+                r.reasons = p
                     .verdicts
                     .iter()
                     .filter(|v| v.code != api::Code::Success)

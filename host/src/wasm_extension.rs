@@ -1125,11 +1125,11 @@ impl Scheduler for WasmExtensionScheduler {
             },
             _ => None,
         };
-        Ok(Ok(api::FilterOutcome {
-            managed,
-            verdicts,
-            decision,
-        }))
+        let mut outcome = api::FilterOutcome::new(managed, decision);
+        for (candidate, v) in verdicts.into_iter().enumerate() {
+            outcome.push_verdict(candidate, v);
+        }
+        Ok(Ok(outcome))
     }
 
     fn score(

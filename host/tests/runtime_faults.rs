@@ -73,7 +73,7 @@ fn a_trapping_call_faults_and_the_next_call_runs_on_a_rebuilt_instance() {
         second.decision.is_none(),
         "p1's assumed share survived the rebuild"
     );
-    assert_eq!(second.verdicts[0].reason, "1/1 CardInsufficientMemory");
+    assert_eq!(second.failures[0].reason, "1/1 CardInsufficientMemory");
     let third = s
         .filter(&pod("p3", "10000"), &["n1".to_string()], 0)
         .expect("no fault")

@@ -389,8 +389,9 @@ fn a_reserved_pod_counts_until_the_published_usage_includes_it() {
         .expect("no fault")
         .expect("no error");
     assert_eq!(second.decision, None, "a's reservation counts");
-    assert_eq!(second.verdicts[0].code, api::Code::Unschedulable);
-    assert_eq!(second.verdicts[0].reason, "1/1 CardInsufficientMemory");
+    let verdict = second.node_verdicts(&nodes).remove(0);
+    assert_eq!(verdict.code, api::Code::Unschedulable);
+    assert_eq!(verdict.reason, "1/1 CardInsufficientMemory");
     // a is bound: the agent publishes it, and it is counted once, not twice.
     let placed = hamr::k8s::placed(&pod("a", "30000"), &decision);
     engine

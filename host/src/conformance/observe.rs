@@ -41,9 +41,8 @@ impl Observation {
             Admitted::Error(e) => (Some(e.to_string()), None),
         };
         let (verdicts, error) = match &p.filter {
-            Some(Ok(outcome)) => (
-                outcome
-                    .verdicts
+            Some(Ok(_)) => (
+                p.verdicts
                     .iter()
                     .map(|v| (v.node.clone(), (v.code, v.reason.clone())))
                     .collect(),

@@ -237,12 +237,13 @@ impl Scheduler for HttpEngine {
         };
         // The extender's answer names the chosen node (every candidate for a pod without a
         // device request) and the failed ones; a candidate in neither was not evaluated.
-        let verdicts: Vec<api::NodeVerdict> = candidates
+        let verdicts: Vec<(usize, api::NodeVerdict)> = candidates
             .iter()
-            .filter(|n| {
+            .enumerate()
+            .filter(|(_, n)| {
                 chosen.contains(n) || failed.contains_key(*n) || unresolvable.contains_key(*n)
             })
-            .map(verdict)
+            .map(|(i, n)| (i, verdict(n)))
             .collect();
         // The decision is what the server wrote onto the pod.
         let patches = self.memory().patches();
@@ -257,11 +258,12 @@ impl Scheduler for HttpEngine {
                     grants: Vec::new(),
                 })
         });
-        Ok(Ok(api::FilterOutcome {
-            managed: decision.is_some() || !failed.is_empty() || !unresolvable.is_empty(),
-            verdicts,
-            decision,
-        }))
+        let managed = decision.is_some() || !failed.is_empty() || !unresolvable.is_empty();
+        let mut outcome = api::FilterOutcome::new(managed, decision);
+        for (candidate, v) in verdicts {
+            outcome.push_verdict(candidate, v);
+        }
+        Ok(Ok(outcome))
     }
 
     fn score(

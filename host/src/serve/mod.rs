@@ -363,16 +363,23 @@ impl Server {
             Ok(Ok(o)) => o,
         };
         let mut result = FilterResult::default();
-        for v in &outcome.verdicts {
+        // Verdicts name candidates by position: the names are split only when one failed.
+        let listed: Vec<&str> = if outcome.failed() > 0 || tracing::enabled!(tracing::Level::DEBUG) {
+            names.iter().collect()
+        } else {
+            Vec::new()
+        };
+        let verdicts: Vec<api::VerdictView<'_>> = outcome.named(&listed).collect();
+        for v in &verdicts {
             match v.code {
                 api::Code::Success => {}
                 api::Code::Unschedulable => {
-                    result.failed_nodes.insert(v.node.clone(), v.reason.clone());
+                    result.failed_nodes.insert(v.node.to_string(), v.reason.to_string());
                 }
                 api::Code::UnschedulableAndUnresolvable => {
                     result
                         .failed_and_unresolvable_nodes
-                        .insert(v.node.clone(), v.reason.clone());
+                        .insert(v.node.to_string(), v.reason.to_string());
                 }
             }
         }
@@ -383,19 +390,20 @@ impl Server {
                 }
                 self.decision_metric("placed", String::new());
                 if tracing::enabled!(tracing::Level::DEBUG) {
-                    let fits: Vec<String> = outcome
-                        .verdicts
+                    let fits: Vec<String> = verdicts
                         .iter()
                         .filter(|v| v.code == api::Code::Success)
                         .map(|v| format!("{}:{}", v.node, v.score))
                         .collect();
                     tracing::debug!(pod = %pod.object(), node = %d.node, fits = ?fits,
-                        failed = outcome.verdicts.len() - fits.len(), "filter: chose a node");
+                        failed = verdicts.len() - fits.len(), "filter: chose a node");
                 }
                 vec![d.node.clone()]
             }
             None if outcome.managed => {
-                self.filtering_failed(&pod, &outcome.verdicts).await;
+                let message = failure_message(&verdicts);
+                let reasons = failure_reasons(&outcome);
+                self.filtering_failed(&pod, message, reasons).await;
                 Vec::new()
             }
             // Not a device pod: every candidate passes.
@@ -490,21 +498,7 @@ impl Server {
 
     /// One `FilteringFailed` Warning for the attempt, with HAMi's aggregation: per reason,
     /// `<k> nodes <Reason>(<nodes>)`; bare reasons (`node unregistered`, ...) by their text.
-    async fn filtering_failed(self: &Arc<Self>, pod: &api::Pod, verdicts: &[api::NodeVerdict]) {
-        let message = failure_message(verdicts);
-        let mut reasons: Vec<String> = verdicts
-            .iter()
-            .filter(|v| v.code != api::Code::Success)
-            .flat_map(|v| {
-                if v.counts.is_empty() {
-                    vec![v.reason.clone()]
-                } else {
-                    v.counts.iter().map(|c| c.reason.clone()).collect()
-                }
-            })
-            .collect();
-        reasons.sort();
-        reasons.dedup();
+    async fn filtering_failed(self: &Arc<Self>, pod: &api::Pod, message: String, reasons: Vec<String>) {
         for r in reasons {
             self.decision_metric("unschedulable", r);
         }
@@ -921,20 +915,39 @@ pub fn delta_object(d: &api::Delta) -> String {
     }
 }
 
+/// The distinct reasons of a filter's failures, sorted: each counted reason, or the bare
+/// reason of a failure without counts (`node unregistered`), for the decision metric.
+fn failure_reasons(outcome: &api::FilterOutcome) -> Vec<String> {
+    let mut reasons: Vec<String> = outcome
+        .failures
+        .iter()
+        .flat_map(|f| {
+            if f.counts.is_empty() {
+                vec![f.reason.clone()]
+            } else {
+                f.counts.iter().map(|c| c.reason.clone()).collect()
+            }
+        })
+        .collect();
+    reasons.sort();
+    reasons.dedup();
+    reasons
+}
+
 /// HAMi's `FilteringFailed` text: `no available node, <N> nodes do not meet`, then per reason
 /// `<k> nodes <Reason>(<node>,...)` (nodes sorted), joined with `; `.
-pub fn failure_message(verdicts: &[api::NodeVerdict]) -> String {
-    let failed: Vec<&api::NodeVerdict> = verdicts
+pub fn failure_message(verdicts: &[api::VerdictView<'_>]) -> String {
+    let failed: Vec<&api::VerdictView<'_>> = verdicts
         .iter()
         .filter(|v| v.code != api::Code::Success)
         .collect();
-    let mut by_reason: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for v in &failed {
         if v.counts.is_empty() {
-            by_reason.entry(v.reason.clone()).or_default().push(&v.node);
+            by_reason.entry(v.reason).or_default().push(v.node);
         } else {
-            for c in &v.counts {
-                by_reason.entry(c.reason.clone()).or_default().push(&v.node);
+            for c in v.counts {
+                by_reason.entry(&c.reason).or_default().push(v.node);
             }
         }
     }
@@ -958,14 +971,8 @@ pub fn failure_message(verdicts: &[api::NodeVerdict]) -> String {
 mod tests {
     use super::*;
 
-    fn verdict(
-        node: &str,
-        code: api::Code,
-        reason: &str,
-        counts: &[(&str, u32)],
-    ) -> api::NodeVerdict {
-        api::NodeVerdict {
-            node: node.into(),
+    fn failure(code: api::Code, reason: &str, counts: &[(&str, u32)]) -> api::NodeFailure {
+        api::NodeFailure {
             code,
             reason: reason.into(),
             counts: counts
@@ -976,37 +983,49 @@ mod tests {
                     total: 4,
                 })
                 .collect(),
-            score: 0,
         }
     }
 
     #[test]
     fn failure_message_aggregates_like_hami() {
-        let v = vec![
-            verdict(
-                "n2",
-                api::Code::Unschedulable,
-                "4/4 CardInsufficientMemory",
-                &[("CardInsufficientMemory", 4)],
-            ),
-            verdict(
-                "n1",
+        let names = ["n2", "n1", "n3", "n4", "n5"];
+        let memory = failure(
+            api::Code::Unschedulable,
+            "4/4 CardInsufficientMemory",
+            &[("CardInsufficientMemory", 4)],
+        );
+        let mut outcome = api::FilterOutcome::new(true, None);
+        outcome.push_failure(0, memory.clone());
+        outcome.push_failure(
+            1,
+            failure(
                 api::Code::Unschedulable,
                 "1/4 CardInsufficientMemory, 3/4 CardNotHealth",
                 &[("CardInsufficientMemory", 1), ("CardNotHealth", 3)],
             ),
-            verdict(
-                "n3",
+        );
+        outcome.push_failure(
+            2,
+            failure(
                 api::Code::UnschedulableAndUnresolvable,
                 "node unregistered",
                 &[],
             ),
-            verdict("n4", api::Code::Success, "", &[]),
-        ];
+        );
+        outcome.push_fit(3, 7);
+        outcome.push_failure(4, memory);
+        assert_eq!(outcome.failures.len(), 3, "equal failures are listed once");
+        let v: Vec<api::VerdictView<'_>> = outcome.named(&names).collect();
+        assert_eq!((v[3].node, v[3].code, v[3].score), ("n4", api::Code::Success, 7));
+        assert_eq!((v[4].node, v[4].reason), ("n5", "4/4 CardInsufficientMemory"));
         assert_eq!(
             failure_message(&v),
-            "no available node, 3 nodes do not meet; 2 nodes CardInsufficientMemory(n1,n2); \
+            "no available node, 4 nodes do not meet; 3 nodes CardInsufficientMemory(n1,n2,n5); \
              1 nodes CardNotHealth(n1); 1 nodes node unregistered(n3)"
+        );
+        assert_eq!(
+            failure_reasons(&outcome),
+            ["CardInsufficientMemory", "CardNotHealth", "node unregistered"]
         );
     }
 }

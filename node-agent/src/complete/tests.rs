@@ -160,7 +160,7 @@ async fn a_second_pod_that_no_longer_fits_is_marked_failed_with_the_guests_reaso
     ));
     let refused = filtered(&[&p0, &placed], &p2);
     assert_eq!(refused.decision, None);
-    let verdict = &refused.verdicts[0];
+    let verdict = refused.node_verdicts(&[NODE]).remove(0);
     assert_eq!(verdict.code, Code::Unschedulable);
 
     let completer = completer(pods.clone(), 0);
