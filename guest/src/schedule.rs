@@ -129,7 +129,6 @@ impl<'a> PodPlan<'a> {
         }
         Ok(Some(plan))
     }
-
 }
 
 /// A node that fits: its score and the devices per container position.
@@ -223,6 +222,7 @@ impl Failures {
 
 /// Evaluates the pod on one node (spec §6.2): init containers each on a fresh copy, the node
 /// score on existing use, then app containers cumulatively on one copy.
+#[allow(clippy::result_large_err)] // failure is the common result: a boxed counter would allocate per node
 fn evaluate(
     ledger: &Ledger,
     plan: &PodPlan<'_>,
@@ -410,6 +410,7 @@ fn vendor_terms(
 
 /// Fits one container's requests (spec §6.3) on `cards`; the caller books the result.
 #[allow(clippy::too_many_arguments)] // the per-call context of one container; bundling it adds a type for one caller
+#[allow(clippy::result_large_err)] // see `evaluate`
 fn fit_container(
     ledger: &Ledger,
     plan: &PodPlan<'_>,
@@ -738,7 +739,8 @@ fn try_best_first(
     let verdicts = &mut outcome.verdicts;
     let verdict = |candidate: u32, outcome| CandidateVerdict { candidate, outcome };
     if !listed.unknown().is_empty() {
-        let unknown = CandidateOutcome::Fails(failures.index(NodeFail::bare(reason::NODE_UNREGISTERED)));
+        let unknown =
+            CandidateOutcome::Fails(failures.index(NodeFail::bare(reason::NODE_UNREGISTERED)));
         verdicts.extend(listed.unknown().iter().map(|&p| verdict(p, unknown)));
     }
     let mut choice = None;
@@ -762,7 +764,10 @@ fn try_best_first(
         };
         match result {
             Ok(fit) => {
-                verdicts.push(verdict(position as u32, CandidateOutcome::Fits(fit.score(plan.node_policy))));
+                verdicts.push(verdict(
+                    position as u32,
+                    CandidateOutcome::Fits(fit.score(plan.node_policy)),
+                ));
                 choice = Some((name.to_string(), fit.devices));
                 break;
             }
@@ -920,8 +925,8 @@ pub fn verdicts<N: AsRef<str>>(
     Ok(evaluate_all(ledger, &plan, nodes, now)
         .into_iter()
         .map(|(name, r)| match r {
-            Ok(fit) => success(&name, plan.node_policy.normalise(fit.raw_score)),
-            Err(fail) => fail.verdict(&name),
+            Ok(fit) => success(name, plan.node_policy.normalise(fit.raw_score)),
+            Err(fail) => fail.verdict(name),
         })
         .collect())
 }
@@ -964,9 +969,21 @@ pub fn ranked_scores<N: AsRef<str>>(
         .map(|(node, r)| match r {
             Ok(f) => {
                 let score = f.score(plan.node_policy);
-                (NodeScore { node: node.to_string(), score }, Some(f.rank()))
+                (
+                    NodeScore {
+                        node: node.to_string(),
+                        score,
+                    },
+                    Some(f.rank()),
+                )
             }
-            Err(_) => (NodeScore { node: node.to_string(), score: 0 }, None),
+            Err(_) => (
+                NodeScore {
+                    node: node.to_string(),
+                    score: 0,
+                },
+                None,
+            ),
         })
         .collect())
 }
@@ -1159,7 +1176,11 @@ mod tests {
     fn check(e: &crate::Engine, p: &Pod, outcome: &FilterOutcome) {
         let alone = verdicts(e.ledger(), p, &CANDIDATES, 0).expect("evaluates");
         let named = outcome.node_verdicts(&CANDIDATES);
-        assert_eq!(named.len(), outcome.verdicts.len(), "every verdict names a candidate");
+        assert_eq!(
+            named.len(),
+            outcome.verdicts.len(),
+            "every verdict names a candidate"
+        );
         for (v, c) in named.iter().zip(&outcome.verdicts) {
             let own = &alone[c.candidate as usize];
             if v.code == Code::Success {
@@ -1176,7 +1197,10 @@ mod tests {
         for (i, f) in outcome.failures.iter().enumerate() {
             assert!(!outcome.failures[..i].contains(f), "{f:?} listed twice");
             assert!(
-                outcome.verdicts.iter().any(|v| v.outcome == CandidateOutcome::Fails(i as u32)),
+                outcome
+                    .verdicts
+                    .iter()
+                    .any(|v| v.outcome == CandidateOutcome::Fails(i as u32)),
                 "{f:?} is some verdict's"
             );
         }
@@ -1201,12 +1225,17 @@ mod tests {
             // Fits n4 only.
             let big = pod(60_000);
             let outcome = e.filter(&big, &CANDIDATES, 0).expect("evaluates");
-            assert_eq!(outcome.decision.as_ref().map(|d| d.node.as_str()), Some("n4"));
+            assert_eq!(
+                outcome.decision.as_ref().map(|d| d.node.as_str()),
+                Some("n4")
+            );
             e.unreserve(&big.uid);
             check(&e, &big, &outcome);
             assert!(outcome.verdicts.contains(&CandidateVerdict {
                 candidate: 7,
-                outcome: CandidateOutcome::Fits(outcome.named(&CANDIDATES).last().map_or(0, |v| v.score)),
+                outcome: CandidateOutcome::Fits(
+                    outcome.named(&CANDIDATES).last().map_or(0, |v| v.score)
+                ),
             }));
         }
     }

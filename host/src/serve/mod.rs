@@ -364,7 +364,8 @@ impl Server {
         };
         let mut result = FilterResult::default();
         // Verdicts name candidates by position: the names are split only when one failed.
-        let listed: Vec<&str> = if outcome.failed() > 0 || tracing::enabled!(tracing::Level::DEBUG) {
+        let listed: Vec<&str> = if outcome.failed() > 0 || tracing::enabled!(tracing::Level::DEBUG)
+        {
             names.iter().collect()
         } else {
             Vec::new()
@@ -374,7 +375,9 @@ impl Server {
             match v.code {
                 api::Code::Success => {}
                 api::Code::Unschedulable => {
-                    result.failed_nodes.insert(v.node.to_string(), v.reason.to_string());
+                    result
+                        .failed_nodes
+                        .insert(v.node.to_string(), v.reason.to_string());
                 }
                 api::Code::UnschedulableAndUnresolvable => {
                     result
@@ -498,7 +501,12 @@ impl Server {
 
     /// One `FilteringFailed` Warning for the attempt, with HAMi's aggregation: per reason,
     /// `<k> nodes <Reason>(<nodes>)`; bare reasons (`node unregistered`, ...) by their text.
-    async fn filtering_failed(self: &Arc<Self>, pod: &api::Pod, message: String, reasons: Vec<String>) {
+    async fn filtering_failed(
+        self: &Arc<Self>,
+        pod: &api::Pod,
+        message: String,
+        reasons: Vec<String>,
+    ) {
         for r in reasons {
             self.decision_metric("unschedulable", r);
         }
@@ -1016,8 +1024,14 @@ mod tests {
         outcome.push_failure(4, memory);
         assert_eq!(outcome.failures.len(), 3, "equal failures are listed once");
         let v: Vec<api::VerdictView<'_>> = outcome.named(&names).collect();
-        assert_eq!((v[3].node, v[3].code, v[3].score), ("n4", api::Code::Success, 7));
-        assert_eq!((v[4].node, v[4].reason), ("n5", "4/4 CardInsufficientMemory"));
+        assert_eq!(
+            (v[3].node, v[3].code, v[3].score),
+            ("n4", api::Code::Success, 7)
+        );
+        assert_eq!(
+            (v[4].node, v[4].reason),
+            ("n5", "4/4 CardInsufficientMemory")
+        );
         assert_eq!(
             failure_message(&v),
             "no available node, 4 nodes do not meet; 3 nodes CardInsufficientMemory(n1,n2,n5); \
@@ -1025,7 +1039,11 @@ mod tests {
         );
         assert_eq!(
             failure_reasons(&outcome),
-            ["CardInsufficientMemory", "CardNotHealth", "node unregistered"]
+            [
+                "CardInsufficientMemory",
+                "CardNotHealth",
+                "node unregistered"
+            ]
         );
     }
 }
