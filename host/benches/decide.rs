@@ -26,10 +26,12 @@ fn component() -> ComponentScheduler {
     ComponentScheduler::load(None).expect("the embedded component loads")
 }
 
-/// One filter over every node, the choice, and the assumption; then its release.
-fn decide_once<S: Scheduler>(s: &mut S, pod: &hamr_guest::api::Pod, names: &[String], fits: bool) {
+/// One filter over every node, the choice, and the assumption; then its release. The
+/// candidates are WIT's `node-names` text, as `hamr serve` hands them to either engine (the
+/// extender reads the request's `NodeNames` straight into it).
+fn decide_once<S: Scheduler>(s: &mut S, pod: &hamr_guest::api::Pod, names: &str, fits: bool) {
     let outcome = s
-        .filter(pod, names, 0)
+        .filter_lines(pod, names, 0)
         .ok()
         .expect("no fault")
         .expect("evaluates");
@@ -59,7 +61,7 @@ fn decide(c: &mut Criterion) {
         ),
     ];
     for &n in SIZES {
-        let names = cluster::names(n);
+        let names = hamr_guest::join_node_names(&cluster::names(n)).expect("no line breaks");
         let mut native = loaded(hamr_guest::Engine::new(), n);
         let mut comp = loaded(component(), n);
         let mut group = c.benchmark_group(format!("decide/{n}"));

@@ -525,10 +525,23 @@ impl Scheduler for ComponentScheduler {
         candidates: &[String],
         now: i64,
     ) -> Result<Result<api::FilterOutcome, api::Error>, Fault> {
-        match hamr_guest::join_node_names(candidates) {
-            Ok(names) => self.filter_text(pod, &names, now),
-            Err(e) => Ok(Err(e)),
+        let names = match hamr_guest::join_node_names(candidates) {
+            Ok(names) => names,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut r = self.filter_text(pod, &names, now)?;
+        // The text skips empty names: its positions count the others.
+        if let Ok(outcome) = &mut r
+            && candidates.iter().any(String::is_empty)
+        {
+            let listed: Vec<u32> = (0..candidates.len() as u32)
+                .filter(|&i| !candidates[i as usize].is_empty())
+                .collect();
+            for v in &mut outcome.verdicts {
+                v.candidate = listed.get(v.candidate as usize).copied().unwrap_or(u32::MAX);
+            }
         }
+        Ok(r)
     }
 
     fn filter_lines(

@@ -107,3 +107,29 @@ fn a_guest_that_runs_past_its_time_limit_is_interrupted() {
         Some("nvidia.com/gpu")
     );
 }
+
+/// Verdicts name candidates by position. WIT's `node-names` text skips empty names, so the
+/// runtime maps the component's positions back onto the list it was given.
+#[test]
+fn verdicts_name_the_candidates_given_even_past_an_empty_name() {
+    let mut s = ComponentScheduler::load(None).expect("the embedded component loads");
+    s.configure("{}").expect("no fault").expect("valid config");
+    let deltas = [Delta::NodeUpsert(node("n1")), Delta::NodeUpsert(node("n2"))];
+    assert!(s.apply(&deltas).expect("no fault").is_empty());
+    let candidates: Vec<String> = ["n1", "", "ghost", "n2"].map(String::from).to_vec();
+    let outcome = s
+        .filter(&pod("p1", "50000"), &candidates, 0)
+        .expect("no fault")
+        .expect("evaluates");
+    let named: Vec<(String, String)> = outcome
+        .named(&candidates)
+        .map(|v| (v.node.to_string(), v.reason.to_string()))
+        .collect();
+    let expected = [
+        ("n1", "1/1 CardInsufficientMemory"),
+        ("ghost", "node unregistered"),
+        ("n2", "1/1 CardInsufficientMemory"),
+    ]
+    .map(|(n, r)| (n.to_string(), r.to_string()));
+    assert_eq!(named, expected);
+}
