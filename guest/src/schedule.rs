@@ -193,29 +193,31 @@ impl NodeFail {
 #[derive(Default)]
 struct Failures {
     listed: Vec<NodeFailure>,
+    /// Each failure listed, unformatted, by position.
+    keys: Vec<NodeFail>,
     index: HashMap<NodeFail, u32, NameHash>,
-    /// The last failure indexed: neighbours in the walk mostly fail alike.
-    last: Option<(NodeFail, u32)>,
+    /// The last position found: neighbours in the walk mostly fail alike.
+    last: u32,
 }
 
 impl Failures {
-    /// The position of `fail` in the list, added when new.
-    fn index(&mut self, fail: NodeFail) -> u32 {
-        if let Some((last, i)) = &self.last
-            && *last == fail
-        {
-            return *i;
+    /// The position of `fail` in the list, added when new. By reference: a counter is 200
+    /// bytes, and moving one per node showed as a quarter of a fits-nowhere `filter`.
+    fn index(&mut self, fail: &NodeFail) -> u32 {
+        if self.keys.get(self.last as usize) == Some(fail) {
+            return self.last;
         }
-        let i = match self.index.get(&fail) {
+        let i = match self.index.get(fail) {
             Some(&i) => i,
             None => {
                 let i = self.listed.len() as u32;
                 self.listed.push(fail.failure());
+                self.keys.push(fail.clone());
                 self.index.insert(fail.clone(), i);
                 i
             }
         };
-        self.last = Some((fail, i));
+        self.last = i;
         i
     }
 }
@@ -710,7 +712,7 @@ fn evaluate_every<N: AsRef<str>>(
                 }
                 CandidateOutcome::Fits(score)
             }
-            Err(fail) => CandidateOutcome::Fails(failures.index(fail)),
+            Err(fail) => CandidateOutcome::Fails(failures.index(&fail)),
         };
         outcome.verdicts.push(CandidateVerdict {
             candidate: i as u32,
@@ -740,7 +742,7 @@ fn try_best_first(
     let verdict = |candidate: u32, outcome| CandidateVerdict { candidate, outcome };
     if !listed.unknown().is_empty() {
         let unknown =
-            CandidateOutcome::Fails(failures.index(NodeFail::bare(reason::NODE_UNREGISTERED)));
+            CandidateOutcome::Fails(failures.index(&NodeFail::bare(reason::NODE_UNREGISTERED)));
         verdicts.extend(listed.unknown().iter().map(|&p| verdict(p, unknown)));
     }
     let mut choice = None;
@@ -749,20 +751,24 @@ fn try_best_first(
             continue;
         };
         let name = listed.name(position);
-        let quick = plan
+        let mut failed = |fail: &NodeFail| {
+            let failed = CandidateOutcome::Fails(failures.index(fail));
+            verdicts.extend(listed.repeats(rank).iter().map(|&p| verdict(p, failed)));
+            verdicts.push(verdict(position as u32, failed));
+        };
+        // Failures are looked at in place, never moved: see `Failures::index`.
+        if let Some(fail) = plan
             .quick
             .as_ref()
-            .and_then(|q| q.reject(ledger.summary(rank)?, now));
-        let result = match quick {
-            Some(fail) => Err(fail),
-            None => {
-                let Some(entry) = ledger.nodes.get(name) else {
-                    continue;
-                };
-                evaluate(ledger, plan, entry, now, None)
-            }
+            .and_then(|q| q.reject(ledger.summary(rank)?, now))
+        {
+            failed(&fail);
+            continue;
+        }
+        let Some(entry) = ledger.nodes.get(name) else {
+            continue;
         };
-        match result {
+        match evaluate(ledger, plan, entry, now, None) {
             Ok(fit) => {
                 verdicts.push(verdict(
                     position as u32,
@@ -771,11 +777,7 @@ fn try_best_first(
                 choice = Some((name.to_string(), fit.devices));
                 break;
             }
-            Err(fail) => {
-                let failed = CandidateOutcome::Fails(failures.index(fail));
-                verdicts.extend(listed.repeats(rank).iter().map(|&p| verdict(p, failed)));
-                verdicts.push(verdict(position as u32, failed));
-            }
+            Err(fail) => failed(&fail),
         }
     }
     in_candidate_order(verdicts, listed.len());

@@ -538,7 +538,10 @@ impl Scheduler for ComponentScheduler {
                 .filter(|&i| !candidates[i as usize].is_empty())
                 .collect();
             for v in &mut outcome.verdicts {
-                v.candidate = listed.get(v.candidate as usize).copied().unwrap_or(u32::MAX);
+                v.candidate = listed
+                    .get(v.candidate as usize)
+                    .copied()
+                    .unwrap_or(u32::MAX);
             }
         }
         Ok(r)
