@@ -49,11 +49,18 @@ impl ledger::Guest for Component {
 }
 
 impl scheduler::Guest for Component {
-    fn filter(pod: w::Pod, candidates: String, now: i64) -> Result<w::FilterOutcome, w::Error> {
+    fn filter(
+        pod: w::Pod,
+        candidates: w::Candidates,
+        now: i64,
+    ) -> Result<w::FilterOutcome, w::Error> {
         let pod: crate::api::Pod = pod.cv();
-        with(|e| e.filter_lines(&pod, &candidates, now))
-            .map(Cv::cv)
-            .map_err(Cv::cv)
+        with(|e| match &candidates {
+            w::Candidates::Names(names) => e.filter_lines(&pod, names, now),
+            w::Candidates::AsBefore => e.filter_as_before(&pod, now),
+        })
+        .map(Cv::cv)
+        .map_err(Cv::cv)
     }
 
     fn score(pod: w::Pod, nodes: String, now: i64) -> Result<Vec<w::NodeScore>, w::Error> {

@@ -90,6 +90,10 @@ pub struct Quotas {
 
 impl Quotas {
     pub fn limit(&self, namespace: &str, resource: &str) -> Option<i64> {
+        // Most clusters limit nothing: no key is built for the lookup then.
+        if self.limits.is_empty() {
+            return None;
+        }
         self.limits
             .get(&(namespace.to_string(), resource.to_string()))
             .and_then(|by_name| by_name.values().min().copied())
@@ -196,9 +200,9 @@ pub struct Ledger {
     /// By name. A hash map: `filter` looks every candidate up (thousands per decision), and
     /// callers that list nodes sort the names themselves.
     pub nodes: HashMap<String, NodeEntry, NameHash>,
-    pub pods: HashMap<String, PodEntry>,
+    pub pods: HashMap<String, PodEntry, NameHash>,
     /// Node name -> uids of pods holding cards there (the node may not be known yet).
-    pub pods_by_node: HashMap<String, BTreeSet<String>>,
+    pub pods_by_node: HashMap<String, BTreeSet<String>, NameHash>,
     pub quotas: Quotas,
     /// A node name arrived since the ranks were given ([`NodeEntry::name_rank`]).
     names_unranked: bool,
@@ -423,6 +427,19 @@ impl Ledger {
         if !self.candidates.same_text(text, self.generation) {
             self.resolve_again(&crate::node_names(text));
         }
+    }
+
+    /// The list resolved last, resolved again when nodes arrived or left since; `false` when
+    /// no list was resolved since the ledger was made or cleared.
+    pub fn resolve_candidates_as_before(&mut self) -> bool {
+        if !self.candidates.resolved() {
+            return false;
+        }
+        if !self.candidates.current(self.generation) {
+            let text = self.candidates.text().to_string();
+            self.resolve_again(&crate::node_names(&text));
+        }
+        true
     }
 
     fn resolve_again<N: AsRef<str>>(&mut self, names: &[N]) {

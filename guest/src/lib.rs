@@ -146,6 +146,13 @@ impl Engine {
         schedule::filter_text(&mut self.ledger, pod, candidates, now)
     }
 
+    /// [`Engine::filter`] on the candidates of this engine's previous `filter` (WIT's
+    /// `as-before`; `not-found` when there was none since it was made or cleared). Meant for
+    /// text the host sent: a list with empty names is resolved again without them.
+    pub fn filter_as_before(&mut self, pod: &Pod, now: i64) -> Result<FilterOutcome, Error> {
+        schedule::filter_as_before(&mut self.ledger, pod, now)
+    }
+
     /// [`Engine::score`] on WIT's `node-names` text.
     pub fn score_lines(&self, pod: &Pod, nodes: &str, now: i64) -> Result<Vec<NodeScore>, Error> {
         schedule::score(&self.ledger, pod, &node_names(nodes), now)

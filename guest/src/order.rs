@@ -97,6 +97,8 @@ pub struct Candidates {
     repeats: BTreeMap<u32, Vec<u32>>,
     /// The positions of names the ledger does not know.
     unknown: Vec<u32>,
+    /// False for the empty list a ledger starts with, true once a list was resolved.
+    resolved: bool,
 }
 
 impl Candidates {
@@ -114,6 +116,7 @@ impl Candidates {
             position: vec![u32::MAX; ranks],
             repeats: BTreeMap::new(),
             unknown: Vec::new(),
+            resolved: true,
         };
         for (position, name) in names.iter().enumerate() {
             let name = name.as_ref();
@@ -149,7 +152,23 @@ impl Candidates {
     /// Whether `text` (WIT's `node-names`) is the list resolved here, at the ledger's
     /// `generation`: one compare of the whole text.
     pub fn same_text(&self, text: &str, generation: u64) -> bool {
-        self.generation == generation && self.text == text
+        self.current(generation) && self.text == text
+    }
+
+    /// Whether the list was resolved at the ledger's `generation` (no node arrived, left or
+    /// was re-ranked since).
+    pub fn current(&self, generation: u64) -> bool {
+        self.generation == generation
+    }
+
+    /// Whether a list was resolved (the default list is not).
+    pub fn resolved(&self) -> bool {
+        self.resolved
+    }
+
+    /// The names, one per line (WIT's `node-names`).
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// How many names the list has.

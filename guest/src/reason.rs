@@ -99,7 +99,17 @@ impl Counter {
 
     /// The counter of `reason`, inserted at 0 if absent.
     fn slot(&mut self, reason: &'static str) -> &mut u32 {
-        let at = match self.items().binary_search_by(|(r, _)| (*r).cmp(reason)) {
+        // Reasons are the code's constants: a counted one is nearly always found by address,
+        // without comparing text (in the guest each compare is a `memcmp` call).
+        let by_address = self
+            .items()
+            .iter()
+            .position(|(r, _)| std::ptr::eq(*r, reason));
+        let found = match by_address {
+            Some(at) => Ok(at),
+            None => self.items().binary_search_by(|(r, _)| (*r).cmp(reason)),
+        };
+        let at = match found {
             Ok(at) => at,
             Err(at) => {
                 if let Store::Inline { items, len } = &mut self.store

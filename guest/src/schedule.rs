@@ -95,7 +95,8 @@ impl Quick {
     fn reject(&self, node: NodeSummary<'_>, now: i64) -> Option<NodeFail> {
         // A summarised node has one vendor: any other vendor the pod asks is not registered
         // there (`evaluate` checks every vendor's liveness first).
-        if self.vendors.iter().any(|v| *v != node.vendor) || !node.live.at(now) {
+        let same = |v: &&str| std::ptr::eq(*v, node.vendor) || *v == node.vendor;
+        if !self.vendors.iter().all(same) || !node.live.at(now) {
             return Some(NodeFail::bare(reason::NODE_UNREGISTERED));
         }
         let (counter, total) = (self.check)(node.cards)?;
@@ -515,14 +516,18 @@ impl QuotaView {
                 let res = v.quota_resources(&ledger.config)?;
                 let q = &ledger.quotas;
                 let factor = res.memory_factor.max(1);
-                let view = QuotaView {
+                let mem_limit = q.limit(&pod.namespace, &res.memory).map(|l| l * factor);
+                let core_limit = q.limit(&pod.namespace, &res.cores);
+                if mem_limit.is_none() && core_limit.is_none() {
+                    return None;
+                }
+                Some(QuotaView {
                     vendor: v.key(),
-                    mem_limit: q.limit(&pod.namespace, &res.memory).map(|l| l * factor),
-                    core_limit: q.limit(&pod.namespace, &res.cores),
+                    mem_limit,
+                    core_limit,
                     used_mem: q.used(&pod.namespace, &res.memory),
                     used_cores: q.used(&pod.namespace, &res.cores),
-                };
-                (view.mem_limit.is_some() || view.core_limit.is_some()).then_some(view)
+                })
             })
             .collect()
     }
@@ -628,28 +633,17 @@ pub fn filter_text(
     filter_names(ledger, pod, Names::<&str>::Text(candidates), now)
 }
 
-/// Candidates as a list or as WIT's text.
+/// [`filter`] on the candidates of the ledger's previous `filter` (WIT's `as-before`):
+/// `not-found` when there was none since the ledger was made or cleared.
+pub fn filter_as_before(ledger: &mut Ledger, pod: &Pod, now: i64) -> Result<FilterOutcome, Error> {
+    filter_names(ledger, pod, Names::<&str>::AsBefore, now)
+}
+
+/// Candidates as a list, as WIT's text, or as the previous call's.
 enum Names<'a, N> {
     List(&'a [N]),
     Text(&'a str),
-}
-
-impl<N: AsRef<str>> Names<'_, N> {
-    /// Every name, in order (the text split).
-    fn all(&self) -> Vec<&str> {
-        match self {
-            Names::List(list) => list.iter().map(AsRef::as_ref).collect(),
-            Names::Text(text) => crate::node_names(text),
-        }
-    }
-
-    /// How many names there are.
-    fn count(&self) -> usize {
-        match self {
-            Names::List(list) => list.len(),
-            Names::Text(text) => crate::node_names(text).len(),
-        }
-    }
+    AsBefore,
 }
 
 fn filter_names<N: AsRef<str>>(
@@ -658,9 +652,23 @@ fn filter_names<N: AsRef<str>>(
     candidates: Names<'_, N>,
     now: i64,
 ) -> Result<FilterOutcome, Error> {
+    // The candidates are resolved to the ledger's nodes (once while they stay the same) and
+    // kept for the next call's `as-before`, whatever the pod.
+    ledger.rank_names();
+    match candidates {
+        Names::List(list) => ledger.resolve_candidates(list),
+        Names::Text(text) => ledger.resolve_candidates_text(text),
+        Names::AsBefore => {
+            if !ledger.resolve_candidates_as_before() {
+                return Err(Error::NotFound(
+                    "candidates as before: this instance has filtered no candidates yet".into(),
+                ));
+            }
+        }
+    }
     let Some(plan) = PodPlan::new(ledger, pod)? else {
         let mut outcome = FilterOutcome::new(false, None);
-        for i in 0..candidates.count() {
+        for i in 0..ledger.candidates().len() {
             outcome.push_fit(i, 0);
         }
         return Ok(outcome);
@@ -669,14 +677,11 @@ fn filter_names<N: AsRef<str>>(
     ledger.remove_pod(&pod.uid);
     let mut outcome = FilterOutcome::new(true, None);
     let best = if plan.best_first {
-        ledger.rank_names();
-        match candidates {
-            Names::List(list) => ledger.resolve_candidates(list),
-            Names::Text(text) => ledger.resolve_candidates_text(text),
-        }
         try_best_first(ledger, &plan, now, &mut outcome)
     } else {
-        evaluate_every(ledger, &plan, &candidates.all(), now, &mut outcome)
+        let listed = ledger.candidates();
+        let names: Vec<&str> = (0..listed.len()).map(|i| listed.name(i)).collect();
+        evaluate_every(ledger, &plan, &names, now, &mut outcome)
     };
     outcome.decision = best.map(|(name, devices)| assume(ledger, &plan, &name, devices, now));
     Ok(outcome)
@@ -1240,6 +1245,41 @@ mod tests {
                 ),
             }));
         }
+    }
+
+    #[test]
+    fn candidates_as_before_are_the_previous_calls_resolved_again_when_nodes_change() {
+        let mut e = engine("tried");
+        let huge = pod(100_000);
+        let missing = e.filter_as_before(&huge, 0);
+        assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
+        let text = CANDIDATES.join("\n");
+        let first = e.filter_lines(&huge, &text, 0).expect("evaluates");
+        assert_eq!(e.filter_as_before(&huge, 0).expect("evaluates"), first);
+        // "ghost" arrives, with a card big enough: the list is resolved again.
+        let ghost = node("ghost", &[(200_000, true)]);
+        assert_eq!(e.apply(&[Delta::NodeUpsert(ghost)]), vec![]);
+        let again = e.filter_as_before(&huge, 0).expect("evaluates");
+        assert_eq!(
+            again.decision.as_ref().map(|d| d.node.as_str()),
+            Some("ghost")
+        );
+        e.unreserve(&huge.uid);
+        assert_eq!(again, e.filter_lines(&huge, &text, 0).expect("evaluates"));
+        e.unreserve(&huge.uid);
+        // A pod that asks for no device, or one that cannot be evaluated, keeps the list too.
+        let plain = Pod {
+            containers: vec![Container::default()],
+            ..pod(1)
+        };
+        let unmanaged = e.filter_lines(&plain, "n0\nn1", 0).expect("evaluates");
+        assert_eq!(unmanaged.verdicts.len(), 2);
+        assert_eq!(e.filter_as_before(&plain, 0).expect("evaluates"), unmanaged);
+        e.clear();
+        assert!(matches!(
+            e.filter_as_before(&huge, 0),
+            Err(Error::NotFound(_))
+        ));
     }
 
     #[test]

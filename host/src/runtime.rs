@@ -311,6 +311,9 @@ pub struct ComponentScheduler {
     limits: Limits,
     cache: Cache,
     stats: Stats,
+    /// The candidate text this instance's last `filter` was given: the next call with the same
+    /// text sends `as-before` instead (forgotten with the instance, and on `clear`).
+    sent: Option<String>,
 }
 
 impl ComponentScheduler {
@@ -319,14 +322,31 @@ impl ComponentScheduler {
     fn filter_text(
         &mut self,
         pod: &api::Pod,
-        names: &String,
+        names: &str,
         now: i64,
     ) -> Result<Result<api::FilterOutcome, api::Error>, Fault> {
         let wire: w::Pod = pod.clone().cv();
-        let r = self.call("filter", |g, s| {
+        let mut candidates = if self.sent.as_deref() == Some(names) {
+            w::Candidates::AsBefore
+        } else {
+            w::Candidates::Names(names.to_string())
+        };
+        let mut r = self.call("filter", |g, s| {
             g.hamr_scheduler_scheduler()
-                .call_filter(s, &wire, names, now)
+                .call_filter(s, &wire, &candidates, now)
         })?;
+        if matches!(candidates, w::Candidates::AsBefore) && matches!(r, Err(w::Error::NotFound(_)))
+        {
+            // The instance holds no list after all: send it.
+            candidates = w::Candidates::Names(names.to_string());
+            r = self.call("filter", |g, s| {
+                g.hamr_scheduler_scheduler()
+                    .call_filter(s, &wire, &candidates, now)
+            })?;
+        }
+        if let w::Candidates::Names(text) = candidates {
+            self.sent = Some(text);
+        }
         let r: Result<api::FilterOutcome, api::Error> = r.map(Cv::cv).map_err(Cv::cv);
         if let Ok(outcome) = &r {
             self.cache.assumed.remove(&pod.uid);
@@ -370,6 +390,7 @@ impl ComponentScheduler {
             limits,
             cache: Cache::default(),
             stats: Stats::default(),
+            sent: None,
         })
     }
 
@@ -432,6 +453,7 @@ impl ComponentScheduler {
         }
         self.store = store;
         self.guest = guest;
+        self.sent = None;
         self.stats.rebuilds += 1;
         Ok(())
     }
@@ -511,6 +533,7 @@ impl Scheduler for ComponentScheduler {
 
     fn clear(&mut self) -> Result<(), Fault> {
         self.call("clear", |g, s| g.hamr_scheduler_ledger().call_clear(s))?;
+        self.sent = None;
         let config = self.cache.config.take();
         self.cache = Cache {
             config,
@@ -553,8 +576,7 @@ impl Scheduler for ComponentScheduler {
         names: &str,
         now: i64,
     ) -> Result<Result<api::FilterOutcome, api::Error>, Fault> {
-        // WIT's `node-names` is a `string` alias: the bindings take `&String`.
-        self.filter_text(pod, &names.to_string(), now)
+        self.filter_text(pod, names, now)
     }
 
     fn score(
