@@ -40,7 +40,7 @@ impl ledger::Guest for Component {
 
     fn apply(deltas: Vec<w::Delta>) -> Vec<w::DeltaError> {
         let deltas: Vec<crate::api::Delta> = deltas.cv();
-        with(|e| e.apply_owned(deltas)).cv()
+        with(|e| e.apply(&deltas)).cv()
     }
 
     fn clear() {

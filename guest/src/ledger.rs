@@ -1,7 +1,6 @@
 //! The device ledger: every node's cards with their current use, every placed or assumed pod's
 //! devices, and namespace quota use. Fed by deltas; read by the scheduler.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -260,38 +259,24 @@ impl Ledger {
     }
 
     pub fn apply(&mut self, deltas: &[Delta]) -> Vec<DeltaError> {
-        self.apply_each(deltas.iter().map(Cow::Borrowed))
-    }
-
-    /// [`Ledger::apply`] on deltas the caller gives up (the component's, lifted from the
-    /// call): nodes and quotas are kept without a copy.
-    pub fn apply_owned(&mut self, deltas: Vec<Delta>) -> Vec<DeltaError> {
-        self.apply_each(deltas.into_iter().map(Cow::Owned))
-    }
-
-    fn apply_each<'d>(&mut self, deltas: impl Iterator<Item = Cow<'d, Delta>>) -> Vec<DeltaError> {
         let mut errors = Vec::new();
-        for (index, delta) in deltas.enumerate() {
+        for (index, delta) in deltas.iter().enumerate() {
             let result = match delta {
-                Cow::Owned(Delta::NodeUpsert(n)) => self.upsert_node(n),
-                Cow::Owned(Delta::QuotaUpsert(q)) => self.upsert_quota(q),
-                delta => match delta.as_ref() {
-                    Delta::NodeUpsert(n) => self.upsert_node(n.clone()),
-                    Delta::NodeRemove(name) => {
-                        self.remove_node(name);
-                        Ok(())
-                    }
-                    Delta::PodUpsert(p) => self.upsert_pod(p),
-                    Delta::PodRemove(uid) => {
-                        self.remove_pod(uid);
-                        Ok(())
-                    }
-                    Delta::QuotaUpsert(q) => self.upsert_quota(q.clone()),
-                    Delta::QuotaRemove((ns, name)) => {
-                        self.remove_quota(ns, name);
-                        Ok(())
-                    }
-                },
+                Delta::NodeUpsert(n) => self.upsert_node(n.clone()),
+                Delta::NodeRemove(name) => {
+                    self.remove_node(name);
+                    Ok(())
+                }
+                Delta::PodUpsert(p) => self.upsert_pod(p),
+                Delta::PodRemove(uid) => {
+                    self.remove_pod(uid);
+                    Ok(())
+                }
+                Delta::QuotaUpsert(q) => self.upsert_quota(q.clone()),
+                Delta::QuotaRemove((ns, name)) => {
+                    self.remove_quota(ns, name);
+                    Ok(())
+                }
             };
             if let Err(error) = result {
                 errors.push(DeltaError {

@@ -111,11 +111,6 @@ impl Engine {
         self.ledger.apply(deltas)
     }
 
-    /// [`Engine::apply`] on deltas the caller gives up: nodes are kept without a copy.
-    pub fn apply_owned(&mut self, deltas: Vec<Delta>) -> Vec<DeltaError> {
-        self.ledger.apply_owned(deltas)
-    }
-
     pub fn clear(&mut self) {
         self.ledger.clear();
     }
