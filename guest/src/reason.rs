@@ -31,32 +31,23 @@ pub struct Counter {
     store: Store,
 }
 
-/// Two counters are equal when they count the same reasons the same (counters at 0 aside):
-/// they then print the same.
+/// Two counters are equal when they count the same reasons the same: they then print the
+/// same. A counter holds no reason at 0 ([`Counter::set`]), so the held items are compared.
 impl PartialEq for Counter {
     fn eq(&self, other: &Counter) -> bool {
-        let counted = |c: &Counter| c.items().iter().filter(|(_, n)| *n > 0).count();
         let (a, b) = (self.items(), other.items());
         // Reasons are the code's constants: the same text is nearly always at the same address.
         let same = |x: &str, y: &str| std::ptr::eq(x, y) || x == y;
-        if a.len() == b.len() && a.iter().zip(b).all(|((r, n), (s, m))| n == m && same(r, s)) {
-            return true;
-        }
-        // Rare: a reason set to 0 on one side only.
-        counted(self) == counted(other)
-            && a.iter()
-                .filter(|(_, n)| *n > 0)
-                .zip(b.iter().filter(|(_, n)| *n > 0))
-                .all(|((r, n), (s, m))| n == m && same(r, s))
+        a.len() == b.len() && a.iter().zip(b).all(|((r, n), (s, m))| n == m && same(r, s))
     }
 }
 
 impl Eq for Counter {}
 
-/// Hashes what [`PartialEq`] compares, cheaply: each counted reason's length and count.
+/// Hashes what [`PartialEq`] compares, cheaply: each reason's length and count.
 impl std::hash::Hash for Counter {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        for (r, n) in self.items().iter().filter(|(_, n)| *n > 0) {
+        for (r, n) in self.items() {
             h.write_usize(r.len());
             h.write_u32(*n);
         }
@@ -147,8 +138,25 @@ impl Counter {
     }
 
     /// Sets a counter (HAMi assigns `AllocatedCardsInsufficientRequest`, it does not add).
+    /// Setting 0 forgets the reason: a counter holds only reasons counted.
     pub fn set(&mut self, reason: &'static str, n: u32) {
-        *self.slot(reason) = n;
+        if n > 0 {
+            *self.slot(reason) = n;
+            return;
+        }
+        let Ok(at) = self.items().binary_search_by(|(r, _)| (*r).cmp(reason)) else {
+            return;
+        };
+        match &mut self.store {
+            Store::Inline { items, len } => {
+                let n = usize::from(*len);
+                items.copy_within(at + 1..n, at);
+                *len -= 1;
+            }
+            Store::Heap(v) => {
+                v.remove(at);
+            }
+        }
     }
 
     /// The count of one reason (0 when never counted).
@@ -258,5 +266,28 @@ mod tests {
         c.set(ALLOCATED_CARDS_INSUFFICIENT_REQUEST, 0);
         assert!(c.is_empty());
         assert_eq!(c.text(3), "");
+    }
+
+    #[test]
+    fn a_reason_set_to_zero_is_forgotten_in_place_and_on_the_heap() {
+        use std::hash::BuildHasher;
+        for extra in [0, INLINE] {
+            let mut plain = Counter::default();
+            let mut reset = Counter::default();
+            for i in 0..extra {
+                let r: &'static str = ["a", "b", "c", "d", "e", "f"][i];
+                plain.add(r);
+                reset.add(r);
+            }
+            plain.add(CARD_INSUFFICIENT_MEMORY);
+            reset.set(ALLOCATED_CARDS_INSUFFICIENT_REQUEST, 2);
+            reset.add(CARD_INSUFFICIENT_MEMORY);
+            reset.set(ALLOCATED_CARDS_INSUFFICIENT_REQUEST, 0);
+            reset.set(CARD_NOT_HEALTH, 0);
+            assert_eq!(reset.get(ALLOCATED_CARDS_INSUFFICIENT_REQUEST), 0);
+            assert_eq!(plain, reset, "{extra} other reasons");
+            let state = std::hash::RandomState::new();
+            assert_eq!(state.hash_one(&plain), state.hash_one(&reset));
+        }
     }
 }
