@@ -351,17 +351,27 @@ pub struct Resources<'a> {
 impl<'a> Resources<'a> {
     /// `(field, value)` of `name` from limits, else (unless `limits_only`) requests.
     pub fn get(&self, name: &str, limits_only: bool) -> Option<(String, &'a str)> {
+        let (list, v) = self.find(name, limits_only)?;
+        Some((self.field(list, name), v))
+    }
+
+    /// The value of `name` and the list it is in (`limits`, `requests`). The field's name is
+    /// written only for an error: `filter` reads every request on every call.
+    fn find(&self, name: &str, limits_only: bool) -> Option<(&'static str, &'a str)> {
         if name.is_empty() {
             return None;
         }
         if let Some(v) = lookup(&self.container.limits, name) {
-            return Some((self.slot.field(&format!("limits[{name}]")), v));
+            return Some(("limits", v));
         }
         if limits_only {
             return None;
         }
-        lookup(&self.container.requests, name)
-            .map(|v| (self.slot.field(&format!("requests[{name}]")), v))
+        lookup(&self.container.requests, name).map(|v| ("requests", v))
+    }
+
+    fn field(&self, list: &str, name: &str) -> String {
+        self.slot.field(&format!("{list}[{name}]"))
     }
 
     pub fn in_limits(&self, name: &str) -> bool {
@@ -376,10 +386,10 @@ impl<'a> Resources<'a> {
         max: i64,
         limits_only: bool,
     ) -> Result<Option<i64>, Invalid> {
-        let Some((field, value)) = self.get(name, limits_only) else {
+        let Some((list, value)) = self.find(name, limits_only) else {
             return Ok(None);
         };
-        let bad = |m: String| Invalid::new(self.slot.object, &field, value, m);
+        let bad = |m: String| Invalid::new(self.slot.object, self.field(list, name), value, m);
         let n = quantity::parse_integer(value).map_err(|e| {
             bad(match e {
                 QuantityError::NotInteger => "must be a whole number".to_string(),

@@ -23,14 +23,24 @@ pub(crate) struct Resources<'a> {
 impl<'a> Resources<'a> {
     /// `(field, value)` of `name` from limits, else requests.
     pub(crate) fn get(&self, name: &str) -> Option<(String, &'a str)> {
+        let (list, v) = self.find(name)?;
+        Some((self.field(list, name), v))
+    }
+
+    /// The value of `name` and the list it is in (`limits`, `requests`). The field's name is
+    /// written only for an error: `filter` reads every request on every call.
+    fn find(&self, name: &str) -> Option<(&'static str, &'a str)> {
         if name.is_empty() {
             return None;
         }
         if let Some(v) = lookup(&self.container.limits, name) {
-            return Some((self.slot.field(&format!("limits[{name}]")), v));
+            return Some(("limits", v));
         }
-        lookup(&self.container.requests, name)
-            .map(|v| (self.slot.field(&format!("requests[{name}]")), v))
+        lookup(&self.container.requests, name).map(|v| ("requests", v))
+    }
+
+    fn field(&self, list: &str, name: &str) -> String {
+        self.slot.field(&format!("{list}[{name}]"))
     }
 
     pub(crate) fn in_limits(&self, name: &str) -> bool {
@@ -38,12 +48,12 @@ impl<'a> Resources<'a> {
     }
 
     pub(crate) fn present(&self, name: &str) -> bool {
-        self.get(name).is_some()
+        self.find(name).is_some()
     }
 
     /// Parses `name` as a whole number within `min..=max`.
     pub(crate) fn integer(&self, name: &str, min: i128, max: i128) -> Result<Option<i64>, Invalid> {
-        let Some((field, value)) = self.get(name) else {
+        let Some((list, value)) = self.find(name) else {
             return Ok(None);
         };
         let n = quantity::parse_integer(value).map_err(|e| {
@@ -51,12 +61,12 @@ impl<'a> Resources<'a> {
                 QuantityError::NotInteger => "must be a whole number".to_string(),
                 other => other.to_string(),
             };
-            Invalid::new(self.slot.object, &field, value, message)
+            Invalid::new(self.slot.object, self.field(list, name), value, message)
         })?;
         if n < min || n > max {
             return Err(Invalid::new(
                 self.slot.object,
-                &field,
+                self.field(list, name),
                 value,
                 format!("must be between {min} and {max}"),
             ));
