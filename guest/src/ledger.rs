@@ -1096,6 +1096,27 @@ mod tests {
         assert_eq!(l.nodes["n1"].cards.len(), 2);
     }
 
+    #[test]
+    fn cambricon_cards_are_read_under_the_configured_resource_names() {
+        let config = Config::from_json(
+            r#"{"cambricon":{"resourceCoreName":"example.com/vcore","resourceMemoryName":"example.com/vmem"}}"#,
+        )
+        .unwrap();
+        let mut l = Ledger::new(config);
+        l.upsert_node(Node {
+            capacity: vec![
+                ("example.com/vcore".into(), "200".into()),
+                ("example.com/vmem".into(), "32".into()),
+            ],
+            ..registered(&[])
+        })
+        .unwrap();
+        let cards = &l.nodes["n1"].cards;
+        assert_eq!(cards.len(), 2, "200 cores are two cards");
+        assert_eq!(cards[0].vendor, crate::vendor::cambricon::VENDOR);
+        assert_eq!(cards[0].info.devmem, 32 * 256 * 100 / 200);
+    }
+
     /// Pods placed and released in a random order, some with MIG slices, card tags or left-over
     /// slices, some on a card that changes to MIG mode under them, some on unknown cards or
     /// nodes: after every step each node's cards and score equal a recomputation from its pods.

@@ -37,6 +37,16 @@ impl Vendor for Cambricon {
         parse_capacity(node, &Config::default())
     }
 
+    /// Under the configured resource names, as requests are read (and without building a
+    /// default configuration, MIG geometries and all, for every node update).
+    fn parse_node_configured(
+        &self,
+        node: &Node,
+        config: &Config,
+    ) -> Result<Option<Vec<DeviceInfo>>, Invalid> {
+        parse_capacity(node, config)
+    }
+
     fn liveness(&self, _node: &Node, _config: &Config) -> crate::vendor::Liveness {
         crate::vendor::Liveness::Live
     }
