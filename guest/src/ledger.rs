@@ -322,7 +322,7 @@ impl Ledger {
 
     /// [`Ledger::upsert_node`] without the shortcut: parses every registration.
     fn parse_node(&mut self, node: Node) -> Result<(), Error> {
-        let previous = self.nodes.remove(&node.name);
+        let mut previous = self.nodes.remove(&node.name);
         let mut cards = Vec::new();
         let mut vendors = BTreeSet::new();
         let mut first_error = None;
@@ -368,6 +368,11 @@ impl Ledger {
             self.names_unranked = true;
             self.generation += 1;
         }
+        // The same cards (vendor, id and mode, in order), as when a card's health or memory
+        // changes: the pods there are the same, so their use is the previous cards' use.
+        let kept_use = previous
+            .as_mut()
+            .is_some_and(|prev| keep_use(&mut prev.cards, &mut cards));
         // A known node keeps its rank and, until `rebuild_node` moves it, its place in the
         // order.
         self.nodes.insert(
@@ -382,7 +387,11 @@ impl Ledger {
                 parse_error: first_error.clone(),
             },
         );
-        self.rebuild_node(&name);
+        if kept_use {
+            self.use_changed(&name);
+        } else {
+            self.rebuild_node(&name);
+        }
         first_error.map_or(Ok(()), Err)
     }
 
@@ -786,6 +795,27 @@ impl Ledger {
         let key = vendor.key();
         entry.liveness.iter().any(|(k, l)| *k == key && l.at(now))
     }
+}
+
+/// Moves the use of `previous` cards onto the same `cards` of a new registration: `true` when
+/// every card has the same vendor, id and mode at the same place, which is all that
+/// [`Ledger::rebuild_node`] reads of a card to book the node's pods on it.
+fn keep_use(previous: &mut [Card], cards: &mut [Card]) -> bool {
+    let same = previous.len() == cards.len()
+        && previous.iter().zip(cards.iter()).all(|(p, c)| {
+            p.vendor == c.vendor && p.info.id == c.info.id && p.info.mode == c.info.mode
+        });
+    if same {
+        for (p, c) in previous.iter_mut().zip(cards.iter_mut()) {
+            c.used = p.used;
+            c.used_mem = p.used_mem;
+            c.used_cores = p.used_cores;
+            c.forced_unhealthy = p.forced_unhealthy;
+            c.mig_in_use = std::mem::take(&mut p.mig_in_use);
+            c.tags = std::mem::take(&mut p.tags);
+        }
+    }
+    same
 }
 
 /// The [`Liveness`] of each vendor registered on `node`.
@@ -1212,8 +1242,15 @@ mod tests {
                     l.remove_pod(&format!("uid-{}", next(30)));
                 }
                 _ => {
+                    // Card 2's mode changes (the node is recomputed), or card 0's health or
+                    // nothing (the use is kept).
                     let mode = if next(2) == 0 { "mig" } else { "hami-core" };
-                    l.upsert_node(register(1 + next(2) as usize, mode)).unwrap();
+                    let mut node = register(1 + next(2) as usize, mode);
+                    if next(2) == 0 {
+                        let r = &mut node.annotations[0].1;
+                        *r = r.replacen(r#","health":true"#, "", 1);
+                    }
+                    l.upsert_node(node).unwrap();
                 }
             }
             let mut fresh = l.clone();
