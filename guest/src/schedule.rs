@@ -184,6 +184,9 @@ impl NodeFail {
     }
 }
 
+/// Up to this many distinct failures, [`Failures::index`] finds one by comparing, not hashing.
+const FEW_FAILURES: usize = 8;
+
 /// The failures of one `filter` call, each distinct one formatted and listed once; verdicts
 /// refer to them by position.
 #[derive(Default)]
@@ -191,6 +194,7 @@ struct Failures {
     listed: Vec<NodeFailure>,
     /// Each failure listed, unformatted, by position.
     keys: Vec<NodeFail>,
+    /// `keys` by value, once there are more than [`FEW_FAILURES`].
     index: HashMap<NodeFail, u32, NameHash>,
     /// The last position found: neighbours in the walk mostly fail alike.
     last: u32,
@@ -204,13 +208,28 @@ impl Failures {
         if self.keys.get(self.last as usize) == Some(fail) {
             return self.last;
         }
-        let i = match self.index.get(fail) {
-            Some(&i) => i,
+        // A call mostly meets a handful of distinct failures: those are compared in turn (an
+        // address compare per reason), and hashed only past that.
+        let found = if self.keys.len() <= FEW_FAILURES {
+            self.keys.iter().position(|k| k == fail).map(|i| i as u32)
+        } else {
+            self.index.get(fail).copied()
+        };
+        let i = match found {
+            Some(i) => i,
             None => {
                 let i = self.listed.len() as u32;
                 self.listed.push(fail.failure());
                 self.keys.push(fail.clone());
-                self.index.insert(fail.clone(), i);
+                if self.keys.len() > FEW_FAILURES {
+                    if self.index.is_empty() {
+                        for (k, key) in self.keys.iter().enumerate() {
+                            self.index.insert(key.clone(), k as u32);
+                        }
+                    } else {
+                        self.index.insert(fail.clone(), i);
+                    }
+                }
                 i
             }
         };
@@ -1293,6 +1312,44 @@ mod tests {
             e.filter_as_before(&huge, 0),
             Err(Error::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn failures_are_listed_once_whether_compared_or_hashed() {
+        const REASONS: [&str; 12] = [
+            "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11",
+        ];
+        let mut counted = reason::Counter::default();
+        counted.add_n(reason::NODE_UNREGISTERED, 2);
+        let mut all: Vec<NodeFail> = REASONS.iter().map(|r| NodeFail::Bare(r)).collect();
+        all.push(NodeFail::Counted {
+            counter: counted,
+            total: 8,
+        });
+        let mut f = Failures::default();
+        // Each failure met three times, in a different order each round, past FEW_FAILURES.
+        for round in 0..3 {
+            for k in 0..all.len() {
+                let at = (k * (round + 1) * 5) % all.len();
+                assert_eq!(f.index(&all[at]) as usize, position(&f, &all[at]));
+            }
+        }
+        for k in &all {
+            assert_eq!(
+                f.keys.iter().filter(|x| *x == k).count(),
+                1,
+                "{k:?} listed once"
+            );
+        }
+        assert_eq!(f.listed.len(), all.len(), "each listed once");
+        assert_eq!(f.keys.len(), all.len());
+        for (p, k) in f.keys.iter().enumerate() {
+            assert_eq!(f.listed[p], k.failure(), "listed where it is keyed");
+        }
+
+        fn position(f: &Failures, fail: &NodeFail) -> usize {
+            f.keys.iter().position(|k| k == fail).expect("listed")
+        }
     }
 
     #[test]
