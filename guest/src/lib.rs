@@ -8,7 +8,7 @@
 //! then [`ledger`] (the state fed by deltas), [`schedule`] (filter, score, reserve), and
 //! [`vendor::nvidia`] (HAMi's NVIDIA protocol). The guest does no I/O and reads no clock.
 // Only the generated component bindings (wit-bindgen's exports), the WebAssembly `memcmp`
-// (`memcmp.rs`) and the component's allocator (`pool.rs`) need `unsafe`; everything else the
+// (`memcmp.rs`) and the WebAssembly allocator (`pool.rs`) need `unsafe`; everything else the
 // project writes is safe code.
 #![cfg_attr(not(target_arch = "wasm32"), forbid(unsafe_code))]
 #![cfg_attr(target_arch = "wasm32", deny(unsafe_code))]
@@ -39,7 +39,7 @@ mod component;
 // In both WebAssembly builds, a word-at-a-time `memcmp` in place of wasi-libc's byte loop.
 pub mod memcmp;
 
-// In the component, small blocks by size class in place of wasi-libc's `malloc`.
+// In both WebAssembly builds, small blocks by size class in place of wasi-libc's `malloc`.
 pub mod pool;
 
 use std::convert::Infallible;

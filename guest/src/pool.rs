@@ -1,4 +1,4 @@
-//! The component's allocator: small blocks in size classes, kept on free lists, over
+//! The WebAssembly builds' allocator: small blocks in size classes, kept on free lists, over
 //! wasi-libc's `malloc` for the rest.
 //!
 //! Every call into the component allocates and frees hundreds of small blocks: each string
@@ -13,7 +13,8 @@
 //! linear memory would keep anyway, since it never shrinks.
 //!
 //! Only [`class`], the choice of a class, is built natively (and tested); the allocator itself
-//! is built for the component (`wasm32-wasip2`), which runs one thread.
+//! is built for both WebAssembly builds (the component, `wasm32-wasip2`, and the
+//! kube-scheduler-wasm-extension module, `wasm32-wasip1`), each of which runs one thread.
 
 /// Block sizes, in bytes: multiples of 16, so that every block is 16-aligned.
 pub const SIZES: [usize; 13] = [16, 32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512];
@@ -48,7 +49,7 @@ pub fn class(size: usize, align: usize) -> Option<usize> {
     Some(BY_STEP[size.div_ceil(16)] as usize)
 }
 
-#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+#[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)] // a global allocator is unsafe by nature; the class arithmetic is safe code
 mod global {
     use std::alloc::{GlobalAlloc, Layout, System};
@@ -70,8 +71,8 @@ mod global {
 
     pub struct Pool(UnsafeCell<Pools>);
 
-    // SAFETY: the component runs one thread (wasm32-wasip2 has no threads), so the pools
-    // are never touched by two at once.
+    // SAFETY: both WebAssembly builds run one thread (neither target has threads), so the
+    // pools are never touched by two at once.
     unsafe impl Sync for Pool {}
 
     impl Pool {
