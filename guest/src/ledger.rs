@@ -89,9 +89,13 @@ pub struct Quotas {
 }
 
 impl Quotas {
+    /// No quota limits anything (most clusters): callers then build no lookup keys.
+    pub fn limit_nothing(&self) -> bool {
+        self.limits.is_empty()
+    }
+
     pub fn limit(&self, namespace: &str, resource: &str) -> Option<i64> {
-        // Most clusters limit nothing: no key is built for the lookup then.
-        if self.limits.is_empty() {
+        if self.limit_nothing() {
             return None;
         }
         self.limits
@@ -491,33 +495,19 @@ impl Ledger {
             // No cards to charge: the node's arrival computes them from its pods.
             return true;
         };
-        let card_of = |cards: &[Card], vendor: &str, uuid: &str| {
-            cards
-                .iter()
-                .position(|c| c.vendor == vendor && c.info.id == uuid)
-        };
         let plain = pod.tags.is_empty()
             && pod.stray_slices.is_empty()
             && pod.devices.iter().all(|(vendor, devices)| {
                 devices.iter().flatten().all(|d| {
                     d.mig.is_none()
-                        && card_of(&entry.cards, vendor, &d.uuid)
-                            .is_none_or(|i| entry.cards[i].info.mode != "mig")
+                        && card_mut(&mut entry.cards, vendor, &d.uuid)
+                            .is_none_or(|c| c.info.mode != "mig")
                 })
             });
         if !plain {
             return false;
         }
-        for (vendor, usage) in &pod.usage {
-            for u in usage {
-                if let Some(i) = card_of(&entry.cards, vendor, &u.uuid) {
-                    let c = &mut entry.cards[i];
-                    c.used += sign * u.slots.max(1);
-                    c.used_mem += sign * u.mem;
-                    c.used_cores += sign * u.cores;
-                }
-            }
-        }
+        charge_usage(&mut entry.cards, pod, sign);
         self.use_changed(&pod.node);
         true
     }
@@ -567,25 +557,9 @@ impl Ledger {
             let Some(pod) = self.pods.get(uid) else {
                 continue;
             };
-            for (vendor, usage) in &pod.usage {
-                for u in usage {
-                    if let Some(c) = entry
-                        .cards
-                        .iter_mut()
-                        .find(|c| c.vendor == *vendor && c.info.id == u.uuid)
-                    {
-                        c.used += u.slots.max(1);
-                        c.used_mem += u.mem;
-                        c.used_cores += u.cores;
-                    }
-                }
-            }
+            charge_usage(&mut entry.cards, pod, 1);
             for (vendor, uuid, tag) in &pod.tags {
-                if let Some(c) = entry
-                    .cards
-                    .iter_mut()
-                    .find(|c| c.vendor == *vendor && c.info.id == *uuid)
-                {
+                if let Some(c) = card_mut(&mut entry.cards, vendor, uuid) {
                     c.tags.push(tag.clone());
                 }
             }
@@ -593,11 +567,7 @@ impl Ledger {
             // MIG card without a slice, makes the card unusable until it is consistent again.
             for (vendor, devices) in &pod.devices {
                 for d in devices.iter().flatten() {
-                    let Some(c) = entry
-                        .cards
-                        .iter_mut()
-                        .find(|c| c.vendor == *vendor && c.info.id == d.uuid)
-                    else {
+                    let Some(c) = card_mut(&mut entry.cards, vendor, &d.uuid) else {
                         continue;
                     };
                     match (&d.mig, c.info.mode == "mig") {
@@ -610,11 +580,7 @@ impl Ledger {
             // Left-over slices: booked on their card when it is in MIG mode; a card not in
             // MIG mode, or a GPU the node does not have, makes the MIG cards unusable.
             for (vendor, uuid, slice) in &pod.stray_slices {
-                match entry
-                    .cards
-                    .iter_mut()
-                    .find(|c| c.vendor == *vendor && c.info.id == *uuid)
-                {
+                match card_mut(&mut entry.cards, vendor, uuid) {
                     Some(c) if c.info.mode == "mig" => c.mig_in_use.push(slice.clone()),
                     Some(c) => c.forced_unhealthy = true,
                     None => entry
@@ -794,6 +760,28 @@ impl Ledger {
     pub fn vendor_live(&self, entry: &NodeEntry, vendor: &dyn Vendor, now: i64) -> bool {
         let key = vendor.key();
         entry.liveness.iter().any(|(k, l)| *k == key && l.at(now))
+    }
+}
+
+/// The card `uuid` of `vendor` (the first, should a registration list it twice).
+fn card_mut<'c>(cards: &'c mut [Card], vendor: &str, uuid: &str) -> Option<&'c mut Card> {
+    cards
+        .iter_mut()
+        .find(|c| c.vendor == vendor && c.info.id == uuid)
+}
+
+/// Books (`sign` 1) or takes back (`sign` -1) a pod's shares on its node's cards: what
+/// [`Ledger::rebuild_cards`] counts of each pod besides its tags and MIG slices, and all
+/// that [`Ledger::charge_in_place`] changes.
+fn charge_usage(cards: &mut [Card], pod: &PodEntry, sign: i64) {
+    for (vendor, usage) in &pod.usage {
+        for u in usage {
+            if let Some(c) = card_mut(cards, vendor, &u.uuid) {
+                c.used += sign * u.slots.max(1);
+                c.used_mem += sign * u.mem;
+                c.used_cores += sign * u.cores;
+            }
+        }
     }
 }
 
@@ -1184,7 +1172,11 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
+        // Placements on a registered node, by what the ledger must do: charge the pod in place
+        // (plain shares: no MIG slice, tag or left-over slice, no device on a MIG-mode card),
+        // or recompute the node. Card 3 is always in MIG mode, card 2 as last registered.
         let (mut in_place, mut recomputed) = (0, 0);
+        let mut card_2_mig = [false; 4];
         for step in 0..2000 {
             match next(10) {
                 0..=5 => {
@@ -1227,14 +1219,13 @@ mod tests {
                             Vec::new()
                         },
                     };
-                    let plain = kind > 2
-                        && entry.devices[0].1[0]
-                            .iter()
-                            .all(|d| !d.uuid.ends_with("-3") && !d.uuid.ends_with("-2"));
-                    if plain {
-                        in_place += 1;
-                    } else {
-                        recomputed += 1;
+                    let on_mig_card = entry.devices[0].1[0].iter().any(|d| {
+                        d.uuid.ends_with("-3") || (card_2_mig[node] && d.uuid.ends_with("-2"))
+                    });
+                    match (node, kind > 2 && !on_mig_card) {
+                        (3, _) => {}
+                        (_, true) => in_place += 1,
+                        (_, false) => recomputed += 1,
                     }
                     l.insert_pod(format!("uid-{}", next(30)), entry);
                 }
@@ -1244,8 +1235,10 @@ mod tests {
                 _ => {
                     // Card 2's mode changes (the node is recomputed), or card 0's health or
                     // nothing (the use is kept).
-                    let mode = if next(2) == 0 { "mig" } else { "hami-core" };
-                    let mut node = register(1 + next(2) as usize, mode);
+                    let mig = next(2) == 0;
+                    let at = 1 + next(2) as usize;
+                    let mut node = register(at, if mig { "mig" } else { "hami-core" });
+                    card_2_mig[at] = mig;
                     if next(2) == 0 {
                         let r = &mut node.annotations[0].1;
                         *r = r.replacen(r#","health":true"#, "", 1);

@@ -525,8 +525,8 @@ pub(crate) struct QuotaView {
 
 impl QuotaView {
     pub(crate) fn for_pod(ledger: &Ledger, pod: &Pod) -> Vec<QuotaView> {
-        // Most clusters limit nothing: no vendor's resource names are copied then.
-        if ledger.quotas.limits.is_empty() {
+        // No vendor's resource names are copied then.
+        if ledger.quotas.limit_nothing() {
             return Vec::new();
         }
         VENDORS
