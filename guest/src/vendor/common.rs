@@ -357,7 +357,7 @@ impl<'a> Resources<'a> {
 
     /// The value of `name` and the list it is in (`limits`, `requests`). The field's name is
     /// written only for an error: `filter` reads every request on every call.
-    fn find(&self, name: &str, limits_only: bool) -> Option<(&'static str, &'a str)> {
+    pub(crate) fn find(&self, name: &str, limits_only: bool) -> Option<(&'static str, &'a str)> {
         if name.is_empty() {
             return None;
         }
@@ -370,7 +370,8 @@ impl<'a> Resources<'a> {
         lookup(&self.container.requests, name).map(|v| ("requests", v))
     }
 
-    fn field(&self, list: &str, name: &str) -> String {
+    /// The field's name for an error: `containers[0].limits[nvidia.com/gpumem]`.
+    pub(crate) fn field(&self, list: &str, name: &str) -> String {
         self.slot.field(&format!("{list}[{name}]"))
     }
 

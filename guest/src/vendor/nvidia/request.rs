@@ -6,7 +6,7 @@ use crate::api::{
 };
 use crate::config::NvidiaConfig;
 use crate::quantity::{self, QuantityError};
-use crate::vendor::{Request, Slot};
+use crate::vendor::{Request, Slot, common};
 
 use super::VENDOR;
 
@@ -21,30 +21,30 @@ pub(crate) struct Resources<'a> {
 }
 
 impl<'a> Resources<'a> {
-    /// `(field, value)` of `name` from limits, else requests.
-    pub(crate) fn get(&self, name: &str) -> Option<(String, &'a str)> {
-        let (list, v) = self.find(name)?;
-        Some((self.field(list, name), v))
+    /// The common reads ([`common::Resources`]: limits, else requests); NVIDIA adds its own
+    /// bounds ([`Resources::integer`]).
+    fn common(&self) -> common::Resources<'a> {
+        common::Resources {
+            container: self.container,
+            slot: self.slot,
+        }
     }
 
-    /// The value of `name` and the list it is in (`limits`, `requests`). The field's name is
-    /// written only for an error: `filter` reads every request on every call.
+    /// `(field, value)` of `name` from limits, else requests.
+    pub(crate) fn get(&self, name: &str) -> Option<(String, &'a str)> {
+        self.common().get(name, false)
+    }
+
     fn find(&self, name: &str) -> Option<(&'static str, &'a str)> {
-        if name.is_empty() {
-            return None;
-        }
-        if let Some(v) = lookup(&self.container.limits, name) {
-            return Some(("limits", v));
-        }
-        lookup(&self.container.requests, name).map(|v| ("requests", v))
+        self.common().find(name, false)
     }
 
     fn field(&self, list: &str, name: &str) -> String {
-        self.slot.field(&format!("{list}[{name}]"))
+        self.common().field(list, name)
     }
 
     pub(crate) fn in_limits(&self, name: &str) -> bool {
-        !name.is_empty() && lookup(&self.container.limits, name).is_some()
+        self.common().in_limits(name)
     }
 
     pub(crate) fn present(&self, name: &str) -> bool {
