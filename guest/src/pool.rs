@@ -20,7 +20,7 @@
 pub const SIZES: [usize; 13] = [16, 32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512];
 
 /// The largest block a class holds; larger ones go to `malloc`.
-pub const LARGEST: usize = 512;
+pub const LARGEST: usize = SIZES[SIZES.len() - 1];
 
 /// The alignment every block has.
 pub const ALIGN: usize = 16;
@@ -32,13 +32,13 @@ pub fn class(size: usize, align: usize) -> Option<usize> {
     if size > LARGEST || align > ALIGN {
         return None;
     }
-    // By 16-byte steps: step `i` holds the sizes `16 * (i - 1) + 1 ..= 16 * i`.
-    const BY_STEP: [u8; LARGEST / 16 + 1] = {
-        let mut table = [0u8; LARGEST / 16 + 1];
+    // By steps of ALIGN bytes: step `i` holds the sizes `ALIGN * (i - 1) + 1 ..= ALIGN * i`.
+    const BY_STEP: [u8; LARGEST / ALIGN + 1] = {
+        let mut table = [0u8; LARGEST / ALIGN + 1];
         let mut step = 0;
         let mut class = 0;
         while step < table.len() {
-            while SIZES[class] < step * 16 {
+            while SIZES[class] < step * ALIGN {
                 class += 1;
             }
             table[step] = class as u8;
@@ -46,7 +46,7 @@ pub fn class(size: usize, align: usize) -> Option<usize> {
         }
         table
     };
-    Some(BY_STEP[size.div_ceil(16)] as usize)
+    Some(BY_STEP[size.div_ceil(ALIGN)] as usize)
 }
 
 #[cfg(target_arch = "wasm32")]
