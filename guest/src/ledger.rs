@@ -1,6 +1,7 @@
 //! The device ledger: every node's cards with their current use, every placed or assumed pod's
 //! devices, and namespace quota use. Fed by deltas; read by the scheduler.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use crate::order::{Candidates, NodeOrder};
 use crate::policy::NodePolicy;
 use crate::quantity;
 use crate::summary::{NodeSummary, Summaries};
-use crate::vendor::{Liveness, VENDORS, Vendor};
+use crate::vendor::{Liveness, ResourceOwners, VENDORS, Vendor};
 
 pub const VGPU_NODE: &str = "hami.io/vgpu-node";
 
@@ -223,6 +224,9 @@ pub struct Ledger {
     summaries: Summaries,
     /// Quota objects as given, so a new configuration can re-read them.
     quota_objects: BTreeMap<(String, String), Quota>,
+    /// Who reads which resource name under `config`; built on first use after
+    /// [`Ledger::configure`] (so `config` changes only through it).
+    owners: OnceCell<ResourceOwners>,
 }
 
 impl Ledger {
@@ -236,6 +240,7 @@ impl Ledger {
     /// Replaces the configuration and re-derives what depends on it.
     pub fn configure(&mut self, config: Config) {
         self.config = config;
+        self.owners = OnceCell::new();
         let quotas: Vec<Quota> = self.quota_objects.values().cloned().collect();
         self.quotas = Quotas::default();
         self.quota_objects.clear();
@@ -256,6 +261,11 @@ impl Ledger {
             // A registration that was valid stays valid, and an invalid one keeps its cards.
             let _ = self.parse_node(node);
         }
+    }
+
+    /// Which vendors read each resource name under the configuration.
+    pub fn resource_owners(&self) -> &ResourceOwners {
+        self.owners.get_or_init(|| ResourceOwners::of(&self.config))
     }
 
     pub fn clear(&mut self) {

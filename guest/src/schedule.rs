@@ -22,8 +22,11 @@ pub const VGPU_TIME: &str = "hami.io/vgpu-time";
 pub type PodRequests = Vec<Vec<Request>>;
 
 /// Derives every container's requests; an error names the container and field.
+/// Only the vendors whose resource names the container lists are asked
+/// ([`vendor::ResourceOwners`]).
 pub fn requests(ledger: &Ledger, pod: &Pod) -> Result<PodRequests, Error> {
     let object = pod.object();
+    let owners = ledger.resource_owners();
     let mut out = Vec::new();
     for (init, list) in [(true, &pod.init_containers), (false, &pod.containers)] {
         for (index, c) in list.iter().enumerate() {
@@ -32,8 +35,12 @@ pub fn requests(ledger: &Ledger, pod: &Pod) -> Result<PodRequests, Error> {
                 init,
                 index,
             };
+            let asked = owners.of_container(c);
             let mut reqs = Vec::new();
-            for v in VENDORS {
+            for (i, v) in VENDORS.iter().enumerate() {
+                if asked & (1 << i) == 0 {
+                    continue;
+                }
                 if let Some(r) = v
                     .request(c, slot, &ledger.config)
                     .map_err(Error::InvalidInput)?
@@ -1375,5 +1382,159 @@ mod tests {
             let got: Vec<u32> = verdicts.iter().map(|v| v.candidate).collect();
             assert_eq!(got, expected, "{count} candidates");
         }
+    }
+
+    /// A configuration that renames most vendors' resources, so that the owners table is
+    /// read from the configuration and not from the defaults.
+    fn renamed() -> crate::config::Config {
+        crate::config::Config::from_json(
+            r#"{"nvidia":{"resourceCountName":"example.com/gpu","resourceMemoryName":"example.com/gpumem","resourceCoreName":"example.com/gpucores"},
+                "volcano":{"resourceCountName":"example.com/vgpu-number"},
+                "cambricon":{"resourceCountName":"example.com/mlu"},
+                "hygon":{"resourceMemoryName":"example.com/dcumem"},
+                "amd":{"resourceCountName":"example.com/amdgpu"}}"#,
+        )
+        .expect("valid")
+    }
+
+    /// Names no vendor declares, which a vendor must not read either.
+    const FOREIGN: [&str; 4] = ["cpu", "memory", "ephemeral-storage", "example.com/other"];
+
+    #[test]
+    fn a_vendor_reads_only_the_resource_names_it_declares() {
+        for config in [crate::config::Config::default(), renamed()] {
+            let every: std::collections::BTreeSet<String> = VENDORS
+                .iter()
+                .flat_map(|v| v.managed_resources(&config))
+                .chain(FOREIGN.map(String::from))
+                .collect();
+            for v in VENDORS {
+                let own: std::collections::BTreeSet<String> =
+                    v.managed_resources(&config).into_iter().collect();
+                assert!(!own.is_empty(), "{} declares no resource", v.key());
+                // Valid counts, and a value every vendor rejects if it reads it.
+                for value in ["1", "4", "not-a-number"] {
+                    let others: crate::api::Pairs = every
+                        .difference(&own)
+                        .map(|n| (n.clone(), value.to_string()))
+                        .collect();
+                    let c = Container {
+                        name: "c".into(),
+                        limits: others.clone(),
+                        requests: others,
+                        ..Container::default()
+                    };
+                    let slot = Slot {
+                        object: "pod/default/p",
+                        init: false,
+                        index: 0,
+                    };
+                    assert_eq!(
+                        v.request(&c, slot, &config),
+                        Ok(None),
+                        "{} read another vendor's name (value {value})",
+                        v.key()
+                    );
+                }
+            }
+        }
+        assert!(VENDORS.len() <= vendor::VendorSet::BITS as usize);
+    }
+
+    /// The old derivation: every vendor asked about every container.
+    fn requests_from_every_vendor(ledger: &Ledger, pod: &Pod) -> Result<PodRequests, Error> {
+        let object = pod.object();
+        let mut out = Vec::new();
+        for (init, list) in [(true, &pod.init_containers), (false, &pod.containers)] {
+            for (index, c) in list.iter().enumerate() {
+                let slot = Slot {
+                    object: &object,
+                    init,
+                    index,
+                };
+                let mut reqs = Vec::new();
+                for v in VENDORS {
+                    if let Some(r) = v
+                        .request(c, slot, &ledger.config)
+                        .map_err(Error::InvalidInput)?
+                    {
+                        reqs.push(r);
+                    }
+                }
+                out.push(reqs);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn asking_the_vendors_a_container_names_equals_asking_every_vendor() {
+        const VALUES: [&str; 12] = [
+            "0", "1", "2", "4", "8", "50", "100", "1024", "20000", "-1", "1.5", "x",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            // xorshift64: the same pods every run.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        // One ledger whose configuration changes: the owners table must follow it.
+        let mut ledger = Ledger::default();
+        let (mut found, mut failed) = (0, 0);
+        for config in [
+            crate::config::Config::default(),
+            renamed(),
+            crate::config::Config::default(),
+        ] {
+            ledger.configure(config);
+            let names: Vec<String> = VENDORS
+                .iter()
+                .flat_map(|v| v.managed_resources(&ledger.config))
+                .chain(FOREIGN.map(String::from))
+                .collect();
+            for i in 0..3000 {
+                let (inits, mains) = (next(2), 1 + next(2));
+                let mut container = |k: usize| {
+                    let mut pairs = || -> crate::api::Pairs {
+                        (0..next(4))
+                            .map(|_| {
+                                let name = names[next(names.len())].clone();
+                                (name, VALUES[next(VALUES.len())].to_string())
+                            })
+                            .collect()
+                    };
+                    Container {
+                        name: format!("c{k}"),
+                        limits: pairs(),
+                        requests: pairs(),
+                        ..Container::default()
+                    }
+                };
+                let init_containers = (0..inits).map(&mut container).collect();
+                let containers = (0..mains).map(&mut container).collect();
+                let pod = Pod {
+                    uid: format!("uid-{i}"),
+                    namespace: "default".into(),
+                    name: format!("p-{i}"),
+                    init_containers,
+                    containers,
+                    ..Pod::default()
+                };
+                let expected = requests_from_every_vendor(&ledger, &pod);
+                match &expected {
+                    Ok(r) if r.iter().any(|c| !c.is_empty()) => found += 1,
+                    Err(_) => failed += 1,
+                    Ok(_) => {}
+                }
+                assert_eq!(requests(&ledger, &pod), expected, "{pod:?}");
+            }
+        }
+        // Both outcomes are well represented, so the comparison means something.
+        assert!(
+            found > 1000 && failed > 1000,
+            "{found} found, {failed} failed"
+        );
     }
 }
