@@ -137,10 +137,11 @@ struct Cache {
     nodes: BTreeMap<String, Packed<api::Node>>,
     pods: HashMap<String, Packed<api::Pod>>,
     quotas: BTreeMap<(String, String), api::Quota>,
-    /// Pods assumed by `filter`/`reserve` and not yet seen carrying their decision: the pod
-    /// with the decision annotations applied (replayed as a placed pod after a rebuild), and
-    /// those annotations. The host compares them as opaque pairs; it never parses them.
-    assumed: BTreeMap<String, (api::Pod, api::Pairs)>,
+    /// Pods assumed by `filter`/`reserve` and not yet seen carrying their decision: the pod as
+    /// it was sent to the guest, and the decision annotations (replayed as a placed pod after a
+    /// rebuild). The host compares them as opaque pairs; it never parses them. The pod is the
+    /// copy already made for the call, so a decision copies it once.
+    assumed: BTreeMap<String, (w::Pod, api::Pairs)>,
 }
 
 /// A value serialised with postcard.
@@ -209,14 +210,9 @@ impl Cache {
         }
     }
 
-    fn assume(&mut self, pod: &api::Pod, decision: &api::Decision) {
-        let mut placed = pod.clone();
-        for (k, v) in &decision.annotations {
-            placed.annotations.retain(|(key, _)| key != k);
-            placed.annotations.push((k.clone(), v.clone()));
-        }
+    fn assume(&mut self, sent: w::Pod, decision: &api::Decision) {
         self.assumed
-            .insert(pod.uid.clone(), (placed, decision.annotations.clone()));
+            .insert(sent.uid.clone(), (sent, decision.annotations.clone()));
     }
 
     /// The deltas that recreate the ledger: quotas, nodes, pods, then assumed placements (which
@@ -226,10 +222,14 @@ impl Cache {
         let quotas = self.quotas.values().cloned().map(api::Delta::QuotaUpsert);
         let nodes = self.nodes.values().map(|n| api::Delta::NodeUpsert(n.get()));
         let pods = self.pods.values().map(|p| api::Delta::PodUpsert(p.get()));
-        let assumed = self
-            .assumed
-            .values()
-            .map(|(p, _)| api::Delta::PodUpsert(p.clone()));
+        let assumed = self.assumed.values().map(|(sent, patch)| {
+            let mut placed: api::Pod = sent.clone().cv();
+            for (k, v) in patch {
+                placed.annotations.retain(|(key, _)| key != k);
+                placed.annotations.push((k.clone(), v.clone()));
+            }
+            api::Delta::PodUpsert(placed)
+        });
         quotas.chain(nodes).chain(pods).chain(assumed)
     }
 }
@@ -351,7 +351,7 @@ impl ComponentScheduler {
         if let Ok(outcome) = &r {
             self.cache.assumed.remove(&pod.uid);
             if let Some(d) = &outcome.decision {
-                self.cache.assume(pod, d);
+                self.cache.assume(wire, d);
             }
         }
         Ok(r)
@@ -612,7 +612,7 @@ impl Scheduler for ComponentScheduler {
         if let Ok(api::Reservation::Reserved(d)) = &r
             && !d.grants.is_empty()
         {
-            self.cache.assume(pod, d);
+            self.cache.assume(wire, d);
         }
         Ok(r)
     }
