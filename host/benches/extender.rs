@@ -1,8 +1,10 @@
 //! `extender`: kube-scheduler's view of `hamr serve` (issue #6): one `/filter` with
 //! `nodeCacheCapable` (every node name in, the chosen node out) and one `/bind` per pod, over
 //! loopback HTTP on fresh connections, at concurrency 1 and 16, on the `decide` cluster of
-//! 5,000 nodes (50,000 running pods) through the component. Criterion reports the time per pod
-//! and pods/s ("elem/s"). Run: `cargo bench -p hamr --bench extender`.
+//! 5,000 nodes (50,000 running pods), with the native library and with the component behind
+//! the same server (the component is what `hamr serve` runs; the native row shows what the
+//! component costs a pod end to end). Criterion reports the time per pod and pods/s
+//! ("elem/s"). Run: `cargo bench -p hamr --bench extender`.
 //!
 //! Each pod is released after its bind (as if deleted), so the cluster stays as generated.
 //! The memory figure has its own bench (`benches/memory.rs`), in a process that holds nothing
@@ -24,10 +26,8 @@ use serde_json::{Value, json};
 
 const NODES: usize = 5000;
 
-fn loaded() -> HttpEngine {
-    let inner = EngineKind::Component(None)
-        .start()
-        .expect("the embedded component loads");
+fn loaded(kind: &EngineKind) -> HttpEngine {
+    let inner = kind.start().expect("the engine starts");
     let mut engine = HttpEngine::start(inner).expect("the server starts");
     engine
         .configure("{}")
@@ -75,7 +75,6 @@ fn schedule_one(engine: &HttpEngine, names: &str, n: usize) {
 }
 
 fn extender(c: &mut Criterion) {
-    let engine = Arc::new(loaded());
     let names: Value = cluster::names(NODES)
         .into_iter()
         .map(Value::String)
@@ -86,28 +85,33 @@ fn extender(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(1));
-    for concurrency in [1usize, 16] {
-        group.bench_function(BenchmarkId::new("filter+bind", concurrency), |b| {
-            b.iter_custom(|iters| {
-                let per_thread = (iters as usize).div_ceil(concurrency);
-                let started = Instant::now();
-                std::thread::scope(|s| {
-                    for _ in 0..concurrency {
-                        let (engine, names, counter) = (&engine, &names, &counter);
-                        s.spawn(move || {
-                            for _ in 0..per_thread {
-                                let n = counter.fetch_add(1, Ordering::Relaxed);
-                                schedule_one(engine, names, n);
-                            }
-                        });
-                    }
+    // One engine at a time: the other's 5,000 nodes would only crowd the caches.
+    for kind in [EngineKind::Native, EngineKind::Component(None)] {
+        let engine = Arc::new(loaded(&kind));
+        for concurrency in [1usize, 16] {
+            let id = BenchmarkId::new(format!("{}/filter+bind", kind.label()), concurrency);
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    let per_thread = (iters as usize).div_ceil(concurrency);
+                    let started = Instant::now();
+                    std::thread::scope(|s| {
+                        for _ in 0..concurrency {
+                            let (engine, names, counter) = (&engine, &names, &counter);
+                            s.spawn(move || {
+                                for _ in 0..per_thread {
+                                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                                    schedule_one(engine, names, n);
+                                }
+                            });
+                        }
+                    });
+                    // Time per pod, whatever the rounding up per thread added.
+                    started
+                        .elapsed()
+                        .mul_f64(iters as f64 / (per_thread * concurrency) as f64)
                 });
-                // Time per pod, whatever the rounding up per thread added.
-                started
-                    .elapsed()
-                    .mul_f64(iters as f64 / (per_thread * concurrency) as f64)
             });
-        });
+        }
     }
     group.finish();
 }
