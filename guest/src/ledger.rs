@@ -85,8 +85,9 @@ pub fn card_tags(
 pub struct Quotas {
     /// (namespace, resource) -> quota name -> limit. The smallest limit applies.
     pub limits: BTreeMap<(String, String), BTreeMap<String, i64>>,
-    /// (namespace, resource) -> use by placed and assumed pods.
-    pub used: HashMap<(String, String), i64>,
+    /// namespace -> resource -> use by placed and assumed pods. Nested so that charging a
+    /// pod, twice per decision, looks its pairs up without copying their names.
+    pub used: HashMap<String, HashMap<String, i64>>,
 }
 
 impl Quotas {
@@ -106,21 +107,51 @@ impl Quotas {
 
     pub fn used(&self, namespace: &str, resource: &str) -> i64 {
         self.used
-            .get(&(namespace.to_string(), resource.to_string()))
+            .get(namespace)
+            .and_then(|by_resource| by_resource.get(resource))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Adds `amount` to a pair's use (never below 0).
+    fn charge(&mut self, namespace: &str, resource: &str, amount: i64) {
+        let slot = match self
+            .used
+            .get_mut(namespace)
+            .and_then(|by_resource| by_resource.get_mut(resource))
+        {
+            Some(slot) => slot,
+            None => self
+                .used
+                .entry(namespace.to_string())
+                .or_default()
+                .entry(resource.to_string())
+                .or_insert(0),
+        };
+        *slot = (*slot + amount).max(0);
     }
 
     /// Use and limit of every (namespace, resource) a quota limits or a pod uses, sorted.
     /// A pair whose use dropped back to 0 and that no quota limits is left out, so the report
     /// does not depend on which pods came and went.
     pub fn report(&self) -> Vec<QuotaUsage> {
-        let mut keys: BTreeSet<&(String, String)> = self.limits.keys().collect();
-        keys.extend(self.used.iter().filter(|(_, n)| **n > 0).map(|(k, _)| k));
+        let mut keys: BTreeSet<(&str, &str)> = self
+            .limits
+            .keys()
+            .map(|(ns, r)| (ns.as_str(), r.as_str()))
+            .collect();
+        for (ns, by_resource) in &self.used {
+            keys.extend(
+                by_resource
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(r, _)| (ns.as_str(), r.as_str())),
+            );
+        }
         keys.into_iter()
             .map(|(namespace, resource)| QuotaUsage {
-                namespace: namespace.clone(),
-                resource_name: resource.clone(),
+                namespace: namespace.to_string(),
+                resource_name: resource.to_string(),
                 used: self.used(namespace, resource).max(0) as u64,
                 limit: self.limit(namespace, resource).map(|n| n.max(0) as u64),
             })
@@ -704,12 +735,8 @@ impl Ledger {
                 if resource.is_empty() {
                     continue;
                 }
-                let slot = self
-                    .quotas
-                    .used
-                    .entry((entry.namespace.clone(), resource))
-                    .or_insert(0);
-                *slot = (*slot + sign * amount).max(0);
+                self.quotas
+                    .charge(&entry.namespace, resource, sign * amount);
             }
         }
     }
@@ -721,6 +748,7 @@ impl Ledger {
             .filter_map(|v| v.quota_resources(&self.config))
             .flat_map(|r| [(r.memory, r.memory_factor), (r.cores, 1)])
             .filter(|(name, _)| !name.is_empty())
+            .map(|(name, factor)| (name.to_string(), factor))
             .collect();
         let object = format!("quota/{}/{}", quota.namespace, quota.name);
         let mut limits = Vec::new();
@@ -1278,10 +1306,11 @@ mod tests {
             .entry(key("ml", "nvidia.com/gpumem"))
             .or_default()
             .extend([("a".to_string(), 4096), ("b".to_string(), 2048)]);
-        q.used.insert(key("ml", "nvidia.com/gpumem"), 1000);
-        q.used.insert(key("ml", "nvidia.com/gpucores"), 30);
+        q.charge("ml", "nvidia.com/gpumem", 1000);
+        q.charge("ml", "nvidia.com/gpucores", 30);
         // A pair whose pods all left, and that no quota limits: not reported.
-        q.used.insert(key("dev", "nvidia.com/gpumem"), 0);
+        q.charge("dev", "nvidia.com/gpumem", 400);
+        q.charge("dev", "nvidia.com/gpumem", -400);
         let row = |r: &str, used, limit| QuotaUsage {
             namespace: "ml".into(),
             resource_name: r.into(),

@@ -542,8 +542,8 @@ impl QuotaView {
                 let res = v.quota_resources(&ledger.config)?;
                 let q = &ledger.quotas;
                 let factor = res.memory_factor.max(1);
-                let mem_limit = q.limit(&pod.namespace, &res.memory).map(|l| l * factor);
-                let core_limit = q.limit(&pod.namespace, &res.cores);
+                let mem_limit = q.limit(&pod.namespace, res.memory).map(|l| l * factor);
+                let core_limit = q.limit(&pod.namespace, res.cores);
                 if mem_limit.is_none() && core_limit.is_none() {
                     return None;
                 }
@@ -551,8 +551,8 @@ impl QuotaView {
                     vendor: v.key(),
                     mem_limit,
                     core_limit,
-                    used_mem: q.used(&pod.namespace, &res.memory),
-                    used_cores: q.used(&pod.namespace, &res.cores),
+                    used_mem: q.used(&pod.namespace, res.memory),
+                    used_cores: q.used(&pod.namespace, res.cores),
                 })
             })
             .collect()
@@ -874,10 +874,14 @@ fn assume(
     let mut per_vendor = Vec::new();
     let mut grants = Vec::new();
     let cards: &[Card] = ledger.nodes.get(node).map_or(&[], |e| e.cards.as_slice());
-    let models: std::collections::HashMap<&str, &str> = cards
-        .iter()
-        .map(|c| (c.info.id.as_str(), c.info.model.as_str()))
-        .collect();
+    // A node has a handful of cards and a pod a few devices: a scan beats a hash map.
+    let model = |uuid: &str| {
+        cards
+            .iter()
+            .find(|c| c.info.id == uuid)
+            .map(|c| c.info.model.clone())
+            .unwrap_or_default()
+    };
     for v in VENDORS {
         if !plan.requests.iter().flatten().any(|r| r.vendor == v.key()) {
             continue;
@@ -893,10 +897,7 @@ fn assume(
                     vendor: v.key().to_string(),
                     uuid: d.uuid.clone(),
                     index: d.index,
-                    model: models
-                        .get(d.uuid.as_str())
-                        .map(|m| m.to_string())
-                        .unwrap_or_default(),
+                    model: model(&d.uuid),
                     memory_mib: d.mem.max(0) as u64,
                     cores: d.cores.clamp(0, i64::from(u32::MAX)) as u32,
                 });

@@ -91,10 +91,10 @@ impl Vendor for Cambricon {
         card.vendor == VENDOR
     }
 
-    fn quota_resources(&self, config: &Config) -> Option<QuotaResources> {
+    fn quota_resources<'a>(&self, config: &'a Config) -> Option<QuotaResources<'a>> {
         Some(QuotaResources {
-            memory: config.cambricon.memory().to_string(),
-            cores: config.cambricon.core().to_string(),
+            memory: config.cambricon.memory(),
+            cores: config.cambricon.core(),
             memory_factor: MEMORY_UNIT,
         })
     }

@@ -83,10 +83,10 @@ impl Vendor for Hygon {
         card.vendor == VENDOR
     }
 
-    fn quota_resources(&self, config: &Config) -> Option<QuotaResources> {
+    fn quota_resources<'a>(&self, config: &'a Config) -> Option<QuotaResources<'a>> {
         Some(QuotaResources {
-            memory: config.hygon.memory().to_string(),
-            cores: config.hygon.core().to_string(),
+            memory: config.hygon.memory(),
+            cores: config.hygon.core(),
             memory_factor: config.hygon.memory_factor.max(1),
         })
     }

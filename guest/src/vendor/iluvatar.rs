@@ -144,10 +144,10 @@ impl Vendor for Iluvatar {
         card.vendor == self.common
     }
 
-    fn quota_resources(&self, _config: &Config) -> Option<QuotaResources> {
+    fn quota_resources<'a>(&self, _config: &'a Config) -> Option<QuotaResources<'a>> {
         Some(QuotaResources {
-            memory: self.resource_memory.to_string(),
-            cores: self.resource_core.to_string(),
+            memory: self.resource_memory,
+            cores: self.resource_core,
             memory_factor: MEMORY_UNIT,
         })
     }

@@ -206,9 +206,9 @@ pub struct DecisionContext<'a> {
 
 /// The resources of a vendor that the extended ResourceQuota tracks (spec §10).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QuotaResources {
-    pub memory: String,
-    pub cores: String,
+pub struct QuotaResources<'a> {
+    pub memory: &'a str,
+    pub cores: &'a str,
     pub memory_factor: i64,
 }
 
@@ -320,7 +320,7 @@ pub trait Vendor: Sync {
 
     /// The (memory, cores) resource names a namespace quota limits as `limits.<name>`, and
     /// the memory factor applied to the memory limit.
-    fn quota_resources(&self, _config: &Config) -> Option<QuotaResources> {
+    fn quota_resources<'a>(&self, _config: &'a Config) -> Option<QuotaResources<'a>> {
         None
     }
 

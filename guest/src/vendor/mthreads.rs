@@ -136,10 +136,10 @@ impl Vendor for Mthreads {
         card.vendor == VENDOR
     }
 
-    fn quota_resources(&self, config: &Config) -> Option<QuotaResources> {
+    fn quota_resources<'a>(&self, config: &'a Config) -> Option<QuotaResources<'a>> {
         Some(QuotaResources {
-            memory: config.mthreads.memory().to_string(),
-            cores: config.mthreads.core().to_string(),
+            memory: config.mthreads.memory(),
+            cores: config.mthreads.core(),
             memory_factor: MEMORY_UNIT,
         })
     }

@@ -385,10 +385,10 @@ impl Vendor for Ascend {
         card.vendor == self.common
     }
 
-    fn quota_resources(&self, config: &Config) -> Option<QuotaResources> {
+    fn quota_resources<'a>(&self, config: &'a Config) -> Option<QuotaResources<'a>> {
         Some(QuotaResources {
-            memory: self.resource_memory.to_string(),
-            cores: self.resource_core.to_string(),
+            memory: self.resource_memory,
+            cores: self.resource_core,
             memory_factor: config.ascend.memory_factor.max(1),
         })
     }

@@ -410,10 +410,13 @@ impl Vendor for MetaxSgpu {
     }
 
     /// `limits.metax-tech.com/vmemory` (GiB: MemoryFactor 1024) and `limits.metax-tech.com/vcore`.
-    fn quota_resources(&self, _config: &Config) -> Option<crate::vendor::QuotaResources> {
+    fn quota_resources<'a>(
+        &self,
+        _config: &'a Config,
+    ) -> Option<crate::vendor::QuotaResources<'a>> {
         Some(crate::vendor::QuotaResources {
-            memory: VMEMORY_RESOURCE.to_string(),
-            cores: VCORE_RESOURCE.to_string(),
+            memory: VMEMORY_RESOURCE,
+            cores: VCORE_RESOURCE,
             memory_factor: 1024,
         })
     }

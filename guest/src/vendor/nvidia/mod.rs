@@ -92,10 +92,10 @@ impl Vendor for Nvidia {
             && cards.iter().any(|c| c.info.mode == "mig")
     }
 
-    fn quota_resources(&self, config: &Config) -> Option<QuotaResources> {
+    fn quota_resources<'a>(&self, config: &'a Config) -> Option<QuotaResources<'a>> {
         Some(QuotaResources {
-            memory: config.nvidia.resource_memory_name.clone(),
-            cores: config.nvidia.resource_core_name.clone(),
+            memory: &config.nvidia.resource_memory_name,
+            cores: &config.nvidia.resource_core_name,
             memory_factor: config.nvidia.memory_factor,
         })
     }
