@@ -9,7 +9,7 @@ use crate::api::{
     Delta, DeltaError, Error, Invalid, Node, Pod, PodPhase, Quota, QuotaUsage, lookup,
 };
 use crate::config::Config;
-use crate::device::{self, Card, MigInUse, PodDevices, Usage};
+use crate::device::{self, Card, ContainerDevice, MigInUse, PodDevices, Usage};
 use crate::order::{Candidates, NodeOrder};
 use crate::policy::NodePolicy;
 use crate::quantity;
@@ -59,6 +59,39 @@ pub struct PodEntry {
     pub assumed: bool,
     /// Per vendor, the tags the pod leaves on its cards: (vendor, card UUID, tag).
     pub tags: Vec<(&'static str, String, Arc<str>)>,
+}
+
+impl PodEntry {
+    /// Whether both book exactly the same: the same cards, use, slices and tags on the same
+    /// node, charged to the same namespace (whether assumed or not). A device's card index is
+    /// not compared: annotations do not carry it (a decoded device has 0), and booking finds
+    /// cards by UUID.
+    fn books_as(&self, other: &PodEntry) -> bool {
+        let same_device = |a: &ContainerDevice, b: &ContainerDevice| {
+            a.uuid == b.uuid
+                && a.vendor == b.vendor
+                && a.mem == b.mem
+                && a.cores == b.cores
+                && a.mig == b.mig
+        };
+        let same_devices = |a: &PodDevices, b: &PodDevices| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| {
+                    x.len() == y.len() && x.iter().zip(y).all(|(d, e)| same_device(d, e))
+                })
+        };
+        self.node == other.node
+            && self.namespace == other.namespace
+            && self.devices.len() == other.devices.len()
+            && self
+                .devices
+                .iter()
+                .zip(&other.devices)
+                .all(|((v, a), (w, b))| v == w && same_devices(a, b))
+            && self.usage == other.usage
+            && self.stray_slices == other.stray_slices
+            && self.tags == other.tags
+    }
 }
 
 /// The tags a pod leaves on the cards it holds ([`crate::vendor::Vendor::card_tag`]).
@@ -673,19 +706,27 @@ impl Ledger {
             .map(|(v, d)| (*v, device::collapse(d, init_count, app_only)))
             .collect();
         let tags = card_tags(pod, &devices);
-        self.insert_pod(
-            pod.uid.clone(),
-            PodEntry {
-                tags,
-                namespace: pod.namespace.clone(),
-                name: pod.name.clone(),
-                node,
-                devices,
-                usage,
-                stray_slices,
-                assumed: false,
-            },
-        );
+        let entry = PodEntry {
+            tags,
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            node,
+            devices,
+            usage,
+            stray_slices,
+            assumed: false,
+        };
+        // Most pod updates book what the pod already holds: an assumption confirmed by the
+        // watch, the bind's own writes echoed back, other controllers' changes, a relist.
+        // Releasing and booking it again would end where it started.
+        if let Some(held) = self.pods.get_mut(&pod.uid)
+            && held.books_as(&entry)
+        {
+            held.assumed = false;
+            held.name = entry.name;
+            return Ok(());
+        }
+        self.insert_pod(pod.uid.clone(), entry);
         Ok(())
     }
 

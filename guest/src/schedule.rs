@@ -1538,4 +1538,68 @@ mod tests {
             "{found} found, {failed} failed"
         );
     }
+
+    #[test]
+    fn a_pod_update_that_books_the_same_keeps_the_booking() {
+        type State = (Vec<Card>, f64, Vec<crate::api::QuotaUsage>, Option<bool>);
+        let state = |e: &crate::Engine| -> State {
+            let l = e.ledger();
+            (
+                l.nodes["n1"].cards.clone(),
+                l.nodes["n1"].use_score,
+                l.quotas.report(),
+                l.pods.get("uid-10000").map(|p| p.assumed),
+            )
+        };
+        let fed = |pod: &Pod| {
+            let mut e = crate::Engine::new();
+            let errors = e.apply(&[
+                Delta::NodeUpsert(node("n1", &[(40960, true), (40960, true)])),
+                Delta::PodUpsert(pod.clone()),
+            ]);
+            assert!(errors.is_empty(), "{errors:?}");
+            e
+        };
+        let mut e = crate::Engine::new();
+        assert!(
+            e.apply(&[Delta::NodeUpsert(node(
+                "n1",
+                &[(40960, true), (40960, true)]
+            ))])
+            .is_empty()
+        );
+        let p = pod(10000);
+        let decision = e
+            .filter(&p, &["n1"], 0)
+            .expect("evaluates")
+            .decision
+            .expect("fits");
+        let assumed = state(&e);
+        assert_eq!(assumed.3, Some(true));
+        assert!(assumed.0.iter().any(|c| c.used_mem == 10000));
+        let mut placed = p.clone();
+        placed.annotations.extend(decision.annotations);
+        // Confirmed by the watch, then echoed back unchanged: the same booking, no longer
+        // assumed, and what a ledger fed the placed pod from the start holds.
+        for _ in 0..2 {
+            assert!(e.apply(&[Delta::PodUpsert(placed.clone())]).is_empty());
+            let now = state(&e);
+            assert_eq!((&now.0, now.1, &now.2), (&assumed.0, assumed.1, &assumed.2));
+            assert_eq!(now.3, Some(false));
+            assert_eq!(now, state(&fed(&placed)));
+        }
+        // Moved to the other card: booked anew.
+        let (from, to) = if assumed.0[0].used_mem > 0 {
+            ("GPU-n1-0", "GPU-n1-1")
+        } else {
+            ("GPU-n1-1", "GPU-n1-0")
+        };
+        let mut moved = placed.clone();
+        for (_, v) in &mut moved.annotations {
+            *v = v.replace(from, to);
+        }
+        assert!(e.apply(&[Delta::PodUpsert(moved.clone())]).is_empty());
+        assert_ne!(state(&e).0, assumed.0);
+        assert_eq!(state(&e), state(&fed(&moved)));
+    }
 }

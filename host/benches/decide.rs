@@ -140,6 +140,20 @@ fn delta(c: &mut Criterion) {
     group.bench_function("component/pod-add-remove", |b| {
         b.iter(|| apply(&mut comp, &pod))
     });
+    // The pod updated while it holds the same cards (a watch confirming an assumption, the
+    // bind's own writes echoed back, a relist): what most pod deltas are.
+    let [add, remove] = pod;
+    let (held, release) = ([add], [remove]);
+    apply(&mut native, &held);
+    group.bench_function("native/pod-update-same-cards", |b| {
+        b.iter(|| apply(&mut native, &held))
+    });
+    apply(&mut native, &release);
+    apply(&mut comp, &held);
+    group.bench_function("component/pod-update-same-cards", |b| {
+        b.iter(|| apply(&mut comp, &held))
+    });
+    apply(&mut comp, &release);
     group.finish();
 }
 
