@@ -1,9 +1,8 @@
 //! The device ledger: every node's cards with their current use, every placed or assumed pod's
 //! devices, and namespace quota use. Fed by deltas; read by the scheduler.
 
-use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::api::{
     Delta, DeltaError, Error, Invalid, Node, Pod, PodPhase, Quota, QuotaUsage, lookup,
@@ -290,7 +289,7 @@ pub struct Ledger {
     quota_objects: BTreeMap<(String, String), Quota>,
     /// Who reads which resource name under `config`; built on first use after
     /// [`Ledger::configure`] (so `config` changes only through it).
-    owners: OnceCell<ResourceOwners>,
+    owners: OnceLock<ResourceOwners>,
 }
 
 impl Ledger {
@@ -304,7 +303,7 @@ impl Ledger {
     /// Replaces the configuration and re-derives what depends on it.
     pub fn configure(&mut self, config: Config) {
         self.config = config;
-        self.owners = OnceCell::new();
+        self.owners = OnceLock::new();
         let quotas: Vec<Quota> = self.quota_objects.values().cloned().collect();
         self.quotas = Quotas::default();
         self.quota_objects.clear();
@@ -1337,6 +1336,13 @@ mod tests {
             in_place > 300 && recomputed > 300,
             "both paths taken: {in_place} plain pods, {recomputed} others"
         );
+    }
+
+    /// The node agent shares the ledger between threads (kubelet's gRPC and its watches).
+    #[test]
+    fn the_ledger_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Ledger>();
     }
 
     #[test]
