@@ -264,7 +264,9 @@ impl std::hash::Hasher for Fnv1a {
 /// The whole state.
 #[derive(Clone, Debug, Default)]
 pub struct Ledger {
-    pub config: Config,
+    /// Changed only by [`Ledger::configure`], which re-derives what depends on it; read from
+    /// outside the crate through [`Ledger::config`].
+    pub(crate) config: Config,
     /// By name. A hash map: `filter` looks every candidate up (thousands per decision), and
     /// callers that list nodes sort the names themselves.
     pub nodes: HashMap<String, NodeEntry, NameHash>,
@@ -324,6 +326,10 @@ impl Ledger {
             // A registration that was valid stays valid, and an invalid one keeps its cards.
             let _ = self.parse_node(node);
         }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Which vendors read each resource name under the configuration.

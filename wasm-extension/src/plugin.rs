@@ -349,7 +349,7 @@ impl Plugin {
         let Some(cycle) = self.cycle.as_ref() else {
             return status::SUCCESS;
         };
-        let policy = NodePolicy::for_pod(&cycle.pod, &self.ledger.config.node_scheduler_policy);
+        let policy = NodePolicy::for_pod(&cycle.pod, &self.ledger.config().node_scheduler_policy);
         let best = scores
             .keys()
             .filter_map(|n| cycle.ranks.get(n).map(|r| (n.as_str(), *r)))
