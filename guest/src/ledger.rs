@@ -13,7 +13,7 @@ use crate::order::{Candidates, NodeOrder};
 use crate::policy::NodePolicy;
 use crate::quantity;
 use crate::summary::{NodeSummary, Summaries};
-use crate::vendor::{Liveness, ResourceOwners, VENDORS, Vendor};
+use crate::vendor::{AllocatedKeys, Liveness, ResourceOwners, VENDORS, Vendor, VendorSet};
 
 pub const VGPU_NODE: &str = "hami.io/vgpu-node";
 
@@ -91,6 +91,38 @@ impl PodEntry {
             && self.stray_slices == other.stray_slices
             && self.tags == other.tags
     }
+}
+
+/// A pod's devices and left-over MIG slices per vendor, from its annotations, asking the
+/// vendors in `asked` (in [`VENDORS`] order).
+#[allow(clippy::type_complexity)]
+fn decode_placed(
+    pod: &Pod,
+    asked: VendorSet,
+) -> Result<
+    (
+        Vec<(&'static str, PodDevices)>,
+        Vec<(&'static str, String, MigInUse)>,
+    ),
+    Error,
+> {
+    let mut devices = Vec::new();
+    let mut stray_slices = Vec::new();
+    for (i, v) in VENDORS.iter().enumerate() {
+        if asked & (1 << i) == 0 {
+            continue;
+        }
+        if let Some(placed) = v.decode_pod(pod).map_err(Error::InvalidInput)? {
+            devices.push((v.key(), placed.devices));
+            stray_slices.extend(
+                placed
+                    .stray_slices
+                    .into_iter()
+                    .map(|(uuid, s)| (v.key(), uuid, s)),
+            );
+        }
+    }
+    Ok((devices, stray_slices))
 }
 
 /// The tags a pod leaves on the cards it holds ([`crate::vendor::Vendor::card_tag`]).
@@ -679,19 +711,7 @@ impl Ledger {
             self.remove_pod(&pod.uid);
             return Ok(());
         }
-        let mut devices = Vec::new();
-        let mut stray_slices = Vec::new();
-        for v in VENDORS {
-            if let Some(placed) = v.decode_pod(pod).map_err(Error::InvalidInput)? {
-                devices.push((v.key(), placed.devices));
-                stray_slices.extend(
-                    placed
-                        .stray_slices
-                        .into_iter()
-                        .map(|(uuid, s)| (v.key(), uuid, s)),
-                );
-            }
-        }
+        let (devices, stray_slices) = decode_placed(pod, AllocatedKeys::get().of_pod(pod))?;
         let node = VENDORS
             .iter()
             .filter(|v| devices.iter().any(|(k, _)| *k == v.key()))
@@ -1341,6 +1361,131 @@ mod tests {
         assert!(
             in_place > 300 && recomputed > 300,
             "both paths taken: {in_place} plain pods, {recomputed} others"
+        );
+    }
+
+    /// Every vendor's decision annotations for one device, and keys no vendor keeps devices
+    /// under, with junk: the annotations a pod may carry.
+    fn placed_annotations() -> Vec<(String, String)> {
+        let mut pairs = Vec::new();
+        for v in VENDORS {
+            let device = ContainerDevice {
+                uuid: "GPU-a".into(),
+                vendor: v.key().into(),
+                mem: 1024,
+                cores: 10,
+                index: 0,
+                mig: None,
+            };
+            pairs.extend(v.annotations(&vec![vec![device]]));
+        }
+        for key in [
+            VGPU_NODE,
+            "hami.io/vgpu-time",
+            crate::vendor::nvidia::mig::MIG_ALLOCATIONS,
+            "hami.io/bind-phase",
+            "volcano.sh/vgpu-node",
+            "example.com/other",
+        ] {
+            pairs.push((key.to_string(), "x".to_string()));
+        }
+        pairs
+    }
+
+    #[test]
+    fn a_vendor_finds_no_devices_without_its_allocated_key() {
+        let pairs = placed_annotations();
+        for v in VENDORS {
+            // Every other annotation, valid and junk, but none under this vendor's key.
+            for junk in [false, true] {
+                let pod = Pod {
+                    uid: "u".into(),
+                    namespace: "ml".into(),
+                    name: "p".into(),
+                    annotations: pairs
+                        .iter()
+                        .filter(|(k, _)| k != v.allocated_key())
+                        .map(|(k, val)| {
+                            (k.clone(), if junk { "a,b,c:".into() } else { val.clone() })
+                        })
+                        .collect(),
+                    ..Pod::default()
+                };
+                assert!(
+                    matches!(v.decode_pod(&pod), Ok(None)),
+                    "{} decoded a pod without {} (junk: {junk})",
+                    v.key(),
+                    v.allocated_key()
+                );
+            }
+            // And finds its own.
+            let own = Pod {
+                annotations: pairs
+                    .iter()
+                    .filter(|(k, _)| k == v.allocated_key())
+                    .cloned()
+                    .collect(),
+                ..Pod::default()
+            };
+            assert!(
+                matches!(v.decode_pod(&own), Ok(Some(_))),
+                "{} found nothing under {}",
+                v.key(),
+                v.allocated_key()
+            );
+        }
+        assert!(VENDORS.len() <= VendorSet::BITS as usize);
+    }
+
+    #[test]
+    fn decoding_for_the_keys_a_pod_carries_equals_decoding_for_every_vendor() {
+        let pairs = placed_annotations();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            // xorshift64: the same pods every run.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let (mut found, mut failed) = (0, 0);
+        for i in 0..5000 {
+            let annotations = (0..next(5))
+                .map(|_| {
+                    let (k, v) = &pairs[next(pairs.len())];
+                    // Junk every decoder rejects (an item of three fields), or lenient ones.
+                    let value = match next(8) {
+                        0 | 1 => "a,b,c:".to_string(),
+                        2 => "x".to_string(),
+                        _ => v.clone(),
+                    };
+                    (k.clone(), value)
+                })
+                .collect();
+            let pod = Pod {
+                uid: format!("u{i}"),
+                namespace: "ml".into(),
+                name: format!("p{i}"),
+                annotations,
+                init_containers: vec![Default::default(); next(2)],
+                containers: vec![Default::default(); 1 + next(2)],
+                ..Pod::default()
+            };
+            let every = decode_placed(&pod, VendorSet::MAX);
+            match &every {
+                Ok((devices, _)) if !devices.is_empty() => found += 1,
+                Err(_) => failed += 1,
+                Ok(_) => {}
+            }
+            assert_eq!(
+                decode_placed(&pod, AllocatedKeys::get().of_pod(&pod)),
+                every,
+                "{pod:?}"
+            );
+        }
+        assert!(
+            found > 1000 && failed > 500,
+            "{found} found, {failed} failed"
         );
     }
 

@@ -295,6 +295,10 @@ impl Vendor for AwsNeuron {
         out
     }
 
+    fn allocated_key(&self) -> &'static str {
+        ALLOCATED
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         kit::decode_pod(pod, ALLOCATED, VENDOR)
     }

@@ -131,6 +131,10 @@ impl Vendor for Cambricon {
         out
     }
 
+    fn allocated_key(&self) -> &'static str {
+        DEVICES_ALLOCATED
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         common::decode_allocated(pod, DEVICES_ALLOCATED, VENDOR)
     }

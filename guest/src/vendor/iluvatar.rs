@@ -173,6 +173,10 @@ impl Vendor for Iluvatar {
         ]
     }
 
+    fn allocated_key(&self) -> &'static str {
+        self.allocated
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         common::decode_allocated(pod, self.allocated, self.common)
     }

@@ -94,6 +94,37 @@ impl ResourceOwners {
     }
 }
 
+/// Which vendors keep their devices under each annotation key ([`Vendor::allocated_key`]).
+///
+/// Every pod delta is decoded for every vendor, each looking its key up among the pod's
+/// annotations; most pods carry one vendor's key or none (CPU pods). Asking only the vendors
+/// whose key the pod carries gives the same devices, since a vendor finds none without its key.
+pub struct AllocatedKeys(
+    std::collections::HashMap<&'static str, VendorSet, crate::ledger::NameHash>,
+);
+
+impl AllocatedKeys {
+    /// The table for [`VENDORS`] (their keys do not depend on the configuration).
+    pub fn get() -> &'static AllocatedKeys {
+        static KEYS: std::sync::OnceLock<AllocatedKeys> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| {
+            let mut by_key = std::collections::HashMap::default();
+            for (i, v) in VENDORS.iter().enumerate() {
+                *by_key.entry(v.allocated_key()).or_insert(0) |= 1 << i;
+            }
+            AllocatedKeys(by_key)
+        })
+    }
+
+    /// The vendors whose key the pod carries.
+    pub fn of_pod(&self, pod: &Pod) -> VendorSet {
+        pod.annotations
+            .iter()
+            .filter_map(|(k, _)| self.0.get(k.as_str()))
+            .fold(0, |set, v| set | v)
+    }
+}
+
 /// Looks a vendor up by key.
 pub fn by_key(key: &str) -> Option<&'static dyn Vendor> {
     VENDORS.iter().copied().find(|v| v.key() == key)
@@ -445,6 +476,11 @@ pub trait Vendor: Sync {
     fn score_node(&self, _ctx: &ScoreContext<'_>) -> f64 {
         0.0
     }
+
+    /// The annotation a placed pod carries this vendor's devices in: without it,
+    /// [`Vendor::decode_pod`] finds none ([`AllocatedKeys`] asks only the vendors whose key a
+    /// pod carries).
+    fn allocated_key(&self) -> &'static str;
 
     /// Decodes a placed pod's devices of this vendor from its annotations, `None` if absent.
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid>;

@@ -199,6 +199,10 @@ impl Vendor for Vastai {
         common::allocation_pairs(DEVICES_TO_ALLOCATE, DEVICES_ALLOCATED, devices)
     }
 
+    fn allocated_key(&self) -> &'static str {
+        DEVICES_ALLOCATED
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         common::decode_allocated(pod, DEVICES_ALLOCATED, VENDOR)
     }

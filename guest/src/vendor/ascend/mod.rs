@@ -423,6 +423,10 @@ impl Vendor for Ascend {
         fit::score(self, previous, devices)
     }
 
+    fn allocated_key(&self) -> &'static str {
+        self.allocated
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         common::decode_allocated(pod, self.allocated, self.common)
     }

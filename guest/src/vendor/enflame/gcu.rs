@@ -135,6 +135,10 @@ impl Vendor for EnflameGcu {
         ]
     }
 
+    fn allocated_key(&self) -> &'static str {
+        GCU_ALLOCATED
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         kit::decode_pod(pod, GCU_ALLOCATED, GCU_VENDOR)
     }

@@ -388,6 +388,10 @@ impl Vendor for EnflameShared {
         out
     }
 
+    fn allocated_key(&self) -> &'static str {
+        VGPU_ALLOCATED
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         kit::decode_pod(pod, VGPU_ALLOCATED, SHARED_VENDOR)
     }

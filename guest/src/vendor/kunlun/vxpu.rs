@@ -230,6 +230,10 @@ impl Vendor for KunlunVxpu {
         ]
     }
 
+    fn allocated_key(&self) -> &'static str {
+        XPU_ALLOCATED
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         kit::decode_pod(pod, XPU_ALLOCATED, VXPU_VENDOR)
     }

@@ -163,6 +163,10 @@ impl Vendor for KunlunWhole {
         out
     }
 
+    fn allocated_key(&self) -> &'static str {
+        KUNLUN_ALLOCATED
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         kit::decode_pod(pod, KUNLUN_ALLOCATED, WHOLE_VENDOR)
     }

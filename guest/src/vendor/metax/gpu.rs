@@ -146,6 +146,10 @@ impl Vendor for MetaxGpu {
         ]
     }
 
+    fn allocated_key(&self) -> &'static str {
+        GPU_ALLOCATED
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         kit::decode_pod(pod, GPU_ALLOCATED, GPU_VENDOR)
     }

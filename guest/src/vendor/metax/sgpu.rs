@@ -501,6 +501,10 @@ impl Vendor for MetaxSgpu {
         out
     }
 
+    fn allocated_key(&self) -> &'static str {
+        SGPU_ALLOCATED
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         kit::decode_pod(pod, SGPU_ALLOCATED, SGPU_VENDOR)
     }

@@ -145,6 +145,10 @@ impl Vendor for Nvidia {
         out
     }
 
+    fn allocated_key(&self) -> &'static str {
+        DEVICES_ALLOCATED
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         let Some(text) = pod.annotation(DEVICES_ALLOCATED) else {
             return Ok(None);

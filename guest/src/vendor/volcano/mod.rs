@@ -189,6 +189,10 @@ impl Vendor for Volcano {
             .or_else(|| pod.node_name.clone().filter(|n| !n.is_empty()))
     }
 
+    fn allocated_key(&self) -> &'static str {
+        VGPU_IDS_NEW
+    }
+
     fn decode_pod(&self, pod: &Pod) -> Result<Option<Placed>, Invalid> {
         let Some(text) = pod.annotation(VGPU_IDS_NEW) else {
             return Ok(None);
