@@ -96,9 +96,9 @@ impl ResourceOwners {
 
 /// Which vendors keep their devices under each annotation key ([`Vendor::allocated_key`]).
 ///
-/// Every pod delta is decoded for every vendor, each looking its key up among the pod's
-/// annotations; most pods carry one vendor's key or none (CPU pods). Asking only the vendors
-/// whose key the pod carries gives the same devices, since a vendor finds none without its key.
+/// A pod delta is decoded only by the vendors whose key the pod carries: most pods carry one
+/// vendor's key or none (CPU pods), and a vendor finds no devices without its key, so this gives
+/// what asking all of them gives, without each looking its key up among the pod's annotations.
 pub struct AllocatedKeys(
     std::collections::HashMap<&'static str, VendorSet, crate::ledger::NameHash>,
 );
