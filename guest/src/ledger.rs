@@ -13,7 +13,7 @@ use crate::order::{Candidates, NodeOrder};
 use crate::policy::NodePolicy;
 use crate::quantity;
 use crate::summary::{NodeSummary, Summaries};
-use crate::vendor::{AllocatedKeys, Liveness, ResourceOwners, VENDORS, Vendor, VendorSet};
+use crate::vendor::{Liveness, VENDORS, Vendor, VendorSet, VendorsByName};
 
 pub const VGPU_NODE: &str = "hami.io/vgpu-node";
 
@@ -42,6 +42,12 @@ pub struct NodeEntry {
     pub name_rank: u32,
 }
 
+/// Per vendor key, a pod's devices by container position.
+pub type VendorDevices = Vec<(&'static str, PodDevices)>;
+
+/// Per vendor key, reserved MIG slices that match no device of the pod, by GPU UUID.
+pub type StraySlices = Vec<(&'static str, String, MigInUse)>;
+
 /// A pod that holds cards: placed (its annotations say so) or assumed by a filter.
 #[derive(Clone, Debug)]
 pub struct PodEntry {
@@ -49,11 +55,11 @@ pub struct PodEntry {
     pub name: String,
     pub node: String,
     /// Per vendor, devices by container position.
-    pub devices: Vec<(&'static str, PodDevices)>,
+    pub devices: VendorDevices,
     /// Per vendor, the collapsed use per card.
     pub usage: Vec<(&'static str, Vec<Usage>)>,
     /// Per vendor, reserved MIG slices that match no device of the pod, by GPU UUID.
-    pub stray_slices: Vec<(&'static str, String, MigInUse)>,
+    pub stray_slices: StraySlices,
     /// True while only a filter has placed it (its decision annotations are not seen yet).
     pub assumed: bool,
     /// Per vendor, the tags the pod leaves on its cards: (vendor, card UUID, tag).
@@ -95,23 +101,10 @@ impl PodEntry {
 
 /// A pod's devices and left-over MIG slices per vendor, from its annotations, asking the
 /// vendors in `asked` (in [`VENDORS`] order).
-#[allow(clippy::type_complexity)]
-fn decode_placed(
-    pod: &Pod,
-    asked: VendorSet,
-) -> Result<
-    (
-        Vec<(&'static str, PodDevices)>,
-        Vec<(&'static str, String, MigInUse)>,
-    ),
-    Error,
-> {
+fn decode_placed(pod: &Pod, asked: VendorSet) -> Result<(VendorDevices, StraySlices), Error> {
     let mut devices = Vec::new();
     let mut stray_slices = Vec::new();
-    for (i, v) in VENDORS.iter().enumerate() {
-        if asked & (1 << i) == 0 {
-            continue;
-        }
+    for v in crate::vendor::vendors_in(asked) {
         if let Some(placed) = v.decode_pod(pod).map_err(Error::InvalidInput)? {
             devices.push((v.key(), placed.devices));
             stray_slices.extend(
@@ -323,7 +316,7 @@ pub struct Ledger {
     quota_objects: BTreeMap<(String, String), Quota>,
     /// Who reads which resource name under `config`; built on first use after
     /// [`Ledger::configure`] (so `config` changes only through it).
-    owners: OnceLock<ResourceOwners>,
+    owners: OnceLock<VendorsByName>,
 }
 
 impl Ledger {
@@ -365,8 +358,9 @@ impl Ledger {
     }
 
     /// Which vendors read each resource name under the configuration.
-    pub fn resource_owners(&self) -> &ResourceOwners {
-        self.owners.get_or_init(|| ResourceOwners::of(&self.config))
+    pub fn resource_owners(&self) -> &VendorsByName {
+        self.owners
+            .get_or_init(|| VendorsByName::resources(&self.config))
     }
 
     pub fn clear(&mut self) {
@@ -711,7 +705,7 @@ impl Ledger {
             self.remove_pod(&pod.uid);
             return Ok(());
         }
-        let (devices, stray_slices) = decode_placed(pod, AllocatedKeys::get().of_pod(pod))?;
+        let (devices, stray_slices) = decode_placed(pod, VendorsByName::allocations().of_pod(pod))?;
         let node = VENDORS
             .iter()
             .filter(|v| devices.iter().any(|(k, _)| *k == v.key()))
@@ -1434,7 +1428,6 @@ mod tests {
                 v.allocated_key()
             );
         }
-        assert!(VENDORS.len() <= VendorSet::BITS as usize);
     }
 
     #[test]
@@ -1478,7 +1471,7 @@ mod tests {
                 Ok(_) => {}
             }
             assert_eq!(
-                decode_placed(&pod, AllocatedKeys::get().of_pod(&pod)),
+                decode_placed(&pod, VendorsByName::allocations().of_pod(&pod)),
                 every,
                 "{pod:?}"
             );

@@ -62,66 +62,73 @@ pub static VENDORS: &[&dyn Vendor] = &[
 /// A set of [`VENDORS`], bit `i` for `VENDORS[i]`.
 pub type VendorSet = u64;
 
-/// Which vendors read each resource name, under one configuration.
-///
-/// A vendor's [`Vendor::request`] reads only the names it lists in
-/// [`Vendor::managed_resources`]: those are the names the extender declares to kube-scheduler,
-/// which sends it no pod that lists none of them. So a container that lists none of a vendor's
-/// names asks nothing of it, and no error of it can be missed. `filter` derives the requests of
-/// every container on every call; asking only the vendors a container names replaces 26 calls,
-/// each looking its names up in the container, with one table lookup per name it lists.
-#[derive(Clone, Debug, Default)]
-pub struct ResourceOwners(std::collections::HashMap<String, VendorSet, crate::ledger::NameHash>);
+// Every vendor has a bit.
+const _: () = assert!(VENDORS.len() <= VendorSet::BITS as usize);
 
-impl ResourceOwners {
-    pub fn of(config: &Config) -> ResourceOwners {
+/// The vendors of `set`, in [`VENDORS`] order.
+pub fn vendors_in(set: VendorSet) -> impl Iterator<Item = &'static dyn Vendor> {
+    VENDORS
+        .iter()
+        .enumerate()
+        .filter(move |(i, _)| set & (1 << i) != 0)
+        .map(|(_, v)| *v)
+}
+
+/// Which vendors each name belongs to: the resource names a vendor's [`Vendor::request`]
+/// reads ([`VendorsByName::resources`]), or the annotation its devices are kept in
+/// ([`VendorsByName::allocations`]).
+///
+/// Both let a call ask only the vendors a pod names instead of all 26, each looking its names
+/// up in the pod. It gives what asking every vendor gives, because a vendor reads nothing it
+/// does not declare (the tests in `schedule` and `ledger` check that for every vendor):
+/// - `filter` derives every container's requests on every call. A vendor reads only the names
+///   in [`Vendor::managed_resources`], the names the extender declares to kube-scheduler, so a
+///   container that lists none of them asks nothing of it, and no error of it can be missed.
+/// - Every pod delta is decoded. A vendor finds no devices without its
+///   [`Vendor::allocated_key`], and most pods carry one vendor's key or none (CPU pods).
+#[derive(Clone, Debug, Default)]
+pub struct VendorsByName(std::collections::HashMap<String, VendorSet, crate::ledger::NameHash>);
+
+impl VendorsByName {
+    fn of(names: impl Fn(&dyn Vendor) -> Vec<String>) -> VendorsByName {
         let mut by_name = std::collections::HashMap::default();
         for (i, v) in VENDORS.iter().enumerate() {
-            for name in v.managed_resources(config) {
+            for name in names(*v) {
                 *by_name.entry(name).or_insert(0) |= 1 << i;
             }
         }
-        ResourceOwners(by_name)
+        VendorsByName(by_name)
     }
 
-    /// The vendors that read a name the container lists under limits or requests.
+    /// The resource names each vendor reads under `config` (the ledger keeps one per
+    /// configuration).
+    pub fn resources(config: &Config) -> VendorsByName {
+        VendorsByName::of(|v| v.managed_resources(config))
+    }
+
+    /// The annotation each vendor keeps a placed pod's devices in (no vendor's depends on the
+    /// configuration).
+    pub fn allocations() -> &'static VendorsByName {
+        static KEYS: std::sync::OnceLock<VendorsByName> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| VendorsByName::of(|v| vec![v.allocated_key().to_string()]))
+    }
+
+    /// The vendors any of `names` belongs to.
+    pub fn of_names<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> VendorSet {
+        names
+            .into_iter()
+            .filter_map(|name| self.0.get(name))
+            .fold(0, |set, v| set | v)
+    }
+
+    /// The vendors whose resource names the container lists under limits or requests.
     pub fn of_container(&self, c: &Container) -> VendorSet {
-        c.limits
-            .iter()
-            .chain(&c.requests)
-            .filter_map(|(name, _)| self.0.get(name.as_str()))
-            .fold(0, |set, v| set | v)
-    }
-}
-
-/// Which vendors keep their devices under each annotation key ([`Vendor::allocated_key`]).
-///
-/// A pod delta is decoded only by the vendors whose key the pod carries: most pods carry one
-/// vendor's key or none (CPU pods), and a vendor finds no devices without its key, so this gives
-/// what asking all of them gives, without each looking its key up among the pod's annotations.
-pub struct AllocatedKeys(
-    std::collections::HashMap<&'static str, VendorSet, crate::ledger::NameHash>,
-);
-
-impl AllocatedKeys {
-    /// The table for [`VENDORS`] (their keys do not depend on the configuration).
-    pub fn get() -> &'static AllocatedKeys {
-        static KEYS: std::sync::OnceLock<AllocatedKeys> = std::sync::OnceLock::new();
-        KEYS.get_or_init(|| {
-            let mut by_key = std::collections::HashMap::default();
-            for (i, v) in VENDORS.iter().enumerate() {
-                *by_key.entry(v.allocated_key()).or_insert(0) |= 1 << i;
-            }
-            AllocatedKeys(by_key)
-        })
+        self.of_names(c.limits.iter().chain(&c.requests).map(|(k, _)| k.as_str()))
     }
 
-    /// The vendors whose key the pod carries.
+    /// The vendors whose annotations the pod carries.
     pub fn of_pod(&self, pod: &Pod) -> VendorSet {
-        pod.annotations
-            .iter()
-            .filter_map(|(k, _)| self.0.get(k.as_str()))
-            .fold(0, |set, v| set | v)
+        self.of_names(pod.annotations.iter().map(|(k, _)| k.as_str()))
     }
 }
 
@@ -478,8 +485,8 @@ pub trait Vendor: Sync {
     }
 
     /// The annotation a placed pod carries this vendor's devices in: without it,
-    /// [`Vendor::decode_pod`] finds none ([`AllocatedKeys`] asks only the vendors whose key a
-    /// pod carries).
+    /// [`Vendor::decode_pod`] finds none ([`VendorsByName::allocations`] asks only the vendors
+    /// whose key a pod carries).
     fn allocated_key(&self) -> &'static str;
 
     /// Decodes a placed pod's devices of this vendor from its annotations, `None` if absent.
