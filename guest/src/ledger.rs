@@ -1262,14 +1262,8 @@ mod tests {
         l.upsert_node(register(1, "hami-core")).unwrap();
         l.upsert_node(register(2, "hami-core")).unwrap();
         l.rank_names();
-        // xorshift64: the same walk every run.
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::testing::XorShift(0x9e37_79b9_7f4a_7c15_u64);
+        let mut next = |n: u64| rng.below(n);
         // Placements on a registered node, by what the ledger must do: charge the pod in place
         // (plain shares: no MIG slice, tag or left-over slice, no device on a MIG-mode card),
         // or recompute the node. Card 3 is always in MIG mode, card 2 as last registered.
@@ -1433,14 +1427,8 @@ mod tests {
     #[test]
     fn decoding_for_the_keys_a_pod_carries_equals_decoding_for_every_vendor() {
         let pairs = placed_annotations();
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |n: usize| {
-            // xorshift64: the same pods every run.
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = crate::testing::XorShift(0x2545_f491_4f6c_dd1d_u64);
+        let mut next = |n: usize| rng.below(n as u64) as usize;
         let (mut found, mut failed) = (0, 0);
         for i in 0..5000 {
             let annotations = (0..next(5))

@@ -30,6 +30,9 @@ pub mod summary;
 pub mod usage_annotation;
 pub mod vendor;
 
+#[cfg(test)]
+mod testing;
+
 // Only the component build (wasm32-wasip2) carries the WIT exports; the core module of
 // kube-scheduler-wasm-extension (wasm32-wasip1, `wasm-extension/`) links this library without them.
 #[cfg(all(target_arch = "wasm32", target_env = "p2"))]

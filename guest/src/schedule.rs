@@ -1452,14 +1452,8 @@ mod tests {
         const VALUES: [&str; 12] = [
             "0", "1", "2", "4", "8", "50", "100", "1024", "20000", "-1", "1.5", "x",
         ];
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: usize| {
-            // xorshift64: the same pods every run.
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = crate::testing::XorShift(0x9e37_79b9_7f4a_7c15_u64);
+        let mut next = |n: usize| rng.below(n as u64) as usize;
         // One ledger whose configuration changes: the owners table must follow it.
         let mut ledger = Ledger::default();
         let (mut found, mut failed) = (0, 0);

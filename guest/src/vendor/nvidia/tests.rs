@@ -428,13 +428,8 @@ fn topology_table_t1_to_t6() {
 /// cards are asked than the node has. Selectors, mutex and quota turn it off.
 #[test]
 fn the_summary_check_rejects_exactly_where_every_card_fails() {
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rng = crate::testing::XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut next = |n: u64| rng.below(n);
     let pod = Pod {
         namespace: "default".into(),
         name: "p".into(),
