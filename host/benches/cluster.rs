@@ -5,7 +5,7 @@
 // Each bench uses a part of this module.
 #![allow(dead_code)]
 
-use hamr_guest::api::{Container, Delta, Node, Pod, PodPhase};
+use hamr_guest::api::{Container, Delta, Node, Pod, PodPhase, Scheduler};
 
 pub const CARDS: usize = 8;
 pub const CARD_MIB: u64 = 81920;
@@ -148,4 +148,15 @@ pub fn batches(n: usize, size: usize) -> impl Iterator<Item = Vec<Delta>> {
 
 pub fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("node-{i:05}")).collect()
+}
+
+/// `s` configured with the defaults and fed the cluster of `n` nodes in one batch.
+pub fn loaded<S: Scheduler>(mut s: S, n: usize) -> S {
+    s.configure("{}")
+        .ok()
+        .expect("no fault")
+        .expect("valid config");
+    let errors = s.apply(&deltas(n)).ok().expect("no fault");
+    assert!(errors.is_empty(), "the generated cluster is valid");
+    s
 }

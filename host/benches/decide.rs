@@ -12,16 +12,6 @@ use hamr_guest::api::{Delta, Scheduler};
 
 const SIZES: &[usize] = &[100, 1000, 5000];
 
-fn loaded<S: Scheduler>(mut s: S, n: usize) -> S {
-    s.configure("{}")
-        .ok()
-        .expect("no fault")
-        .expect("valid config");
-    let errors = s.apply(&cluster::deltas(n)).ok().expect("no fault");
-    assert!(errors.is_empty(), "the generated cluster is valid");
-    s
-}
-
 fn component() -> ComponentScheduler {
     ComponentScheduler::load(None).expect("the embedded component loads")
 }
@@ -62,8 +52,8 @@ fn decide(c: &mut Criterion) {
     ];
     for &n in SIZES {
         let names = hamr_guest::join_node_names(&cluster::names(n)).expect("no line breaks");
-        let mut native = loaded(hamr_guest::Engine::new(), n);
-        let mut comp = loaded(component(), n);
+        let mut native = cluster::loaded(hamr_guest::Engine::new(), n);
+        let mut comp = cluster::loaded(component(), n);
         let mut group = c.benchmark_group(format!("decide/{n}"));
         group.sample_size(if n >= 5000 { 20 } else { 50 });
         group.measurement_time(Duration::from_secs(5));
@@ -86,8 +76,8 @@ fn apply<S: Scheduler>(s: &mut S, deltas: &[Delta]) {
 
 fn delta(c: &mut Criterion) {
     let n = 5000;
-    let mut native = loaded(hamr_guest::Engine::new(), n);
-    let mut comp = loaded(component(), n);
+    let mut native = cluster::loaded(hamr_guest::Engine::new(), n);
+    let mut comp = cluster::loaded(component(), n);
     // Two versions of node 0, applied in turn: one where a card's health flips (the
     // registration is parsed again), one where only the scheduler's handshake stamp moves (as
     // most node updates do; the parse is kept).

@@ -15,11 +15,8 @@ use hamr_guest::api::Scheduler;
 const SIZES: &[usize] = &[100, 1000];
 
 fn loaded(n: usize) -> WasmExtensionScheduler {
-    let mut s = WasmExtensionScheduler::load().expect("the embedded module loads");
-    s.configure("{}").expect("no fault").expect("valid config");
-    let errors = s.apply(&cluster::deltas(n)).expect("no fault");
-    assert!(errors.is_empty(), "the generated cluster is valid");
-    s
+    let s = WasmExtensionScheduler::load().expect("the embedded module loads");
+    cluster::loaded(s, n)
 }
 
 fn per_node(c: &mut Criterion) {

@@ -35,13 +35,8 @@ fn measured<S: Scheduler>(s: &mut S, pod: &Pod, names: &str, decisions: usize) {
     }
 }
 
-fn run<S: Scheduler>(mut s: S, nodes: usize, pod: &Pod, decisions: usize) {
-    s.configure("{}")
-        .ok()
-        .expect("no fault")
-        .expect("valid config");
-    let errors = s.apply(&cluster::deltas(nodes)).ok().expect("no fault");
-    assert!(errors.is_empty(), "the generated cluster is valid");
+fn run<S: Scheduler>(s: S, nodes: usize, pod: &Pod, decisions: usize) {
+    let mut s = cluster::loaded(s, nodes);
     let names = hamr_guest::join_node_names(&cluster::names(nodes)).expect("no line breaks");
     measured(&mut s, pod, &names, 100);
     let started = Instant::now();
