@@ -8,7 +8,7 @@ use crate::api::{
     Delta, DeltaError, Error, Invalid, Node, Pod, PodPhase, Quota, QuotaUsage, lookup,
 };
 use crate::config::Config;
-use crate::device::{self, Card, ContainerDevice, MigInUse, PodDevices, Usage};
+use crate::device::{self, Card, MigInUse, PodDevices, Usage};
 use crate::order::{Candidates, NodeOrder};
 use crate::policy::NodePolicy;
 use crate::quantity;
@@ -49,7 +49,7 @@ pub type VendorDevices = Vec<(&'static str, PodDevices)>;
 pub type StraySlices = Vec<(&'static str, String, MigInUse)>;
 
 /// A pod that holds cards: placed (its annotations say so) or assumed by a filter.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodEntry {
     pub namespace: String,
     pub name: String,
@@ -68,31 +68,11 @@ pub struct PodEntry {
 
 impl PodEntry {
     /// Whether both book exactly the same: the same cards, use, slices and tags on the same
-    /// node, charged to the same namespace (whether assumed or not). A device's card index is
-    /// not compared: annotations do not carry it (a decoded device has 0), and booking finds
-    /// cards by UUID.
+    /// node, charged to the same namespace (whether assumed or not).
     fn books_as(&self, other: &PodEntry) -> bool {
-        let same_device = |a: &ContainerDevice, b: &ContainerDevice| {
-            a.uuid == b.uuid
-                && a.vendor == b.vendor
-                && a.mem == b.mem
-                && a.cores == b.cores
-                && a.mig == b.mig
-        };
-        let same_devices = |a: &PodDevices, b: &PodDevices| {
-            a.len() == b.len()
-                && a.iter().zip(b).all(|(x, y)| {
-                    x.len() == y.len() && x.iter().zip(y).all(|(d, e)| same_device(d, e))
-                })
-        };
         self.node == other.node
             && self.namespace == other.namespace
-            && self.devices.len() == other.devices.len()
-            && self
-                .devices
-                .iter()
-                .zip(&other.devices)
-                .all(|((v, a), (w, b))| v == w && same_devices(a, b))
+            && self.devices == other.devices
             && self.usage == other.usage
             && self.stray_slices == other.stray_slices
             && self.tags == other.tags
@@ -1357,7 +1337,7 @@ mod tests {
     fn placed_annotations() -> Vec<(String, String)> {
         let mut pairs = Vec::new();
         for v in VENDORS {
-            let device = ContainerDevice {
+            let device = crate::device::ContainerDevice {
                 uuid: "GPU-a".into(),
                 vendor: v.key().into(),
                 mem: 1024,

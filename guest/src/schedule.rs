@@ -917,6 +917,10 @@ fn assume(
             cards,
         };
         annotations.extend(v.decision_annotations(&pd, &ctx));
+        // The ledger keeps what the annotations say (they do not carry the card index), so
+        // that the placed pod, when the watch shows it, decodes to this same entry.
+        let mut pd = pd;
+        pd.iter_mut().flatten().for_each(|d| d.index = 0);
         per_vendor.push((v.key(), pd));
     }
     let init_count = pod.init_containers.len();
@@ -1550,6 +1554,7 @@ mod tests {
             .expect("fits");
         let assumed = state(&e);
         assert_eq!(assumed.3, Some(true));
+        let entry = e.ledger().pods["uid-10000"].clone();
         assert!(assumed.0.iter().any(|c| c.used_mem == 10000));
         let mut placed = p.clone();
         placed.annotations.extend(decision.annotations);
@@ -1561,6 +1566,14 @@ mod tests {
             assert_eq!((&now.0, now.1, &now.2), (&assumed.0, assumed.1, &assumed.2));
             assert_eq!(now.3, Some(false));
             assert_eq!(now, state(&fed(&placed)));
+            // The assumption's entry is what the placed pod decodes to: it is kept as it was.
+            assert_eq!(
+                e.ledger().pods["uid-10000"],
+                crate::ledger::PodEntry {
+                    assumed: false,
+                    ..entry.clone()
+                }
+            );
         }
         // Moved to the other card: booked anew.
         let (from, to) = if assumed.0[0].used_mem > 0 {
