@@ -522,9 +522,13 @@ pub fn summary_check(
     }
     let k = clamped(request);
     // The reasons in the order a counter keeps them, so that each node's is built without a
-    // search.
-    let mut by_text: [Why; WHYS] = ALL;
-    by_text.sort_unstable_by_key(|w| w.reason());
+    // search; sorted once per process, not per call.
+    static BY_TEXT: std::sync::OnceLock<[Why; WHYS]> = std::sync::OnceLock::new();
+    let by_text = BY_TEXT.get_or_init(|| {
+        let mut by_text = ALL;
+        by_text.sort_unstable_by_key(|w| w.reason());
+        by_text
+    });
     Some(Box::new(move |cards: &[CardRow]| {
         let mut counts = [0u32; WHYS];
         let mut total = 0u32;
@@ -536,7 +540,7 @@ pub fn summary_check(
             return None;
         }
         let mut counter = Counter::default();
-        for &why in &by_text {
+        for &why in by_text {
             let n = counts[why as usize];
             if n > 0 {
                 counter.push_sorted(why.reason(), n);
